@@ -1,0 +1,50 @@
+# kvscale — developer entry points. Everything installs into ./.venv (created on demand).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint typecheck crd-check test test-unit test-integration e2e bench demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check operator tests bench e2e
+	$(BIN)/ruff format --check operator tests bench e2e
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+crd-check: install
+	$(BIN)/kvscale crd > $(VENV)/crd.generated.yaml
+	diff -u crds/kvscale.dev_llmdeployments.yaml $(VENV)/crd.generated.yaml
+	diff -u charts/kvscale/crds/kvscale.dev_llmdeployments.yaml $(VENV)/crd.generated.yaml
+
+test-unit: install
+	$(BIN)/pytest tests/unit -q
+
+test-integration: install
+	$(BIN)/pytest tests/integration -q
+
+# The full suite: lint, types, generated-file drift, every test tier.
+test: lint typecheck crd-check
+	$(BIN)/pytest -q
+
+e2e: install
+	$(BIN)/pytest -m e2e e2e -q
+
+bench: install
+	$(BIN)/python bench/capacity_accuracy.py
+
+demo: install
+	$(BIN)/kvscale demo
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

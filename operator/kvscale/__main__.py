@@ -1,0 +1,7 @@
+"""`python -m kvscale`."""
+
+import sys
+
+from kvscale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""Value objects of the capacity planner (frozen; units in names).
+
+These types are the contract between the planner and everything that consumes a plan
+(engine flag rendering, the simulator, the operator's status). Logic lives in the sibling
+modules; this module holds data only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+GIB = 1024**3
+
+
+class LayerKind(StrEnum):
+    """How one decoder layer stores its per-sequence state."""
+
+    FULL = "full"  # full attention (MHA / GQA / MQA): grows with every token
+    SLIDING = "sliding"  # sliding-window attention: holds at most the window
+    CHUNKED = "chunked"  # chunked local attention (Llama 4): holds at most one chunk
+    MLA = "mla"  # multi-head latent attention: one latent per token, not split by TP
+    LINEAR = "linear"  # linear attention / Mamba / GDN: fixed state per sequence
+    NONE = "none"  # no KV state (e.g. a layer whose KV is shared with another)
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What the KV cache and the weights of one model cost, from its HF config.json."""
+
+    name: str
+    architecture: str
+    num_layers: int
+    layer_kinds: tuple[LayerKind, ...]  # one entry per decoder layer
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim_k: int
+    head_dim_v: int
+    dtype_bytes: int  # model (activation/KV "auto") dtype width: 2 for bf16/fp16
+    max_position_embeddings: int
+    sliding_window_tokens: int | None = None
+    attention_chunk_tokens: int | None = None
+    kv_lora_rank: int | None = None  # MLA latent rank
+    qk_rope_head_dim: int | None = None  # MLA rope part, stored beside the latent
+    linear_state_bytes_per_layer: int = 0  # fixed per-sequence state of one LINEAR layer (bf16)
+    params: int | None = None  # total parameters
+    active_params: int | None = None  # parameters touched per token (MoE < total)
+    weights_bytes: int | None = None  # checkpoint bytes (quantisation included) when known
+    quantization: str | None = None  # fp8, awq, gptq, mxfp4, nvfp4, bnb-4bit, …
+    hidden_size: int | None = None
+    num_experts: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU type from the catalog."""
+
+    id: str
+    name: str
+    vendor: str
+    label_key: str  # e.g. nvidia.com/gpu.product
+    label_values: tuple[str, ...]  # e.g. ("NVIDIA-H100-80GB-HBM3",)
+    memory_bytes: int  # as CUDA/torch reports the device total (what vLLM multiplies by util)
+    hbm_bandwidth_bytes_per_s: float
+    bf16_flops: float | None  # dense, per second
+    fp8_flops: float | None
+    fp8_kv_native: bool
+    price_usd_per_hour: float | None
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Inputs for one engine instance (one replica) of one model on one GPU type."""
+
+    model: ModelGeometry
+    gpu: GpuSpec
+    engine: str = "vllm"  # vllm | sglang | tgi | trtllm
+    engine_version: str = "0.11.0"
+    tensor_parallel: int = 1
+    max_model_len_tokens: int = 8192
+    gpu_memory_utilization: float | None = None  # None -> the engine version's default
+    gpu_memory_bytes: int | None = None  # override of gpu.memory_bytes (e.g. --gpu-memory-gib)
+    kv_cache_dtype: str = "auto"  # auto | fp8 | fp8_e4m3 | fp8_e5m2 | bfloat16 | float16
+    block_size_tokens: int | None = None  # None -> engine default (16 for vLLM on CUDA)
+    max_num_batched_tokens: int | None = None  # None -> engine/version/GPU default
+    max_num_seqs: int | None = None  # None -> engine/version/GPU default
+    kv_cache_memory_bytes: int | None = None  # vLLM --kv-cache-memory-bytes short-circuit
+    weights_bytes: int | None = None  # explicit per-model weight bytes (whole model, all ranks)
+    enable_prefix_caching: bool = True
+    disable_hybrid_kv_cache_manager: bool = False
+    api_server: bool = True  # vLLM batch defaults differ for the API server vs the LLM class
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """What the engine will really leave for KV cache on one replica, and what that buys.
+
+    All byte figures are per GPU (per TP rank); tokens/blocks are per replica (the engine's
+    shared block pool).
+    """
+
+    request: PlanRequest
+    kv_bytes_per_token: int  # marginal KV bytes per token per rank, summed over growing layers
+    weights_bytes: int  # per rank
+    activation_bytes: int  # profiled activation peak per rank
+    non_torch_bytes: int  # NCCL / CUDA context etc. per rank
+    cudagraph_bytes: int  # CUDA-graph estimate subtracted by the engine (0 when not)
+    requested_bytes: int  # total * utilisation (per rank)
+    available_kv_bytes: int  # the engine's "Available KV cache memory" per rank
+    block_size_tokens: int
+    page_bytes: int  # bytes of one block of one layer (padded), per rank
+    num_groups: int  # vLLM KV-cache groups (1 for uniform models)
+    group_size_layers: int  # layers that share one block-pool tensor
+    num_blocks: int
+    kv_cache_tokens: int  # the engine's "GPU KV cache size: N tokens" figure
+    blocks_per_max_len_request: int  # blocks one max_model_len request needs over all groups
+    max_concurrency: float  # num_blocks / blocks_per_max_len_request (the engine's "x" figure)
+    gpu_memory_utilization: float  # effective value
+    max_num_batched_tokens: int  # effective value
+    max_num_seqs: int  # effective value
+    fits: bool  # one max_model_len request fits in the KV cache
+    max_fitting_context_tokens: int  # largest max_model_len that would fit (0 if none)
+    reason: str  # empty when fits; else needed vs available and the knob to turn
+    warnings: tuple[str, ...] = field(default_factory=tuple)

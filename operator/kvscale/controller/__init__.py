@@ -1,0 +1,1 @@
+"""kvscale.controller."""
