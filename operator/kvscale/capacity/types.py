@@ -49,6 +49,10 @@ class ModelGeometry:
     quantization: str | None = None  # fp8, awq, gptq, mxfp4, nvfp4, bnb-4bit, …
     hidden_size: int | None = None
     num_experts: int | None = None
+    # added by the planner (optional, defaulted): inputs of the calibrated activation model
+    vocab_size: int | None = None
+    intermediate_size: int | None = None
+    is_multimodal: bool = False  # has a vision/audio encoder the engine profiles too
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class PlanRequest:
     enable_prefix_caching: bool = True
     disable_hybrid_kv_cache_manager: bool = False
     api_server: bool = True  # vLLM batch defaults differ for the API server vs the LLM class
+    vllm_v0: bool | None = None  # force vLLM's V0 engine (VLLM_USE_V1=0); None: the version's
 
 
 @dataclass(frozen=True)
@@ -122,3 +127,57 @@ class CapacityPlan:
     max_fitting_context_tokens: int  # largest max_model_len that would fit (0 if none)
     reason: str  # empty when fits; else needed vs available and the knob to turn
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # added by the planner (optional, defaulted)
+    kv_groups: tuple[KvGroup, ...] = ()  # the engine's KV-cache groups (block allocator input)
+    kv_needed_bytes: int = 0  # KV bytes one max_model_len request needs (per rank)
+    engine_cap_seqs: int = 0  # the engine's own limit on running sequences
+
+
+@dataclass(frozen=True)
+class KvGroup:
+    """One KV-cache group: layers of one kind that share a block table.
+
+    A request holds blocks in every group; `layers` counts the group's real layers
+    (padding excluded) and `page_bytes` is one block of one layer, per rank.
+    """
+
+    kind: LayerKind
+    layers: int
+    block_size_tokens: int
+    page_bytes: int
+    window_tokens: int | None = None  # sliding window or attention chunk, tokens
+
+
+@dataclass(frozen=True)
+class WorkloadProfile:
+    """The declared request-length profile and peak demand of one deployment."""
+
+    p50_input_tokens: int
+    p95_input_tokens: int
+    p50_output_tokens: int
+    p95_output_tokens: int
+    peak_requests_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SloTargets:
+    """Latency targets; None means "no target" (that bound is not applied)."""
+
+    ttft_p95_s: float | None = None
+    itl_p95_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ConcurrencyVerdict:
+    """How many requests one replica can safely run at once, and what limits it."""
+
+    kv_bound_worst: int  # every request at max_model_len
+    kv_bound_typical: int  # every request at the p95 prompt + p95 output
+    slo_bound: int | None  # largest batch meeting the ITL/TTFT targets (None: no targets)
+    engine_cap: int  # max_num_seqs / max_running_requests / max_batch_size
+    safe_concurrency: int  # min(typical KV bound, SLO bound, cap) less the headroom
+    limited_by: str  # kv | slo | engine_cap
+    replicas_for_peak: int | None  # Little's law at the declared peak (None: no peak given)
+    usd_per_hour_per_replica: float | None
+    itl_at_safe_s: float | None
+    ttft_p95_prompt_s: float | None

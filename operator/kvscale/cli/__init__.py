@@ -1,6 +1,8 @@
 """`kvscale` command line: one module per subcommand, registered here.
 
 Exit codes: 0 success, 2 bad input (one line naming the field and the fix), 1 other failure.
+Only the module of the subcommand being run is imported, so `kvscale plan` does not pay for
+kopf, the Kubernetes client or matplotlib.
 """
 
 from __future__ import annotations
@@ -12,30 +14,28 @@ from collections.abc import Sequence
 
 from kvscale.cli.common import CliError
 
-# subcommand name -> module under kvscale.cli exposing `register(subparsers)` that sets `func`
-_SUBCOMMANDS: tuple[str, ...] = ("plan", "flags", "validate", "crd", "simulate", "demo", "run")
+# subcommand name -> module kvscale.cli.<name>_cmd exposing `register(subparsers)` that sets `func`
+SUBCOMMANDS: tuple[str, ...] = ("plan", "flags", "validate", "crd", "simulate", "demo", "run")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or just `only` when it names one."""
     parser = argparse.ArgumentParser(
         prog="kvscale",
         description="KV-cache-aware capacity planning and autoscaling for LLM serving.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"kvscale.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:  # subcommand not built yet in this checkout
-            if exc.name != f"kvscale.cli.{name}_cmd":
-                raise
-            continue
+    for name in SUBCOMMANDS if only is None else (only,):
+        module = importlib.import_module(f"kvscale.cli.{name}_cmd")
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first = args_list[0] if args_list else None
+    parser = build_parser(first if first in SUBCOMMANDS else None)
+    args = parser.parse_args(args_list)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

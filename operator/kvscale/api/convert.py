@@ -1,0 +1,378 @@
+"""From an `LLMDeploymentSpec` to the pure core's inputs, and the per-GPU-type plan.
+
+`plan_deployment` is the one place a spec becomes plans: `kvscale validate`, `kvscale plan -f`
+and the operator's status all call it, so what validate promises is what the operator does.
+Selection rule: among GPU types that fit, the lowest US dollars per hour per unit of safe
+concurrency wins; GPU types without a price rank after priced ones; ties go to the type listed
+first in `spec.placement.gpuTypes`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
+from kvscale.api.status import GpuPlanStatus
+from kvscale.capacity import (
+    CapacityInputError,
+    estimate_safe_concurrency,
+    find_gpu,
+    find_model,
+    model_from_config,
+    plan_capacity,
+)
+from kvscale.capacity.types import (
+    CapacityPlan,
+    GpuSpec,
+    ModelGeometry,
+    PlanRequest,
+    SloTargets,
+    WorkloadProfile,
+)
+from kvscale.engines.render import render
+from kvscale.engines.versions import UnsupportedEngineError
+from kvscale.scaling.rollback import Guardrails
+from kvscale.scaling.types import Mode, ScalingConfig
+
+#: Reads the config.json text a ConfigMapRef points at (the operator passes a cluster reader).
+ConfigMapLoader = Callable[[ConfigMapRef], str]
+
+# Planner input names (CLI-flag or PlanRequest spelling, normalised) -> the CR field to blame.
+_PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
+    "tensorparallel": "spec.placement.gpusPerReplica",
+    "gpuspreplica": "spec.placement.gpusPerReplica",
+    "maxmodellen": "spec.maxContextLength",
+    "maxmodellentokens": "spec.maxContextLength",
+    "kvcachedtype": "spec.kvCache.dtype",
+    "blocksize": "spec.kvCache.blockSize",
+    "blocksizetokens": "spec.kvCache.blockSize",
+    "gpumemoryutilization": "spec.engine.gpuMemoryUtilization",
+    "maxnumbatchedtokens": "spec.engine.maxNumBatchedTokens",
+    "maxnumseqs": "spec.engine.maxNumSeqs",
+    "weightsbytes": "spec.model.weightsBytes",
+    "weightsgib": "spec.model.weightsBytes",
+    "engine": "spec.engine.name",
+    "engineversion": "spec.engine.version",
+    "port": "spec.engine.port",
+    "modelref": "spec.model.uri",
+}
+
+
+class SpecError(ValueError):
+    """A spec that is well-formed but cannot be planned; names the CR field and the fix."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}; fix: {fix}")
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+
+
+def _spec_path_for(planner_field: str, default: str) -> str:
+    key = "".join(ch for ch in planner_field.lower() if ch.isalnum())
+    return _PLANNER_FIELD_TO_SPEC_PATH.get(key, default)
+
+
+def _as_spec_error(exc: CapacityInputError | UnsupportedEngineError, default: str) -> SpecError:
+    return SpecError(_spec_path_for(exc.field, default), exc.problem, exc.fix)
+
+
+def model_ref_of(source: ModelSource) -> str:
+    """What the engine loads: model.uri, else the catalog name."""
+    return source.uri or source.name or ""
+
+
+def _geometry_from_text(text: str, source: ModelSource, path: str) -> ModelGeometry:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            path,
+            f"not valid JSON ({exc.msg} at line {exc.lineno})",
+            "paste the model's config.json verbatim",
+        ) from exc
+    if not isinstance(config, dict):
+        raise SpecError(
+            path, "config.json must be a JSON object", "paste the model's config.json verbatim"
+        )
+    try:
+        return model_from_config(
+            config, name=model_ref_of(source) or "inline-config", weights_bytes=source.weights_bytes
+        )
+    except CapacityInputError as exc:
+        raise SpecError(f"{path} ({exc.field})", exc.problem, exc.fix) from exc
+
+
+def resolve_model(
+    source: ModelSource, configmap_loader: ConfigMapLoader | None = None
+) -> ModelGeometry:
+    """The model's geometry from the catalog, inline config.json or a ConfigMap.
+
+    Raises `SpecError` naming spec.model.* when the source cannot be resolved (unknown
+    catalog id, bad JSON, no loader for a ConfigMap, a config the planner cannot read).
+    """
+    if source.name is not None:
+        try:
+            model = find_model(source.name)
+        except CapacityInputError as exc:
+            raise SpecError("spec.model.name", exc.problem, exc.fix) from exc
+    elif source.config is not None:
+        model = _geometry_from_text(source.config, source, "spec.model.config")
+    else:
+        ref = source.config_map_ref
+        assert ref is not None  # the model validator guarantees exactly one source
+        if configmap_loader is None:
+            raise SpecError(
+                "spec.model.configMapRef",
+                f"ConfigMap {ref.name} is not available offline",
+                "put the ConfigMap in the same file, or use model.name or model.config",
+            )
+        model = _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
+    if source.quantization is not None:
+        model = replace(model, quantization=source.quantization)
+    if source.weights_bytes is not None:
+        model = replace(model, weights_bytes=source.weights_bytes)
+    return model
+
+
+def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry) -> PlanRequest:
+    """One replica of `spec` on `gpu`: the planner's input."""
+    return PlanRequest(
+        model=model,
+        gpu=gpu,
+        engine=spec.engine.name,
+        engine_version=spec.engine.version,
+        tensor_parallel=spec.placement.gpus_per_replica,
+        max_model_len_tokens=spec.max_context_length,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+        kv_cache_dtype=spec.kv_cache.dtype,
+        block_size_tokens=spec.kv_cache.block_size,
+        max_num_batched_tokens=spec.engine.max_num_batched_tokens,
+        max_num_seqs=spec.engine.max_num_seqs,
+        weights_bytes=spec.model.weights_bytes,
+        enable_prefix_caching=spec.kv_cache.prefix_caching,
+    )
+
+
+def workload_profile_of(spec: LLMDeploymentSpec) -> WorkloadProfile:
+    w = spec.workload
+    return WorkloadProfile(
+        p50_input_tokens=w.input_tokens_p50,
+        p95_input_tokens=w.input_tokens_p95,
+        p50_output_tokens=w.output_tokens_p50,
+        p95_output_tokens=w.output_tokens_p95,
+        peak_requests_per_s=w.peak_requests_per_second,
+    )
+
+
+def slo_targets_of(spec: LLMDeploymentSpec) -> SloTargets:
+    return SloTargets(ttft_p95_s=spec.slo.ttft_p95_seconds, itl_p95_s=spec.slo.itl_p95_seconds)
+
+
+def to_scaling_config(
+    spec: LLMDeploymentSpec, safe_concurrency: float | None, kv_tokens: int | None
+) -> ScalingConfig:
+    """spec.scaling (+ the SLOs and the selected plan's figures) as the policy's config."""
+    s = spec.scaling
+    return ScalingConfig(
+        min_replicas=s.min_replicas,
+        max_replicas=s.max_replicas,
+        mode=Mode(s.mode),
+        target_kv_utilization_frac=s.target_kv_utilization,
+        tolerance_frac=s.tolerance,
+        safe_concurrency_per_replica=safe_concurrency,
+        kv_capacity_tokens_per_replica=kv_tokens,
+        max_queue_wait_s=spec.slo.max_queue_wait_seconds,
+        target_waiting_per_replica=s.target_waiting_per_replica,
+        ttft_p95_target_s=spec.slo.ttft_p95_seconds,
+        itl_p95_target_s=spec.slo.itl_p95_seconds,
+        preemptions_per_s_threshold=s.preemptions_per_second_threshold,
+        scale_up_stabilization_s=float(s.scale_up_stabilization_seconds),
+        scale_down_stabilization_s=float(s.scale_down_stabilization_seconds),
+        max_scale_up_step=s.max_scale_up_step,
+        max_scale_down_step=s.max_scale_down_step,
+        scale_down_cooldown_s=float(s.scale_down_cooldown_seconds),
+        warmup_s=float(s.warmup_seconds),
+        failed_reads_before_fallback=s.failed_reads_before_fallback,
+        fallback_replicas=s.fallback_replicas,
+        min_reporting_frac=s.min_reporting_fraction,
+        rejections_per_s_threshold=s.rejections_per_second_threshold,
+        scale_down_guard_window_s=float(s.scale_down_guard_window_seconds),
+        max_scale_down_cooldown_s=float(s.max_scale_down_cooldown_seconds),
+    )
+
+
+def to_guardrails(spec: LLMDeploymentSpec) -> Guardrails:
+    """spec.rollout (+ the SLOs) as the rollback guardrails.
+
+    The rollback core has one regression factor for both latencies; the stricter (smaller)
+    of maxTtftRegressionFactor and maxItlRegressionFactor is used.
+    """
+    r = spec.rollout
+    return Guardrails(
+        bake_window_s=float(r.bake_window_seconds),
+        preemptions_per_s_max=r.max_preemptions_per_second,
+        rejections_per_s_max=r.max_rejections_per_second,
+        ttft_p95_target_s=spec.slo.ttft_p95_seconds,
+        itl_p95_target_s=spec.slo.itl_p95_seconds,
+        baseline_factor_max=min(r.max_ttft_regression_factor, r.max_itl_regression_factor),
+        restarts_max=r.max_restarts,
+        plan_drift_frac=r.plan_drift_fraction,
+    )
+
+
+@dataclass(frozen=True)
+class DeploymentPlanResult:
+    """Every candidate GPU type planned, the one selected and its rendered engine args."""
+
+    model: ModelGeometry
+    plans: tuple[GpuPlanStatus, ...]  # in spec.placement.gpuTypes order
+    capacity_plans: tuple[CapacityPlan, ...]  # parallel to `plans`
+    selected_gpu_type: str | None  # None: no candidate fits
+    selection_reason: str
+    engine_args: tuple[str, ...] = ()  # rendered for the selected GPU type
+    engine_command: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def selected_plan(self) -> GpuPlanStatus | None:
+        return next((p for p in self.plans if p.gpu_type == self.selected_gpu_type), None)
+
+    def selected_capacity_plan(self) -> CapacityPlan | None:
+        for status, plan in zip(self.plans, self.capacity_plans, strict=True):
+            if status.gpu_type == self.selected_gpu_type:
+                return plan
+        return None
+
+
+def _plan_one(
+    spec: LLMDeploymentSpec, index: int, gpu_type: str, model: ModelGeometry
+) -> tuple[GpuPlanStatus, CapacityPlan]:
+    gpu_path = f"spec.placement.gpuTypes[{index}]"
+    try:
+        gpu = find_gpu(gpu_type)
+    except CapacityInputError as exc:
+        raise SpecError(gpu_path, exc.problem, exc.fix) from exc
+    try:
+        plan = plan_capacity(plan_request_for(spec, gpu, model))
+        verdict = estimate_safe_concurrency(
+            plan, workload_profile_of(spec), slo_targets_of(spec), spec.kv_cache.headroom_fraction
+        )
+    except CapacityInputError as exc:
+        raise _as_spec_error(exc, gpu_path) from exc
+    safe = float(verdict.safe_concurrency) if plan.fits else 0.0
+    reason = plan.reason
+    if plan.fits and safe <= 0:
+        reason = (
+            f"no safe concurrency (limited by {verdict.limited_by}); fix: relax spec.slo,"
+            " lower kvCache.headroomFraction or choose a faster GPU type"
+        )
+    status = GpuPlanStatus(
+        gpu_type=gpu_type,
+        kv_bytes_per_token=plan.kv_bytes_per_token,
+        kv_cache_tokens=plan.kv_cache_tokens,
+        num_blocks=plan.num_blocks,
+        max_concurrency=round(plan.max_concurrency, 2),
+        safe_concurrency=safe,
+        limited_by=verdict.limited_by,
+        fits=plan.fits,
+        reason=reason,
+        replicas_for_peak=verdict.replicas_for_peak or 0,
+        usd_per_hour=(
+            round(verdict.usd_per_hour_per_replica, 4)
+            if verdict.usd_per_hour_per_replica is not None
+            else None
+        ),
+        warnings=list(plan.warnings),
+    )
+    return status, plan
+
+
+def _usd_per_concurrency(plan: GpuPlanStatus) -> float | None:
+    if plan.usd_per_hour is None or plan.safe_concurrency <= 0:
+        return None
+    return plan.usd_per_hour / plan.safe_concurrency
+
+
+def select_gpu_type(plans: tuple[GpuPlanStatus, ...]) -> tuple[str | None, str]:
+    """The cheapest fitting GPU type per unit of safe concurrency, and why (one sentence)."""
+    fitting = [p for p in plans if p.fits and p.safe_concurrency > 0]
+    if not fitting:
+        return None, "no candidate GPU type fits: " + "; ".join(
+            f"{p.gpu_type}: {p.reason or 'safe concurrency is 0'}" for p in plans
+        )
+    order = {p.gpu_type: i for i, p in enumerate(plans)}
+
+    def rank(p: GpuPlanStatus) -> tuple[int, float, int]:
+        cost = _usd_per_concurrency(p)
+        return (0 if cost is not None else 1, cost or 0.0, order[p.gpu_type])
+
+    best = min(fitting, key=rank)
+    cost = _usd_per_concurrency(best)
+    if cost is None:
+        why = "no fitting candidate has a price; first listed that fits"
+    else:
+        why = (
+            f"cheapest per concurrent request: ${cost:.4f}/h"
+            f" (${best.usd_per_hour:.2f}/h for safe concurrency {best.safe_concurrency:g})"
+        )
+    others = [p.gpu_type for p in plans if p.gpu_type != best.gpu_type]
+    skipped = [p.gpu_type for p in plans if p not in fitting]
+    detail = f"; {len(fitting)} of {len(plans)} fit" if others else ""
+    if skipped:
+        detail += f" (does not fit: {', '.join(skipped)})"
+    return best.gpu_type, f"{best.gpu_type}: {why}{detail}"
+
+
+def plan_deployment(
+    spec: LLMDeploymentSpec, configmap_loader: ConfigMapLoader | None = None
+) -> DeploymentPlanResult:
+    """Plan every candidate GPU type of `spec`, select one and render its engine args.
+
+    Raises `SpecError` for inputs that cannot be planned at all (unknown model or GPU type,
+    unsupported engine release, context longer than the model supports). A spec that fits no
+    GPU type is not an error here: `selected_gpu_type` is None and the reason says why.
+    """
+    model = resolve_model(spec.model, configmap_loader)
+    if spec.max_context_length > model.max_position_embeddings:
+        raise SpecError(
+            "spec.maxContextLength",
+            f"{spec.max_context_length} exceeds the model's max_position_embeddings"
+            f" ({model.max_position_embeddings})",
+            f"lower maxContextLength to ≤ {model.max_position_embeddings}",
+        )
+    pairs = [_plan_one(spec, i, g, model) for i, g in enumerate(spec.placement.gpu_types)]
+    plans = tuple(p for p, _ in pairs)
+    capacity_plans = tuple(c for _, c in pairs)
+    selected, reason = select_gpu_type(plans)
+    result = DeploymentPlanResult(model, plans, capacity_plans, selected, reason)
+    chosen = result.selected_capacity_plan()
+    if chosen is None:
+        return result
+    try:
+        rendered = render(
+            chosen,
+            model_ref=model_ref_of(spec.model) or model.name,
+            port=spec.engine.port,
+            extra_args=spec.engine.extra_args,
+        )
+    except UnsupportedEngineError as exc:
+        raise _as_spec_error(exc, "spec.engine") from exc
+    return replace(
+        result,
+        engine_args=rendered.argv,
+        engine_command=rendered.command,
+        warnings=rendered.warnings + _capacity_warnings(spec, result),
+    )
+
+
+def _capacity_warnings(spec: LLMDeploymentSpec, result: DeploymentPlanResult) -> tuple[str, ...]:
+    chosen = result.selected_plan()
+    if chosen is None or chosen.replicas_for_peak <= spec.scaling.max_replicas:
+        return ()
+    return (
+        f"spec.scaling.maxReplicas {spec.scaling.max_replicas} is below the"
+        f" {chosen.replicas_for_peak} replicas the peak of"
+        f" {spec.workload.peak_requests_per_second:g} requests/s needs on {chosen.gpu_type}",
+    )

@@ -1,0 +1,432 @@
+"""`LLMDeployment` spec (kvscale.dev/v1alpha1) as pydantic models: the single source of the CRD.
+
+Every field carries its description, bounds and default here; `kvscale.api.crd` turns these
+models into the CRD's structural schema, so `kubectl explain`, the API server and
+`kvscale validate` all read the same definitions. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic.config import JsonDict
+
+from kvscale.api.base import ApiModel, CelRule, ordered_rule
+from kvscale.api.policy import RolloutSpec, ScalingSpec
+
+API_GROUP = "kvscale.dev"
+API_VERSION = "v1alpha1"
+KIND = "LLMDeployment"
+PLURAL = "llmdeployments"
+SINGULAR = "llmdeployment"
+SHORT_NAMES = ("llmd",)
+
+EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
+Quantization = Literal["fp8", "awq", "gptq", "mxfp4", "nvfp4", "bnb-4bit", "compressed-tensors"]
+DeploymentMode = Literal["managed", "adopt"]
+
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_HF_MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+_GPU_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_VERSION = r"^[0-9]+(\.[0-9]+){1,2}[A-Za-z0-9.+-]*$"
+_DEFAULT_OBJECT: JsonDict = {"default": {}}  # lets the API server fill nested defaults
+
+_Arg = Annotated[str, Field(max_length=1024)]
+_LabelValue = Annotated[str, Field(max_length=63)]
+_GpuType = Annotated[str, Field(min_length=1, max_length=63, pattern=_GPU_TYPE)]
+
+
+def _count_set(*values: object) -> int:
+    return sum(value is not None for value in values)
+
+
+class ConfigMapRef(ApiModel):
+    """A ConfigMap in the LLMDeployment's namespace that holds the model's HF config.json."""
+
+    name: str = Field(
+        description="Name of the ConfigMap.", min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN
+    )
+    key: str = Field(
+        default="config.json",
+        description="Key of the ConfigMap whose value is the config.json text.",
+        min_length=1,
+        max_length=253,
+    )
+
+
+class ModelSource(ApiModel):
+    """Which model to serve and where its KV geometry comes from (exactly one source)."""
+
+    name: str | None = Field(
+        default=None,
+        description=(
+            "Hugging Face model id from the kvscale catalog (e.g."
+            " meta-llama/Llama-3.1-8B-Instruct); the geometry is taken from the catalog and the"
+            " engine loads this id."
+        ),
+        min_length=1,
+        max_length=256,
+        pattern=_HF_MODEL_ID,
+    )
+    config: str | None = Field(
+        default=None,
+        description="Inline Hugging Face config.json text (JSON), for a model not in the catalog.",
+        min_length=2,
+        max_length=262144,
+    )
+    config_map_ref: ConfigMapRef | None = Field(
+        default=None, description="ConfigMap holding the model's config.json."
+    )
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "What the engine loads (Hugging Face id or a path in the container); defaults to name."
+            " Required in managed mode when the geometry comes from config or configMapRef."
+        ),
+        min_length=1,
+        max_length=1024,
+    )
+    weights_bytes: int | None = Field(
+        default=None,
+        description=(
+            "Checkpoint size in bytes over all ranks (quantisation included); overrides the"
+            " catalog or parameter-count estimate."
+        ),
+        ge=1,
+        le=2**50,
+    )
+    quantization: Quantization | None = Field(
+        default=None,
+        description="Weight quantisation of the checkpoint, when not implied by the catalog.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="(has(self.name) ? 1 : 0) + (has(self.config) ? 1 : 0)"
+            " + (has(self.configMapRef) ? 1 : 0) == 1",
+            message="exactly one of name, config, configMapRef must be set",
+            fix="keep one model source and delete the others",
+            field="",
+            violation=lambda m: (
+                None
+                if _count_set(m.name, m.config, m.config_map_ref) == 1
+                else f"{_count_set(m.name, m.config, m.config_map_ref)} set"
+            ),
+        ),
+    )
+
+
+class WorkloadProfile(ApiModel):
+    """Expected traffic: request lengths and the peak rate, used to size concurrency."""
+
+    input_tokens_p50: int = Field(description="Median prompt length in tokens.", ge=1, le=10485760)
+    input_tokens_p95: int = Field(
+        description="95th-percentile prompt length in tokens.", ge=1, le=10485760
+    )
+    output_tokens_p50: int = Field(
+        description="Median generated length in tokens.", ge=1, le=1048576
+    )
+    output_tokens_p95: int = Field(
+        description="95th-percentile generated length in tokens.", ge=1, le=1048576
+    )
+    peak_requests_per_second: float = Field(
+        description="Peak arrival rate over all replicas, requests per second.", gt=0, le=100000
+    )
+
+    cel_rules = (
+        ordered_rule(
+            "inputTokensP50",
+            "inputTokensP95",
+            "inputTokensP50 must be ≤ inputTokensP95",
+            "swap the values or raise inputTokensP95",
+        ),
+        ordered_rule(
+            "outputTokensP50",
+            "outputTokensP95",
+            "outputTokensP50 must be ≤ outputTokensP95",
+            "swap the values or raise outputTokensP95",
+        ),
+    )
+
+
+class EngineSpec(ApiModel):
+    """The serving engine that runs each replica."""
+
+    name: EngineName = Field(default="vllm", description="Serving engine.")
+    version: str = Field(
+        default="0.11.0",
+        description="Engine version; selects the flag names and defaults kvscale renders.",
+        max_length=64,
+        pattern=_VERSION,
+    )
+    image: str | None = Field(
+        default=None,
+        description="Container image of the engine; defaults to the engine's image for version.",
+        min_length=1,
+        max_length=512,
+    )
+    port: int = Field(
+        default=8000, description="HTTP port the engine serves and is scraped on.", ge=1, le=65535
+    )
+    extra_args: list[_Arg] = Field(
+        default_factory=list,
+        description="Extra engine arguments appended after the rendered ones.",
+        max_length=64,
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        description="Fraction of GPU memory the engine may use; defaults to the engine version's.",
+        gt=0,
+        le=1,
+    )
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        description="Tokens per scheduler step; defaults to the engine's.",
+        ge=1,
+        le=1048576,
+    )
+    max_num_seqs: int | None = Field(
+        default=None,
+        description="Running sequences per replica; defaults to the engine's.",
+        ge=1,
+        le=65536,
+    )
+
+
+class KvCacheSpec(ApiModel):
+    """KV-cache layout the engine is asked to use."""
+
+    dtype: KvCacheDtype = Field(
+        default="auto", description="KV-cache element type; auto = model dtype."
+    )
+    block_size: Literal[1, 8, 16, 32, 64, 128, 256] | None = Field(
+        default=None, description="Tokens per KV block; defaults to the engine's (16 for vLLM)."
+    )
+    prefix_caching: bool = Field(
+        default=True, description="Reuse KV blocks of shared prompt prefixes."
+    )
+    headroom_fraction: float = Field(
+        default=0.1,
+        description="Fraction of KV tokens kept free when computing the safe concurrency.",
+        ge=0,
+        le=0.9,
+    )
+
+
+class Toleration(ApiModel):
+    """A pod toleration (the Kubernetes core/v1 Toleration fields)."""
+
+    key: str | None = Field(
+        default=None, description="Taint key; empty matches all keys.", max_length=316
+    )
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value for Equal.", max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated.", ge=0, le=31536000
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.operator != 'Exists' || !has(self.value)",
+            message="value must be empty when operator is Exists",
+            fix="delete value or use operator Equal",
+            field="value",
+            violation=lambda t: None if t.operator != "Exists" or t.value is None else "value set",
+        ),
+    )
+
+
+class PlacementSpec(ApiModel):
+    """Where replicas may run: candidate GPU types (planned each) and scheduling constraints."""
+
+    gpu_types: list[_GpuType] = Field(
+        description=(
+            "Candidate GPU types from the kvscale catalog (e.g. l4, l40s, h100_sxm_80gb), in order"
+            " of preference; kvscale plans each and selects the cheapest that fits."
+        ),
+        min_length=1,
+        max_length=16,
+    )
+    gpus_per_replica: int = Field(
+        default=1, description="GPUs per replica (the tensor-parallel degree).", ge=1, le=64
+    )
+    node_selector: dict[str, _LabelValue] = Field(
+        default_factory=dict,
+        description="Extra node labels the pods must match (the GPU label is added by kvscale).",
+        max_length=64,
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Pod tolerations.", max_length=32
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="size(self.gpuTypes) >= 1",
+            message="at least one GPU type is required",
+            fix="list a catalog GPU type in gpuTypes, e.g. [l40s]",
+            field="gpuTypes",
+            violation=lambda p: None if p.gpu_types else "empty",
+        ),
+        CelRule(
+            rule="self.gpuTypes.all(g, self.gpuTypes.exists_one(h, h == g))",
+            message="gpuTypes must not repeat a type",
+            fix="delete the duplicate entries",
+            field="gpuTypes",
+            violation=lambda p: (
+                None
+                if len(set(p.gpu_types)) == len(p.gpu_types)
+                else ", ".join(sorted({g for g in p.gpu_types if p.gpu_types.count(g) > 1}))
+            ),
+        ),
+    )
+
+
+class SloSpec(ApiModel):
+    """Latency objectives: the planner sizes concurrency for them, the autoscaler guards them."""
+
+    ttft_p95_seconds: float = Field(
+        default=2.0, description="95th-percentile time to first token, seconds.", gt=0, le=600
+    )
+    itl_p95_seconds: float = Field(
+        default=0.1, description="95th-percentile inter-token latency, seconds.", gt=0, le=10
+    )
+    max_queue_wait_seconds: float | None = Field(
+        default=None,
+        description="Longest a request may wait in the engine queue, seconds.",
+        gt=0,
+        le=600,
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.maxQueueWaitSeconds)"
+            " || self.maxQueueWaitSeconds <= self.ttftP95Seconds",
+            message="maxQueueWaitSeconds must be ≤ ttftP95Seconds (queueing is part of TTFT)",
+            fix="lower maxQueueWaitSeconds or raise ttftP95Seconds",
+            field="maxQueueWaitSeconds",
+            violation=lambda s: (
+                None
+                if s.max_queue_wait_seconds is None
+                or s.max_queue_wait_seconds <= s.ttft_p95_seconds
+                else f"{s.max_queue_wait_seconds} > {s.ttft_p95_seconds}"
+            ),
+        ),
+    )
+
+
+class TargetRef(ApiModel):
+    """The existing workload an adopt-mode LLMDeployment reads and patches."""
+
+    api_version: Literal["apps/v1"] = Field(
+        default="apps/v1", description="API version of the target."
+    )
+    kind: Literal["Deployment"] = Field(default="Deployment", description="Kind of the target.")
+    name: str = Field(
+        description="Name of the target in the same namespace.",
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+    )
+    container: str | None = Field(
+        default=None,
+        description="Engine container name; defaults to the first container.",
+        max_length=63,
+    )
+
+
+class LLMDeploymentSpec(ApiModel):
+    """Desired state of an LLM serving workload whose limit is KV-cache memory."""
+
+    mode: DeploymentMode = Field(
+        default="managed",
+        description="managed: kvscale owns the Deployment; adopt: kvscale reads/patches targetRef.",
+    )
+    target_ref: TargetRef | None = Field(
+        default=None, description="The Deployment to adopt (adopt mode only)."
+    )
+    replicas: int | None = Field(
+        default=None,
+        description=(
+            "Desired replicas, written by kvscale's autoscaler or by kubectl scale / HPA through"
+            " the scale subresource; unset means scaling.minReplicas."
+        ),
+        ge=0,
+        le=1000,
+    )
+    model: ModelSource = Field(description="The model to serve and the source of its KV geometry.")
+    max_context_length: int = Field(
+        description="Longest sequence (prompt + output) in tokens; the engine's max model length.",
+        ge=16,
+        le=10485760,
+    )
+    workload: WorkloadProfile = Field(description="Expected request lengths and peak rate.")
+    engine: EngineSpec = Field(
+        default_factory=EngineSpec, description="Serving engine.", json_schema_extra=_DEFAULT_OBJECT
+    )
+    kv_cache: KvCacheSpec = Field(
+        default_factory=KvCacheSpec,
+        description="KV-cache settings.",
+        json_schema_extra=_DEFAULT_OBJECT,
+    )
+    placement: PlacementSpec = Field(description="Candidate GPU types and scheduling constraints.")
+    slo: SloSpec = Field(
+        default_factory=SloSpec,
+        description="Latency objectives.",
+        json_schema_extra=_DEFAULT_OBJECT,
+    )
+    scaling: ScalingSpec = Field(
+        default_factory=ScalingSpec,
+        description="Autoscaling policy.",
+        json_schema_extra=_DEFAULT_OBJECT,
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="Rollback guardrails.",
+        json_schema_extra=_DEFAULT_OBJECT,
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.mode == 'adopt' ? has(self.targetRef) : !has(self.targetRef)",
+            message="targetRef is required in adopt mode and not allowed in managed mode",
+            fix="set mode: adopt with a targetRef, or delete targetRef",
+            field="targetRef",
+            violation=lambda s: (
+                None if (s.mode == "adopt") == (s.target_ref is not None) else f"mode {s.mode}"
+            ),
+        ),
+        CelRule(
+            rule="self.mode == 'adopt' || has(self.model.name) || has(self.model.uri)",
+            message="managed mode needs model.uri when the model comes from config or configMapRef",
+            fix="set model.uri to the Hugging Face id or path the engine should load",
+            field="model.uri",
+            violation=lambda s: (
+                None
+                if s.mode == "adopt" or s.model.name is not None or s.model.uri is not None
+                else ""
+            ),
+        ),
+        CelRule(
+            rule="self.workload.inputTokensP95 + self.workload.outputTokensP95"
+            " <= self.maxContextLength",
+            message="inputTokensP95 + outputTokensP95 must fit in maxContextLength",
+            fix="raise maxContextLength or lower the workload's p95 lengths",
+            field="maxContextLength",
+            violation=lambda s: (
+                None
+                if s.workload.input_tokens_p95 + s.workload.output_tokens_p95
+                <= s.max_context_length
+                else f"{s.workload.input_tokens_p95} + {s.workload.output_tokens_p95}"
+                f" > {s.max_context_length}"
+            ),
+        ),
+    )
+
+    def desired_replicas(self) -> int:
+        """spec.replicas when set, else the scaling floor (what a fresh deployment starts with)."""
+        return self.replicas if self.replicas is not None else self.scaling.min_replicas

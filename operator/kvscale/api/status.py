@@ -1,0 +1,281 @@
+"""`LLMDeployment` status: conditions, the per-GPU plan, the selection, replicas and selector.
+
+The operator writes these models with `model_dump(by_alias=True, exclude_none=True,
+mode="json")`. Because the CRD schema is structural and has no blanket
+preserve-unknown-fields, a status field that is not declared here is pruned by the API
+server: add it here (and regenerate the CRD) before writing it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from kvscale.api.base import ApiModel
+
+_Line = Annotated[str, Field(max_length=4096)]
+_Hash = Annotated[str, Field(max_length=128)]
+
+
+class ConditionType:
+    """Condition types kvscale sets (Ready summarises the others)."""
+
+    READY = "Ready"
+    PLANNED = "Planned"
+    CAPACITY_SUFFICIENT = "CapacitySufficient"
+    ADOPTED = "Adopted"
+    SCALING_ACTIVE = "ScalingActive"
+    ROLLED_BACK = "RolledBack"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+_CONDITION_TYPE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
+
+class StatusModel(ApiModel):
+    """Status is written by the operator and read back leniently (older fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Condition(StatusModel):
+    """One observation in the Kubernetes API convention shape (metav1.Condition)."""
+
+    type: str = Field(
+        description="Condition type, e.g. Ready, Planned, CapacitySufficient.",
+        min_length=1,
+        max_length=316,
+        pattern=_CONDITION_TYPE,
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        description="CamelCase machine-readable reason for the last transition.",
+        min_length=1,
+        max_length=1024,
+        pattern=_REASON,
+    )
+    message: str = Field(
+        default="", description="Human-readable detail, with the numbers.", max_length=32768
+    )
+    last_transition_time: datetime = Field(
+        description="When status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this condition was computed from.", ge=0
+    )
+
+
+class GpuPlanStatus(StatusModel):
+    """The capacity plan of one replica on one candidate GPU type."""
+
+    gpu_type: str = Field(description="Catalog GPU type.", max_length=63)
+    kv_bytes_per_token: int = Field(description="KV-cache bytes one token costs per GPU.", ge=0)
+    kv_cache_tokens: int = Field(description="Tokens the replica's KV cache holds.", ge=0)
+    num_blocks: int = Field(description="KV blocks the engine allocates per replica.", ge=0)
+    max_concurrency: float = Field(
+        description="Requests of maxContextLength tokens that fit at once (KV bound).", ge=0
+    )
+    safe_concurrency: float = Field(
+        description="Concurrent requests one replica serves within the SLOs and KV headroom.", ge=0
+    )
+    limited_by: str = Field(
+        description="What bounds safe concurrency: kv, slo or engine_cap.", max_length=63
+    )
+    fits: bool = Field(description="Whether one maxContextLength request fits on a replica.")
+    reason: str = Field(
+        default="",
+        description="Why it does not fit, with needed vs available and the fix.",
+        max_length=4096,
+    )
+    replicas_for_peak: int = Field(
+        description="Replicas needed for the workload's peak request rate.", ge=0
+    )
+    usd_per_hour: float | None = Field(
+        default=None, description="Indicative price of one replica per hour, US dollars.", ge=0
+    )
+    warnings: list[_Line] = Field(
+        default_factory=list, description="Planner warnings for this GPU type.", max_length=32
+    )
+
+
+class RecommendationSample(StatusModel):
+    """One raw replica recommendation remembered for stabilisation windows."""
+
+    time_seconds: float = Field(description="When it was made, seconds since the Unix epoch.")
+    replicas: int = Field(description="Recommended replicas.", ge=0)
+
+
+class AutoscalerStatus(StatusModel):
+    """The autoscaler's last decision and the state it carries between ticks (ScalerState)."""
+
+    desired_replicas: int | None = Field(default=None, description="Replicas it decided on.", ge=0)
+    reason: str | None = Field(
+        default=None, description="Reason constant of the last decision.", max_length=256
+    )
+    message: str | None = Field(
+        default=None, description="The last decision, with the numbers.", max_length=4096
+    )
+    act: bool | None = Field(default=None, description="Whether the decision was acted on.")
+    last_decision_time: datetime | None = Field(
+        default=None, description="When it last decided (RFC 3339)."
+    )
+    last_scale_time_seconds: float | None = Field(
+        default=None, description="Last replica change, seconds since the Unix epoch."
+    )
+    last_scale_down_time_seconds: float | None = Field(
+        default=None, description="Last scale-down, seconds since the Unix epoch."
+    )
+    scale_down_cooldown_seconds: float | None = Field(
+        default=None,
+        description="Scale-down cooldown in force (lengthened after a bad scale-down), seconds.",
+        ge=0,
+    )
+    replicas_before_scale_down: int | None = Field(
+        default=None, description="Replicas before the last scale-down (to undo it).", ge=0
+    )
+    starting_since_seconds: float | None = Field(
+        default=None, description="First tick with replicas starting, seconds since the Unix epoch."
+    )
+    failed_reads: int = Field(default=0, description="Consecutive failed metric reads.", ge=0)
+    recommendations: list[RecommendationSample] = Field(
+        default_factory=list, description="Recent raw recommendations.", max_length=512
+    )
+
+
+class GuardrailBaseline(StatusModel):
+    """Serving signals taken before the change under watch."""
+
+    preemptions_per_second: float | None = Field(default=None, description="Preemptions/s.")
+    rejections_per_second: float | None = Field(default=None, description="Rejections/s.")
+    ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.")
+    itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.")
+
+
+class RolloutStatus(StatusModel):
+    """Where the rollback guardrail stands for the last change (RolloutState)."""
+
+    phase: Literal["idle", "baking", "rolled_back"] = Field(
+        default="idle", description="idle, baking (a change is watched) or rolled_back."
+    )
+    reason: str | None = Field(
+        default=None, description="Reason constant of the last transition.", max_length=256
+    )
+    message: str | None = Field(
+        default=None, description="Detail of the last transition.", max_length=4096
+    )
+    last_known_good_hash: str | None = Field(
+        default=None, description="Hash of the last pod template that passed.", max_length=128
+    )
+    candidate_hash: str | None = Field(
+        default=None, description="Hash of the pod template under watch.", max_length=128
+    )
+    baseline: GuardrailBaseline | None = Field(
+        default=None, description="Signals before the change under watch."
+    )
+    bake_started_seconds: float | None = Field(
+        default=None, description="When the bake window started, seconds since the Unix epoch."
+    )
+    refused_hashes: list[_Hash] = Field(
+        default_factory=list,
+        description="Pod-template hashes rolled back before (not applied again).",
+        max_length=16,
+    )
+    healthy_checks: int = Field(
+        default=0, description="Ticks of this bake that passed every guardrail.", ge=0
+    )
+
+
+class LLMDeploymentStatus(StatusModel):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the status reflects.", ge=0
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready (summary), Planned, CapacitySufficient and others.",
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    model: str | None = Field(
+        default=None, description="The served model (for display).", max_length=1024
+    )
+    plans: list[GpuPlanStatus] = Field(
+        default_factory=list,
+        description="The capacity plan per candidate GPU type.",
+        max_length=16,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["gpuType"],
+        },
+    )
+    selected_gpu_type: str | None = Field(
+        default=None, description="The GPU type replicas run on.", max_length=63
+    )
+    selection_reason: str | None = Field(
+        default=None, description="Why that GPU type was selected.", max_length=4096
+    )
+    safe_concurrency: float | None = Field(
+        default=None, description="Safe concurrency per replica on the selected GPU type.", ge=0
+    )
+    engine_args: list[_Line] = Field(
+        default_factory=list, description="The rendered engine arguments.", max_length=256
+    )
+    engine_image: str | None = Field(
+        default=None, description="The engine image in use.", max_length=512
+    )
+    replicas: int | None = Field(
+        default=None, description="Current replicas of the workload (scale subresource).", ge=0
+    )
+    ready_replicas: int | None = Field(default=None, description="Replicas that are Ready.", ge=0)
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the pods (scale subresource, for HPA/KEDA).",
+        max_length=4096,
+    )
+    kv_utilization: float | None = Field(
+        default=None, description="Mean KV-cache usage over ready replicas, 0..1.", ge=0, le=1
+    )
+    live_num_blocks: int | None = Field(
+        default=None,
+        description="KV blocks the running engines report (vs the planned numBlocks).",
+        ge=0,
+    )
+    autoscaler: AutoscalerStatus | None = Field(default=None, description="The autoscaler's state.")
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The rollback guardrail's state."
+    )
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="Reserved for the kopf framework's own bookkeeping.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
+    """Return `conditions` with `new` in place of the same type.
+
+    lastTransitionTime only moves when the status value changes, as the API convention asks.
+    """
+    result: list[Condition] = []
+    replaced = False
+    for old in conditions:
+        if old.type != new.type:
+            result.append(old)
+            continue
+        replaced = True
+        if old.status == new.status:
+            result.append(new.model_copy(update={"last_transition_time": old.last_transition_time}))
+        else:
+            result.append(new)
+    if not replaced:
+        result.append(new)
+    return result

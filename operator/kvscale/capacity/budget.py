@@ -1,0 +1,207 @@
+"""The memory budget each engine leaves for the KV cache, per rank.
+
+Each engine defines "how much memory the KV cache gets" differently (vLLM: a fraction of the
+device total minus what profiling measured; SGLang: a fraction of the free memory at start
+minus the weights; TGI and TensorRT-LLM: a fraction of what is free after the weights), so
+each gets its own small function over the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kvscale.capacity import versions as v
+from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest
+
+DEFAULT_VOCAB = 32000
+DEFAULT_HIDDEN = 4096
+
+
+@dataclass(frozen=True)
+class Budget:
+    total_bytes: int
+    utilization: float  # the engine's own fraction (vLLM util, SGLang mfs, TRT-LLM free frac)
+    requested_bytes: int
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cudagraph_bytes: int
+    available_kv_bytes: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    block_size_tokens: int
+    warnings: tuple[str, ...] = ()
+
+
+def total_memory_bytes(request: PlanRequest) -> int:
+    return request.gpu_memory_bytes or request.gpu.memory_bytes
+
+
+def weights_per_rank_bytes(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
+    """Explicit weights win, then the model's checkpoint size; spread evenly over TP ranks."""
+    weights = request.weights_bytes or request.model.weights_bytes
+    if weights is None:
+        raise CapacityInputError(
+            "weights",
+            f"no checkpoint size or parameter count known for {request.model.name}",
+            "pass --weights-gib (the checkpoint size)",
+        )
+    notes: tuple[str, ...] = ()
+    if request.weights_bytes is None and request.model.params is None:
+        notes = ("weights estimated from the geometry; pass --weights-gib for accuracy",)
+    return weights // request.tensor_parallel, notes
+
+
+def check_utilization(value: float, field: str) -> float:
+    if not 0 < value <= 1:
+        raise CapacityInputError(
+            field, f"must be in (0, 1], got {value}", "use a fraction such as 0.9"
+        )
+    return value
+
+
+def _activation_v1_bytes(model: ModelGeometry, mnbt: int, seqs: int) -> int:
+    vocab = model.vocab_size or DEFAULT_VOCAB
+    hidden = model.hidden_size or DEFAULT_HIDDEN
+    peak = (
+        v.ACT_V1_BYTES_PER_VOCAB_SEQ2 * vocab * seqs * seqs
+        + v.ACT_V1_BYTES_PER_TOKEN_HIDDEN * mnbt * hidden
+    )
+    return int(peak * (v.ACT_MULTIMODAL_FRAC if model.is_multimodal else 1.0))
+
+
+def _activation_v0_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
+    hidden = model.hidden_size or DEFAULT_HIDDEN
+    inter = model.intermediate_size or 4 * hidden
+    return int(v.ACT_V0_BYTES_PER_TOKEN_WIDTH * mnbt * (hidden + inter / tp))
+
+
+def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[int, int]:
+    if rules.v1:
+        big = rules.gpu_batch_defaults and total >= v.BIG_GPU_MIN_BYTES
+        big = big and "a100" not in request.gpu.id.lower()
+        if request.api_server:
+            mnbt, seqs = v.BIG_GPU_BATCH if big else v.SMALL_GPU_BATCH
+        else:
+            mnbt, seqs = v.LLM_CLASS_BIG_GPU_BATCH if big else v.LLM_CLASS_SMALL_GPU_BATCH
+    else:
+        seqs = v.V0_MAX_NUM_SEQS
+        chunked_above = rules.v0_chunked_above_tokens
+        if chunked_above is not None and request.max_model_len_tokens > chunked_above:
+            mnbt = v.V0_MIN_BATCHED_TOKENS
+        else:
+            mnbt = max(request.max_model_len_tokens, v.V0_MIN_BATCHED_TOKENS)
+    return request.max_num_batched_tokens or mnbt, request.max_num_seqs or seqs
+
+
+def _cudagraph_bytes(model: ModelGeometry, seqs: int) -> int:
+    base = v.CUDAGRAPH_MOE_BYTES if model.num_experts else v.CUDAGRAPH_DENSE_BYTES
+    return int(base * max(0.5, min(2.0, seqs / v.CUDAGRAPH_REF_SEQS)))
+
+
+def vllm_budget(request: PlanRequest) -> Budget:
+    """requested = ceil(total x util); available = requested - weights - act - non_torch - cg."""
+    rules = v.vllm_rules(request.engine_version, request.vllm_v0)
+    total = total_memory_bytes(request)
+    util = check_utilization(
+        request.gpu_memory_utilization or rules.default_util, "gpuMemoryUtilization"
+    )
+    mnbt, seqs = _vllm_batch(request, rules, total)
+    weights, notes = weights_per_rank_bytes(request)
+    tp = request.tensor_parallel
+    if rules.v1:
+        activation = _activation_v1_bytes(request.model, mnbt, seqs)
+    else:
+        activation = _activation_v0_bytes(request.model, mnbt, tp)
+    non_torch = int(rules.non_torch_tp1_gib * GIB)
+    if tp > 1:
+        non_torch += v.NON_TORCH_TP_EXTRA_BYTES
+    cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
+    requested = math.ceil(total * util)
+    if request.kv_cache_memory_bytes is not None:  # --kv-cache-memory-bytes skips profiling
+        available = request.kv_cache_memory_bytes
+    else:
+        available = requested - weights - activation - non_torch - cudagraph
+    return Budget(
+        total_bytes=total,
+        utilization=util,
+        requested_bytes=requested,
+        weights_bytes=weights,
+        activation_bytes=activation,
+        non_torch_bytes=non_torch,
+        cudagraph_bytes=cudagraph,
+        available_kv_bytes=available,
+        max_num_batched_tokens=mnbt,
+        max_num_seqs=seqs,
+        block_size_tokens=request.block_size_tokens or v.VLLM_BLOCK_SIZE,
+        warnings=notes,
+    )
+
+
+def sglang_budget(request: PlanRequest) -> Budget:
+    """KV pool = mem_fraction_static x free memory at start - weights (per rank)."""
+    total = total_memory_bytes(request)
+    tp = request.tensor_parallel
+    mfs = check_utilization(
+        request.gpu_memory_utilization or v.sglang_default_mfs(request.engine_version, tp, total),
+        "memFractionStatic",
+    )
+    init = v.SGLANG_INIT_TP1_BYTES if tp == 1 else v.SGLANG_INIT_TP_BYTES
+    free_at_start = total - init
+    weights, notes = weights_per_rank_bytes(request)
+    requested = int(free_at_start * mfs)
+    available = request.kv_cache_memory_bytes or requested - weights
+    chunk = request.max_num_batched_tokens or v.sglang_chunked_prefill(total)
+    return Budget(
+        total_bytes=total,
+        utilization=mfs,
+        requested_bytes=requested,
+        weights_bytes=weights,
+        activation_bytes=0,
+        non_torch_bytes=init,
+        cudagraph_bytes=0,
+        available_kv_bytes=available,
+        max_num_batched_tokens=chunk,
+        max_num_seqs=request.max_num_seqs or 0,  # derived from the pool size by the planner
+        block_size_tokens=request.block_size_tokens or 1,
+        warnings=notes,
+    )
+
+
+def free_fraction_budget(request: PlanRequest) -> Budget:
+    """TGI and TensorRT-LLM: a fraction of the memory still free after weights and warm-up."""
+    total = total_memory_bytes(request)
+    tp = request.tensor_parallel
+    is_tgi = request.engine == "tgi"
+    default = v.TGI_WIGGLE_ROOM if is_tgi else v.TRTLLM_FREE_FRACTION
+    frac = check_utilization(request.gpu_memory_utilization or default, "freeMemoryFraction")
+    weights, notes = weights_per_rank_bytes(request)
+    mnbt = request.max_num_batched_tokens or (
+        v.TGI_PREFILL_TOKENS if is_tgi else v.TRTLLM_MAX_NUM_TOKENS
+    )
+    seqs = request.max_num_seqs or (v.TGI_MAX_CONCURRENT if is_tgi else v.TRTLLM_MAX_BATCH)
+    activation = _activation_v0_bytes(request.model, mnbt, tp)
+    non_torch = v.NON_TORCH_TP1_BYTES if tp == 1 else v.NON_TORCH_TP_BYTES
+    free_after = total - weights - activation - non_torch
+    available = request.kv_cache_memory_bytes or int(free_after * frac)
+    block = request.block_size_tokens or (v.TGI_BLOCK_SIZE if is_tgi else v.TRTLLM_TOKENS_PER_BLOCK)
+    return Budget(
+        total_bytes=total,
+        utilization=frac,
+        requested_bytes=free_after,
+        weights_bytes=weights,
+        activation_bytes=activation,
+        non_torch_bytes=non_torch,
+        cudagraph_bytes=0,
+        available_kv_bytes=available,
+        max_num_batched_tokens=mnbt,
+        max_num_seqs=seqs,
+        block_size_tokens=block,
+        warnings=notes,
+    )
+
+
+def describe_gib(n_bytes: int) -> str:
+    return f"{n_bytes / GIB:.2f} GiB"

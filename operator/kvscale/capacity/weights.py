@@ -1,0 +1,150 @@
+"""Weight bytes: parameter estimates from the geometry and quantized checkpoint widths.
+
+Used only when neither the user (`--weights-gib`) nor the catalog gives the checkpoint size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvscale.capacity.configkeys import Config, get_key, optional_int, require_int
+from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.types import LayerKind
+
+NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
+
+
+def _mlp_matrices(cfg: Config) -> int:
+    """3 for gated MLPs (SwiGLU/GeGLU), 2 for plain up/down MLPs."""
+    act = str(get_key(cfg, "mlp_hidden_act", "hidden_act") or "")
+    return 2 if act == "relu2" or cfg.get("model_type") in NON_GATED_MLP_TYPES else 3
+
+
+def _mamba_proj_params(cfg: Config, hidden: int) -> int:
+    """In/out projections of one Mamba layer (state sizes from the Mamba2/Mamba1 keys)."""
+    heads = optional_int(cfg, "mamba_num_heads", "mamba_n_heads")
+    head_dim = optional_int(cfg, "mamba_head_dim", "mamba_d_head")
+    state = optional_int(cfg, "ssm_state_size", "mamba_d_state") or 16
+    groups = optional_int(cfg, "n_groups", "mamba_n_groups") or 1
+    inner = heads * head_dim if heads and head_dim else 2 * hidden
+    return hidden * (2 * inner + 2 * groups * state + (heads or 0)) + inner * hidden
+
+
+@dataclass(frozen=True)
+class ParamEstimate:
+    total: int
+    active: int  # touched per token (MoE: top-k experts)
+    embed: int  # embeddings + untied lm_head
+    experts: int  # routed-expert weights (what mxfp4 checkpoints quantize)
+
+
+def estimate_params(
+    cfg: Config, head_dim: int, kv_heads: int, kinds: Sequence[LayerKind] = ()
+) -> ParamEstimate:
+    """Parameters from the geometry; an estimate, not a count.
+
+    Good to a few percent for dense, MoE and Mamba-hybrid decoders: it is only used when no
+    checkpoint size or parameter count is known, and the planner warns when it is.
+    """
+    hidden = require_int(cfg, "hidden_size", "n_embd", "d_model")
+    layers = require_int(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = require_int(cfg, "num_attention_heads", "n_head")
+    vocab = optional_int(cfg, "vocab_size") or 32000
+    inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size") or 4 * hidden
+    attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    experts = optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    top_k = optional_int(cfg, "num_experts_per_tok", "experts_per_token") or 1
+    moe_inter = optional_int(cfg, "moe_intermediate_size") or inter
+    per_matrix = _mlp_matrices(cfg) * hidden
+    shared = optional_int(cfg, "n_shared_experts") or 0
+    mlp_total = per_matrix * moe_inter * ((experts or 0) + shared)
+    mlp_active = per_matrix * moe_inter * (top_k + shared)
+    kinds = tuple(kinds) or (LayerKind.FULL,) * layers
+    mixer = sum(_mamba_proj_params(cfg, hidden) if k is LayerKind.LINEAR else attn for k in kinds)
+    if isinstance(cfg.get("hybrid_override_pattern"), str):  # one block type per layer
+        mixer -= attn * kinds.count(LayerKind.NONE)
+        mlp_layers = kinds.count(LayerKind.NONE)
+    else:  # every layer has a mixer and an MLP
+        mlp_layers = layers
+    # Jamba / Llama 4 Maverick: only every `period`-th layer is MoE, the rest dense
+    period = optional_int(cfg, "expert_layer_period", "interleave_moe_layer_step") or 1
+    moe_layers = mlp_layers // period if experts else 0
+    dense = (mlp_layers - moe_layers) * per_matrix * inter
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    embed = vocab * hidden * (1 if tied else 2)
+    routed = per_matrix * moe_inter * (experts or 0) * moe_layers
+    return ParamEstimate(
+        total=mixer + moe_layers * mlp_total + dense + embed,
+        active=mixer + moe_layers * mlp_active + dense + embed,
+        embed=embed,
+        experts=routed,
+    )
+
+
+# --- weight bytes from quantization_config --------------------------------------------------
+
+QUANT_BITS: Mapping[str, float] = {
+    # effective bits per quantized weight, block scales included
+    "fp8": 8.0,
+    "fbgemm_fp8": 8.0,
+    "mxfp4": 4.25,  # 32-element blocks with one e8m0 scale
+    "nvfp4": 4.5,  # 16-element blocks with one fp8 scale
+    "modelopt_fp4": 4.5,
+}
+GROUP_SCALE_BITS = 20.0  # AWQ/GPTQ: fp16 scale + packed zero point per group
+
+
+def quantized_weight_bits(qcfg: Mapping[str, Any] | None) -> tuple[str | None, float | None]:
+    """(method, effective bits per quantized weight) or (None, None) for an unquantized model."""
+    if not isinstance(qcfg, Mapping):
+        return None, None
+    method = str(qcfg.get("quant_method", "")).lower() or None
+    if method is None:
+        return None, None
+    if method in QUANT_BITS:
+        return method, QUANT_BITS[method]
+    bits = qcfg.get("bits") or qcfg.get("w_bit") or qcfg.get("weight_bits")
+    if method in ("awq", "gptq", "marlin", "awq_marlin", "gptq_marlin") or bits:
+        nbits = float(bits or 4)
+        group = float(qcfg.get("group_size") or qcfg.get("q_group_size") or 128)
+        group = group if group > 0 else 4096.0  # per-channel
+        return method, nbits + GROUP_SCALE_BITS / group
+    if method == "bitsandbytes":
+        four = bool(qcfg.get("load_in_4bit"))
+        return "bnb-4bit" if four else "bnb-8bit", 4.13 if four else 8.0
+    if method == "compressed-tensors":
+        for group_cfg in (qcfg.get("config_groups") or {}).values():
+            weights = group_cfg.get("weights") if isinstance(group_cfg, Mapping) else None
+            if isinstance(weights, Mapping) and weights.get("num_bits"):
+                return method, float(weights["num_bits"])
+        return method, 8.0
+    raise CapacityInputError(
+        "config.quantization_config.quant_method",
+        f"unknown quantization {method!r}",
+        "give the checkpoint size with --weights-gib",
+    )
+
+
+MXFP4_BITS = 4.25
+MXFP4_PAD_ALIGN = 256  # vLLM pads MoE dims for the mxfp4 kernels (gpt-oss: 2880 -> 3072)
+
+
+def estimate_mxfp4_moe_bytes(est: ParamEstimate, hidden: int, dtype_bytes: int) -> int:
+    """mxfp4 checkpoints quantize only the routed experts; vLLM pads them for its kernels.
+
+    Matches the logged load of gpt-oss-20b (13.4 vs 13.47 GiB) and -120b (64.5 vs 64.38).
+    """
+    pad = -(-hidden // MXFP4_PAD_ALIGN) * MXFP4_PAD_ALIGN / hidden
+    return int(est.experts * MXFP4_BITS * pad / 8 + (est.total - est.experts) * dtype_bytes)
+
+
+def estimate_weights_bytes(
+    params: int, embed_params: int, dtype_bytes: int, bits: float | None
+) -> int:
+    """Checkpoint bytes: quantized linear layers + embeddings/lm_head kept in the model dtype."""
+    if bits is None:
+        return params * dtype_bytes
+    linear = max(params - embed_params, 0)
+    return int(linear * bits / 8 + embed_params * dtype_bytes)

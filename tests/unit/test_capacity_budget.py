@@ -1,0 +1,162 @@
+"""Memory budget by engine and version, the doesn't-fit verdict and input errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kvscale.capacity import (
+    GIB,
+    CapacityInputError,
+    PlanRequest,
+    blocks_for_tokens,
+    find_gpu,
+    find_model,
+    plan_capacity,
+    plan_to_json,
+)
+
+LLAMA8B = find_model("meta-llama/Llama-3.1-8B-Instruct")  # vocab 128256, hidden 4096
+H100 = find_gpu("H100")
+
+
+def _request(**kw: object) -> PlanRequest:
+    fields: dict[str, object] = {
+        "model": LLAMA8B,
+        "gpu": H100,
+        "gpu_memory_bytes": 80 * GIB,
+        "weights_bytes": 15 * GIB,
+        "max_model_len_tokens": 16384,
+    }
+    fields.update(kw)
+    return PlanRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("version", "util", "cudagraph_on"),
+    [
+        ("0.11.0", 0.9, False),
+        ("0.20.0", 0.9, False),
+        ("0.21.0", 0.92, True),
+        ("0.33.0", 0.92, True),
+    ],
+)
+def test_vllm_defaults_by_version(version: str, util: float, cudagraph_on: bool) -> None:
+    plan = plan_capacity(_request(engine_version=version))
+    assert plan.gpu_memory_utilization == util
+    assert (plan.cudagraph_bytes > 0) is cudagraph_on
+    assert plan.requested_bytes == math.ceil(80 * GIB * util)
+
+
+def test_vllm_budget_arithmetic_v1() -> None:
+    # H100-class (>= 70 GiB, not A100), API server: MNBT 8192, max_num_seqs 1024.
+    # activation = 0.03758 * vocab * seqs^2 + 2.56 * MNBT * hidden
+    act = int(0.03758 * 128256 * 1024 * 1024 + 2.56 * 8192 * 4096)
+    non_torch = int(0.13 * GIB)
+    plan = plan_capacity(_request(engine_version="0.11.0"))
+    assert (plan.max_num_batched_tokens, plan.max_num_seqs) == (8192, 1024)
+    assert plan.activation_bytes == act
+    assert plan.available_kv_bytes == math.ceil(80 * GIB * 0.9) - 15 * GIB - act - non_torch
+    # 131072 B/token * 16 = 2 MiB per block over all 32 layers
+    assert plan.num_blocks == plan.available_kv_bytes // (2 * 1024**2)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "version", "length", "mnbt", "seqs"),
+    [
+        ("H100", "0.11.0", 16384, 8192, 1024),
+        ("A100-80GB", "0.11.0", 16384, 2048, 256),  # A100 excluded from the big-GPU rule
+        ("L40S", "0.11.0", 16384, 2048, 256),  # < 70 GiB
+        ("H100", "0.6.4", 20000, 20000, 256),  # V0 profiles max(max_model_len, 2048)
+        ("H100", "0.6.4", 1024, 2048, 256),
+        ("H100", "0.6.4", 40000, 2048, 256),  # > 32k: V0 turns chunked prefill on
+    ],
+)
+def test_batch_defaults(gpu: str, version: str, length: int, mnbt: int, seqs: int) -> None:
+    plan = plan_capacity(
+        _request(gpu=find_gpu(gpu), gpu_memory_bytes=None, engine_version=version,
+                 max_model_len_tokens=length)
+    )  # fmt: skip
+    assert (plan.max_num_batched_tokens, plan.max_num_seqs) == (mnbt, seqs)
+
+
+def test_kv_cache_memory_bytes_short_circuits_utilisation() -> None:
+    low = plan_capacity(_request(kv_cache_memory_bytes=3 * GIB, gpu_memory_utilization=0.3))
+    high = plan_capacity(_request(kv_cache_memory_bytes=3 * GIB, gpu_memory_utilization=0.95))
+    assert low.available_kv_bytes == high.available_kv_bytes == 3 * GIB
+    assert low.num_blocks == high.num_blocks == 3 * GIB // (2 * 1024**2)  # 1536
+
+
+def test_does_not_fit_names_needed_available_context_and_knob() -> None:
+    # 1 GiB of KV = 512 blocks of 2 MiB = 8192 tokens; one 16384-token request needs
+    # cdiv(16384, 16) = 1024 blocks = 2 GiB.
+    plan = plan_capacity(_request(kv_cache_memory_bytes=GIB))
+    assert not plan.fits
+    assert plan.max_fitting_context_tokens == 8192
+    assert "needs 2.00 GiB" in plan.reason and "only 1.00 GiB" in plan.reason
+    assert "8192" in plan.reason and "--max-model-len" in plan.reason
+    body = plan_to_json(plan)
+    assert body["fits"] is False and body["maxFittingContextTokens"] == 8192
+
+
+def test_weights_larger_than_budget_is_reported() -> None:
+    plan = plan_capacity(_request(weights_bytes=80 * GIB))
+    assert not plan.fits and plan.num_blocks == 0
+    assert "--gpu-memory-utilization" in plan.reason and "--tensor-parallel-size" in plan.reason
+
+
+def test_blocks_for_tokens_agrees_with_plan_at_max_len() -> None:
+    gpt_oss = find_model("openai/gpt-oss-120b")
+    plan = plan_capacity(
+        _request(
+            model=gpt_oss, tensor_parallel=4, engine_version="0.10.1.1", kv_cache_memory_bytes=GIB
+        )
+    )
+    assert blocks_for_tokens(plan, 16384) == plan.blocks_per_max_len_request
+    assert blocks_for_tokens(plan, 0) == 0
+    assert blocks_for_tokens(plan, 100) == 7 + 8  # full cdiv(100,16)=7; SW cdiv(100,16)+1=8
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tensor_parallel": 3}, "tensorParallel"),  # 32 heads % 3 != 0
+        ({"max_model_len_tokens": 0}, "maxModelLen"),
+        ({"gpu_memory_utilization": 1.2}, "gpuMemoryUtilization"),
+        ({"kv_cache_dtype": "fp7"}, "kvCacheDtype"),
+        ({"engine": "ollama"}, "engine"),
+        ({"max_num_seqs": -1}, "maxNumSeqs"),
+    ],
+)
+def test_bad_inputs_raise_typed_errors(change: dict[str, object], field: str) -> None:
+    with pytest.raises(CapacityInputError) as info:
+        plan_capacity(_request(**change))
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ") and "; fix: " in str(info.value)
+
+
+def test_sglang_pool_is_fraction_of_free_memory_minus_weights() -> None:
+    # free at start = total - 0.85 GiB (TP>1 init); pool = 0.93 * free - weights per rank
+    plan = plan_capacity(
+        _request(engine="sglang", engine_version="0.4.9", tensor_parallel=4,
+                 gpu_memory_utilization=0.93, weights_bytes=4 * 50 * GIB)
+    )  # fmt: skip
+    expected = int((80 * GIB - int(0.85 * GIB)) * 0.93) - 50 * GIB
+    assert plan.available_kv_bytes == expected
+    assert plan.kv_cache_tokens == expected // (32 * 2 * 256 * 2)  # page size 1 token
+
+
+@pytest.mark.parametrize(("version", "tp", "mfs"), [("0.4.3", 1, 0.88), ("0.4.3", 4, 0.85),
+                                                     ("0.4.3", 8, 0.81)])  # fmt: skip
+def test_sglang_default_fraction_by_tp(version: str, tp: int, mfs: float) -> None:
+    plan = plan_capacity(_request(engine="sglang", engine_version=version, tensor_parallel=tp))
+    assert plan.gpu_memory_utilization == mfs
+
+
+@pytest.mark.parametrize(("engine", "frac", "block"), [("tgi", 0.90, 1), ("trtllm", 0.9, 32)])
+def test_free_fraction_engines(engine: str, frac: float, block: int) -> None:
+    plan = plan_capacity(_request(engine=engine))
+    free_after = 80 * GIB - 15 * GIB - plan.activation_bytes - plan.non_torch_bytes
+    assert plan.available_kv_bytes == int(free_after * frac)
+    assert plan.block_size_tokens == block

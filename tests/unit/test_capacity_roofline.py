@@ -1,0 +1,98 @@
+"""Roofline step times and the safe-concurrency verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvscale.capacity import (
+    GIB,
+    PlanRequest,
+    SloTargets,
+    WorkloadProfile,
+    estimate_safe_concurrency,
+    find_gpu,
+    find_model,
+    plan_capacity,
+)
+from kvscale.capacity.roofline import Roofline, roofline_for
+
+ROOF = Roofline(
+    weights_bytes_per_rank=1_000_000_000,
+    kv_bytes_per_token_per_rank=1000,
+    window_kv_bytes_per_rank=0,
+    window_tokens=0,
+    linear_state_bytes_per_seq=0,
+    active_params_per_rank=1e9,
+    hbm_bytes_per_s=1e12,
+    flops_per_s=1e15,
+    overhead_s=0.0,
+)
+
+
+@pytest.mark.parametrize(
+    ("prefill", "decode", "context", "expected_s"),
+    [
+        (0, 10, 10_000, (1e9 + 10_000 * 1000) / 1e12),  # memory-bound decode: 1.01 ms
+        (1000, 0, 1000, 2 * 1e9 * 1000 / 1e15),  # compute-bound prefill: 2 ms > 1.001 ms
+        (0, 1, 0, 1e9 / 1e12),  # weights only
+    ],
+)
+def test_step_time_is_max_of_memory_and_compute(
+    prefill: int, decode: int, context: int, expected_s: float
+) -> None:
+    assert ROOF.step_time_s(prefill, decode, context) == pytest.approx(expected_s)
+
+
+def test_overhead_is_added_and_helpers_agree() -> None:
+    roof = Roofline(**{**ROOF.__dict__, "overhead_s": 0.004})
+    assert roof.decode_step_s(10, 10_000) == pytest.approx(0.00101 + 0.004)
+    assert roof.prefill_s(1000) == pytest.approx(0.002 + 0.004)
+
+
+def _plan(**kw: object) -> object:
+    fields: dict[str, object] = {
+        "model": find_model("meta-llama/Llama-3.1-8B-Instruct"),
+        "gpu": find_gpu("H100"),
+        "max_model_len_tokens": 32768,
+        "kv_cache_memory_bytes": 20 * GIB,
+    }
+    fields.update(kw)
+    return plan_capacity(PlanRequest(**fields))  # type: ignore[arg-type]
+
+
+PROFILE = WorkloadProfile(1000, 4000, 200, 1000, peak_requests_per_s=50.0)
+
+
+def test_kv_bound_without_slo() -> None:
+    plan = _plan()
+    # 20 GiB / 2 MiB = 10240 blocks; worst cdiv(32768,16) = 2048 -> 5; typical 5000 tokens
+    # -> cdiv(5000,16) = 313 blocks -> 10240 // 313 = 32; safe = floor(32 * 0.9) = 28
+    verdict = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, None))  # type: ignore[arg-type]
+    assert (verdict.kv_bound_worst, verdict.kv_bound_typical) == (5, 32)
+    assert verdict.slo_bound is None and verdict.limited_by == "kv"
+    assert verdict.safe_concurrency == 28
+    assert verdict.usd_per_hour_per_replica == pytest.approx(3.99)
+
+
+def test_tight_itl_makes_slo_the_limit() -> None:
+    plan = _plan(kv_cache_memory_bytes=60 * GIB)
+    roof = roofline_for(plan)  # type: ignore[arg-type]
+    ctx = 4000 + 1000 // 2
+    target = roof.decode_step_s(8, 8 * ctx)
+    verdict = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, target))  # type: ignore[arg-type]
+    assert verdict.slo_bound == 8 and verdict.limited_by == "slo"
+    assert verdict.safe_concurrency == 7  # floor(8 * 0.9)
+    assert verdict.itl_at_safe_s is not None and verdict.itl_at_safe_s <= target
+
+
+def test_replicas_follow_littles_law() -> None:
+    plan = _plan()
+    verdict = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, None))  # type: ignore[arg-type]
+    low = estimate_safe_concurrency(
+        plan,
+        WorkloadProfile(1000, 4000, 200, 1000, peak_requests_per_s=5.0),
+        SloTargets(),  # type: ignore[arg-type]
+    )
+    assert verdict.replicas_for_peak is not None and low.replicas_for_peak is not None
+    assert verdict.replicas_for_peak >= low.replicas_for_peak >= 1
+    assert verdict.replicas_for_peak > 1  # 50 req/s x multi-second requests >> 28 slots
