@@ -103,8 +103,8 @@ spec:
   engine: {name: vllm, version: "0.11.0"}
   kvCache: {dtype: auto}
   placement: {gpuTypes: [NVIDIA-H100-80GB-HBM3, NVIDIA-L40S], gpusPerReplica: 1}
-  workload: {p50InputTokens: 1000, p95InputTokens: 4000, p50OutputTokens: 200,
-             p95OutputTokens: 800, peakRequestsPerSecond: 20}
+  workload: {inputTokensP50: 1000, inputTokensP95: 4000, outputTokensP50: 200,
+             outputTokensP95: 800, peakRequestsPerSecond: 20}
   slo: {ttftP95Seconds: 2.0, itlP95Seconds: 0.05}
 """
 
@@ -114,13 +114,15 @@ def test_plan_deployment_table_and_json(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text(DEPLOYMENT)
     assert main(["plan", "-f", str(path)]) == 0
     table = capsys.readouterr().out
-    assert "h100_sxm_80gb" in table and "l40s" in table and "SAFE" in table
+    assert "NVIDIA-H100-80GB-HBM3" in table and "NVIDIA-L40S" in table and "SAFE" in table
     assert main(["plan", "-f", str(path), "-o", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["gpu"] for r in rows] == ["h100_sxm_80gb", "l40s"]
-    assert all(set(r) >= CONTRACT_KEYS for r in rows)
-    safe = [r["concurrency"]["safeConcurrency"] for r in rows]
+    (doc,) = json.loads(capsys.readouterr().out)
+    rows = doc["gpuTypes"]
+    assert [r["plan"]["gpu"] for r in rows] == ["h100_sxm_80gb", "l40s"]
+    assert all(set(r["plan"]) >= CONTRACT_KEYS for r in rows)
+    safe = [r["safeConcurrency"] for r in rows]
     assert safe[0] > safe[1] > 0  # the H100 holds more than the L40S
+    assert doc["selectedGpuType"] in {"NVIDIA-H100-80GB-HBM3", "NVIDIA-L40S"}
 
 
 def test_plan_deployment_bad_gpu_exits_2(

@@ -9,21 +9,14 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from kvscale.capacity import (
     GIB,
     CapacityInputError,
     CapacityPlan,
-    ConcurrencyVerdict,
     PlanRequest,
-    SloTargets,
-    WorkloadProfile,
-    estimate_safe_concurrency,
     find_gpu,
     find_model,
     model_from_config,
@@ -32,6 +25,10 @@ from kvscale.capacity import (
 )
 from kvscale.capacity.types import ModelGeometry
 from kvscale.cli.common import CliError
+
+if TYPE_CHECKING:
+    from kvscale.api.status import GpuPlanStatus
+    from kvscale.api.validation import DocumentResult
 
 ENGINES = ("vllm", "sglang", "tgi", "trtllm")
 DEFAULT_ENGINE_VERSION = {"vllm": "0.11.0", "sglang": "0.5.0", "tgi": "3.3.7", "trtllm": "1.2.0"}
@@ -165,118 +162,41 @@ def _flag_of(field: str) -> str:
 # --- LLMDeployment YAML ------------------------------------------------------------------------
 
 
-def _spec_of(path: str) -> Mapping[str, Any]:
+def plan_deployment_file(path: str) -> list[DocumentResult]:
+    """Plan every LLMDeployment in `path` through the same code as `kvscale validate`."""
+    from kvscale.api.validation import ManifestError, validate_text
+
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"-f: cannot read {path} ({exc.strerror}); fix: check the path") from None
-    except yaml.YAMLError as exc:
-        raise CliError(f"-f: {path} is not valid YAML ({exc}); fix: correct the file") from None
-    spec = doc.get("spec") if isinstance(doc, Mapping) else None
-    if not isinstance(spec, Mapping):
-        raise CliError("spec: missing; fix: give an LLMDeployment with a spec section")
-    return spec
-
-
-def _section(spec: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = spec.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise CliError(f"spec.{key}: must be a mapping; fix: see examples/")
-    return value
-
-
-def _deployment_model(spec: Mapping[str, Any]) -> ModelGeometry:
-    model = _section(spec, "model")
-    if isinstance(model.get("config"), Mapping):
-        return model_from_config(model["config"], name=str(model.get("name") or "inline-config"))
-    if model.get("name"):
-        return find_model(str(model["name"]))
-    raise CliError("spec.model: needs name or config; fix: set spec.model.name: Qwen/Qwen3-8B")
-
-
-def _deployment_requests(spec: Mapping[str, Any]) -> list[PlanRequest]:
-    model = _deployment_model(spec)
-    engine, kv, placement = (_section(spec, k) for k in ("engine", "kvCache", "placement"))
-    gpu_types = placement.get("gpuTypes") or []
-    if not gpu_types:
-        raise CliError("spec.placement.gpuTypes: empty; fix: list at least one GPU type")
-    name = str(engine.get("name") or "vllm")
-    if name not in ENGINES:
-        raise CliError(f"spec.engine.name: unknown engine {name!r}; fix: use one of {ENGINES}")
-    return [
-        PlanRequest(
-            model=model,
-            gpu=find_gpu(str(gpu)),
-            engine=name,
-            engine_version=str(engine.get("version") or DEFAULT_ENGINE_VERSION[name]),
-            tensor_parallel=int(placement.get("gpusPerReplica") or 1),
-            max_model_len_tokens=int(spec.get("maxContextLength") or model.max_position_embeddings),
-            kv_cache_dtype=str(kv.get("dtype") or "auto"),
-            block_size_tokens=kv.get("blockSize"),
-        )
-        for gpu in gpu_types
-    ]
-
-
-def _deployment_profile(spec: Mapping[str, Any]) -> tuple[WorkloadProfile, SloTargets]:
-    work, slo = _section(spec, "workload"), _section(spec, "slo")
-    p95_in = int(work.get("p95InputTokens") or 2048)
-    p95_out = int(work.get("p95OutputTokens") or 512)
-    profile = WorkloadProfile(
-        p50_input_tokens=int(work.get("p50InputTokens") or p95_in // 2),
-        p95_input_tokens=p95_in,
-        p50_output_tokens=int(work.get("p50OutputTokens") or p95_out // 2),
-        p95_output_tokens=p95_out,
-        peak_requests_per_s=work.get("peakRequestsPerSecond"),
-    )
-    return profile, SloTargets(slo.get("ttftP95Seconds"), slo.get("itlP95Seconds"))
-
-
-def verdict_to_json(verdict: ConcurrencyVerdict) -> dict[str, Any]:
-    return {
-        "".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): val
-        for k, val in asdict(verdict).items()
-    }
-
-
-def plan_deployment(path: str) -> list[tuple[CapacityPlan, ConcurrencyVerdict]]:
-    spec = _spec_of(path)
     try:
-        profile, slo = _deployment_profile(spec)
-        rows = []
-        for request in _deployment_requests(spec):
-            plan = plan_capacity(request)
-            rows.append((plan, estimate_safe_concurrency(plan, profile, slo)))
-    except CapacityInputError as exc:
-        raise CliError(str(exc)) from None
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"spec: {exc}; fix: use numbers where numbers are expected") from None
-    return rows
+        results = validate_text(text)
+    except ManifestError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    for result in results:
+        if not result.ok:
+            raise CliError(f"{path}: {result.name}: {result.problems[0]}")
+    return results
 
 
 TABLE_COLUMNS = (
-    "GPU", "TP", "FITS", "KV GiB", "KV TOKENS", "CONC@MAX", "KV@P95", "SLO", "SAFE", "LIMIT",
-    "REPLICAS", "$/H",
+    "GPU", "TP", "FITS", "KV GiB", "KV TOKENS", "CONC@MAX", "SAFE", "LIMIT", "REPLICAS", "$/H",
 )  # fmt: skip
 
 
-def _table_row(plan: CapacityPlan, verdict: ConcurrencyVerdict) -> list[str]:
-    def show(value: object) -> str:
-        return "-" if value is None else str(value)
-
-    price = verdict.usd_per_hour_per_replica
+def _table_row(status: GpuPlanStatus, plan: CapacityPlan, selected: bool) -> list[str]:
+    price = status.usd_per_hour
     return [
-        plan.request.gpu.id,
+        ("*" if selected else " ") + status.gpu_type,
         str(plan.request.tensor_parallel),
-        "yes" if plan.fits else "NO",
+        "yes" if status.fits else "NO",
         f"{plan.available_kv_bytes / GIB:.2f}",
-        f"{plan.kv_cache_tokens:,}",
-        f"{plan.max_concurrency:.2f}",
-        str(verdict.kv_bound_typical),
-        show(verdict.slo_bound),
-        str(verdict.safe_concurrency),
-        verdict.limited_by,
-        show(verdict.replicas_for_peak),
+        f"{status.kv_cache_tokens:,}",
+        f"{status.max_concurrency:.2f}",
+        f"{status.safe_concurrency:g}",
+        status.limited_by,
+        str(status.replicas_for_peak),
         "-" if price is None else f"{price:.2f}",
     ]
 
@@ -288,17 +208,40 @@ def format_table(rows: list[list[str]], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _print_deployments(results: list[DocumentResult], output: str) -> None:
+    documents: list[dict[str, Any]] = []
+    for result in results:
+        plan = result.plan
+        if plan is None:
+            continue
+        pairs = list(zip(plan.plans, plan.capacity_plans, strict=True))
+        if output == "json":
+            documents.append(
+                {
+                    "name": result.name,
+                    "selectedGpuType": plan.selected_gpu_type,
+                    "selectionReason": plan.selection_reason,
+                    "gpuTypes": [
+                        s.model_dump(by_alias=True) | {"plan": plan_to_json(c)} for s, c in pairs
+                    ],
+                }
+            )
+            continue
+        selected = plan.selected_gpu_type
+        rows = [_table_row(s, c, s.gpu_type == selected) for s, c in pairs]
+        print(f"{result.name}:")
+        print(format_table(rows, TABLE_COLUMNS))
+        print(f"selected {plan.selection_reason}")
+        for status in plan.plans:
+            if not status.fits:
+                print(f"{status.gpu_type}: {status.reason}", file=sys.stderr)
+    if output == "json":
+        print(json.dumps(documents, indent=2))
+
+
 def run_plan(args: argparse.Namespace) -> int:
     if args.file:
-        results = plan_deployment(args.file)
-        if (args.output or "table") == "json":
-            out = [plan_to_json(p) | {"concurrency": verdict_to_json(v)} for p, v in results]
-            print(json.dumps(out, indent=2))
-        else:
-            print(format_table([_table_row(p, v) for p, v in results], TABLE_COLUMNS))
-            for plan, _ in results:
-                if not plan.fits:
-                    print(f"{plan.request.gpu.id}: {plan.reason}", file=sys.stderr)
+        _print_deployments(plan_deployment_file(args.file), args.output or "table")
         return 0
     plan = plan_capacity(plan_request_from_args(args))
     body = plan_to_json(plan)
