@@ -27,7 +27,7 @@ from kvscale.capacity import (
     plan_capacity,
 )
 from kvscale.capacity.catalog import parse_number
-from kvscale.capacity.types import ModelGeometry
+from kvscale.capacity.types import CapacityPlan, ModelGeometry
 from kvscale.capacity.versions import vllm_rules
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
@@ -252,24 +252,47 @@ def _mode_a(index: int, row: dict[str, str], request: PlanRequest) -> list[RowRe
     ]
 
 
-def _mode_b(index: int, row: dict[str, str], request: PlanRequest, note: str) -> RowResult | None:
+def _naive_kv_bytes_per_token(request: PlanRequest) -> int:
+    """The textbook `2 · layers · kv_heads · head_dim · bytes` (all layers full, per rank)."""
+    model = request.model
+    kv_heads = max(1, model.num_kv_heads // request.tensor_parallel)
+    return 2 * model.num_layers * kv_heads * model.head_dim_k * model.dtype_bytes
+
+
+def _naive(plan: CapacityPlan, measure: str) -> float:
+    """What "GPU memory × utilisation minus weights" over the textbook formula predicts."""
+    budget = plan.requested_bytes - plan.weights_bytes
+    if measure == "kv_gib":
+        return budget / GIB
+    tokens = budget / _naive_kv_bytes_per_token(plan.request)
+    return tokens if measure == "tokens" else tokens / plan.block_size_tokens
+
+
+def _mode_b(index: int, row: dict[str, str], request: PlanRequest, note: str) -> list[RowResult]:
+    """The planner end to end (mode b) and, on the same row, the naive formula (mode n)."""
     if request.gpu_memory_utilization is None or row["gpu"].startswith("not stated"):
-        return None  # utilisation or GPU not stated
+        return []  # utilisation or GPU not stated
     plan = plan_capacity(request)
     label = f"{row['model'][:44]} {row['gpu'][:12]} tp{request.tensor_parallel}"
     excluded = MODE_B_EXCLUDED.get((row["source"], row["model"]))
     gated = excluded is None
     avail = parse_number(row["available_kv_gib"])
+    found: tuple[str, float, float] | None = None
     if avail is not None and "-" not in row["available_kv_gib"].split("-")[0][1:]:
-        return RowResult(
-            index, label, "b", "kv_gib", plan.available_kv_bytes / GIB, avail, gated,
-            excluded or note,
-        )  # fmt: skip
-    for measure, observed in _observed_measures(row):
-        if measure in ("tokens", "blocks"):
-            value = plan.kv_cache_tokens if measure == "tokens" else plan.num_blocks
-            return RowResult(index, label, "b", measure, value, observed, gated, excluded or note)
-    return None
+        found = ("kv_gib", plan.available_kv_bytes / GIB, avail)
+    else:
+        for measure, observed in _observed_measures(row):
+            if measure in ("tokens", "blocks"):
+                value = plan.kv_cache_tokens if measure == "tokens" else plan.num_blocks
+                found = (measure, float(value), observed)
+                break
+    if found is None:
+        return []
+    measure, predicted, observed = found
+    return [
+        RowResult(index, label, "b", measure, predicted, observed, gated, excluded or note),
+        RowResult(index, label, "n", measure, _naive(plan, measure), observed, gated, "naive"),
+    ]
 
 
 def evaluate(csv_path: Path = CSV_PATH) -> tuple[list[RowResult], list[str]]:
@@ -286,8 +309,7 @@ def evaluate(csv_path: Path = CSV_PATH) -> tuple[list[RowResult], list[str]]:
                 skipped.append(f"line {index} {row['model'][:40]}: {note}")
                 continue
             found = _mode_a(index, row, request)
-            result_b = _mode_b(index, row, request, note)
-            found += [result_b] if result_b is not None else []
+            found += _mode_b(index, row, request, note)
             if not found:
                 skipped.append(f"line {index} {row['model'][:40]}: no observed figure with inputs")
             results.extend(found)
@@ -374,6 +396,8 @@ def main() -> int:
     sized_b = [r for r in results if r.mode == "b" and r.observed > 0]
     _print_summary("mode (b) gated", [r for r in sized_b if r.gated])
     _print_summary("mode (b) all", sized_b)
+    naive = [r for r in results if r.mode == "n" and r.observed > 0 and r.gated]
+    _print_summary("naive formula, same gated rows (not a target)", naive)
     failed = [r for r in results if r.mode == "b" and r.observed < 0]
     for r in failed:
         verdict = "agrees" if r.predicted <= 0 else "DISAGREES"
