@@ -79,6 +79,10 @@ class ScalingConfig:
     failed_reads_before_fallback: int = 3
     fallback_replicas: int | None = None  # None: hold the current count on outage
     min_reporting_frac: float = 0.5  # below this coverage, data is "partial"
+    # --- added by kvscale.scaling (optional, defaults keep the original behaviour) ---
+    rejections_per_s_threshold: float = 0.0  # engine rejections (429/503) above this -> +1
+    scale_down_guard_window_s: float = 300.0  # a breach this soon after a scale-down undoes it
+    max_scale_down_cooldown_s: float = 3600.0  # ceiling of the doubled cooldown after undo
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,6 @@ class ScalerState:
     last_scale_time_s: float | None = None
     last_scale_down_time_s: float | None = None
     scale_down_cooldown_s: float | None = None  # lengthened after a bad scale-down
+    # --- added by kvscale.scaling (optional) ---
+    replicas_before_scale_down: int | None = None  # what the last scale-down removed from
+    starting_since_s: float | None = None  # first tick with replicas starting (warm-up clock)

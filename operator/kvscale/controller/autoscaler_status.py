@@ -1,0 +1,346 @@
+"""Pure pieces of the autoscaler wiring: observation in, status patch and Event text out.
+
+Everything here is a function of plain dicts and domain values (no kopf, no API calls, no
+clock), so the timer in `kvscale.controller.autoscaler` stays a thin shell and every rule —
+how replicas that are still starting are counted, how `ScalerState` round-trips through CR
+status, how the decision history is bounded, what an Event says — is table-tested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
+from kvscale.controller.workload import ANNOTATION_PLAN_HASH
+from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
+from kvscale.scaling import reasons
+from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
+
+JsonDict = dict[str, Any]
+
+HISTORY_MAX = 20  # decisions kept in status.autoscaler.history (newest last)
+METRICS_AVAILABLE = "MetricsAvailable"  # condition: the last read produced usable signals
+SCALING_ACTIVE = "ScalingActive"  # condition: the autoscaler acts (auto) / recommends
+
+
+class MetricsReason:
+    """Reasons of the MetricsAvailable condition (CamelCase constants)."""
+
+    OK = "SignalsRead"
+    PARTIAL = "SignalsPartial"
+    NO_SAMPLES = "NoUsableSamples"
+    READ_FAILED = "ReadFailed"
+    AWAITING = "AwaitingFirstRead"
+    NOT_CONFIGURED = "PrometheusNotConfigured"
+
+
+class ScalingReason:
+    """Reasons of the ScalingActive condition."""
+
+    ACTING = "Acting"
+    RECOMMENDING = "RecommendOnly"
+    HOLDING = "HoldingOnMissingData"
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the autoscaler and the rollout guardrails need from one engine pod."""
+
+    name: str
+    created_s: float | None  # creationTimestamp, seconds since the Unix epoch
+    ready: bool
+    terminating: bool
+    restarts: int  # container restarts, summed over containers
+    oom_killed: int  # containers whose last termination was OOMKilled
+    crash_looping: int  # containers waiting in CrashLoopBackOff
+    plan_hash: str | None  # kvscale.dev/plan-hash of the template the pod was made from
+
+
+def parse_time_s(value: Any) -> float | None:
+    """RFC 3339 ('2026-01-01T00:00:00Z') to epoch seconds; None when absent or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def format_time(now_s: float) -> str:
+    return datetime.fromtimestamp(now_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
+    """Summarise a Pod object (as the API serves it) for the autoscaler's index."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    restarts = oom = crash = 0
+    for container in status.get("containerStatuses") or []:
+        restarts += int(container.get("restartCount") or 0)
+        terminated = (container.get("lastState") or {}).get("terminated") or {}
+        oom += terminated.get("reason") == "OOMKilled"
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        crash += waiting.get("reason") == "CrashLoopBackOff"
+    annotations = meta.get("annotations") or {}
+    return PodFacts(
+        name=str(meta.get("name", "")),
+        created_s=parse_time_s(meta.get("creationTimestamp")),
+        ready=ready,
+        terminating=meta.get("deletionTimestamp") is not None,
+        restarts=restarts,
+        oom_killed=oom,
+        crash_looping=crash,
+        plan_hash=annotations.get(ANNOTATION_PLAN_HASH),
+    )
+
+
+def count_replicas(
+    deployment: Mapping[str, Any],
+    pods: Sequence[PodFacts],
+    *,
+    now_s: float,
+    warmup_s: float,
+) -> ReplicaCounts:
+    """Replica counts for the policy from the Deployment and (when known) its pods.
+
+    `starting` = replicas not yet Ready, plus Ready pods younger than the warm-up: a replica
+    that just turned Ready has an empty KV cache and a cold prefix cache, so its load is not
+    yet representative and it must not make the fleet look idle (no scale-down during it).
+    """
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    raw = spec.get("replicas")
+    desired = 1 if raw is None else max(0, int(raw))  # the API server's default is 1
+    ready = max(0, int(status.get("readyReplicas") or 0))
+    not_ready = max(0, desired - ready)
+    young = sum(
+        1
+        for pod in pods
+        if pod.ready
+        and not pod.terminating
+        and pod.created_s is not None
+        and now_s - pod.created_s < warmup_s
+    )
+    return ReplicaCounts(
+        desired=desired, ready=min(ready, desired), starting=min(desired, not_ready + young)
+    )
+
+
+def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
+    """`ScalerState` from status.autoscaler (tolerant: a malformed field starts afresh)."""
+    raw = raw or {}
+    samples: list[tuple[float, int]] = []
+    for item in raw.get("recommendations") or []:
+        try:
+            samples.append((float(item["timeSeconds"]), int(item["replicas"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return ScalerState(
+        recommendations=tuple(samples),
+        failed_reads=_int_or(raw.get("failedReads"), 0),
+        last_scale_time_s=_float_or_none(raw.get("lastScaleTimeSeconds")),
+        last_scale_down_time_s=_float_or_none(raw.get("lastScaleDownTimeSeconds")),
+        scale_down_cooldown_s=_float_or_none(raw.get("scaleDownCooldownSeconds")),
+        replicas_before_scale_down=_int_or_none(raw.get("replicasBeforeScaleDown")),
+        starting_since_s=_float_or_none(raw.get("startingSinceSeconds")),
+    )
+
+
+def dump_scaler_state(state: ScalerState) -> JsonDict:
+    """The camelCase status fields of `ScalerState` (None written as null so merges clear)."""
+    return {
+        "recommendations": [
+            {"timeSeconds": time_s, "replicas": replicas}
+            for time_s, replicas in state.recommendations
+        ],
+        "failedReads": state.failed_reads,
+        "lastScaleTimeSeconds": state.last_scale_time_s,
+        "lastScaleDownTimeSeconds": state.last_scale_down_time_s,
+        "scaleDownCooldownSeconds": state.scale_down_cooldown_s,
+        "replicasBeforeScaleDown": state.replicas_before_scale_down,
+        "startingSinceSeconds": state.starting_since_s,
+    }
+
+
+def signals_status(reading: SignalsReading | None) -> JsonDict:
+    """status.autoscaler.signals: the values the decision saw (unknown stays null, never 0)."""
+    signals = None if reading is None else reading.signals
+    if signals is None:
+        return {}
+    values: JsonDict = {
+        "podsExpected": signals.pods_expected,
+        "podsReporting": signals.pods_reporting,
+        "kvUsage": _finite(signals.kv_usage_frac),
+        "requestsRunning": _finite(signals.num_requests_running),
+        "requestsWaiting": _finite(signals.num_requests_waiting),
+        "preemptionsPerSecond": _finite(signals.preemptions_per_s),
+        "rejectionsPerSecond": _finite(signals.rejections_per_s),
+        "ttftP95Seconds": _finite(signals.ttft_p95_s),
+        "itlP95Seconds": _finite(signals.itl_p95_s),
+        "queueTimeP95Seconds": _finite(signals.queue_time_p95_s),
+        "numGpuBlocks": signals.num_gpu_blocks,
+        "blockSizeTokens": signals.block_size_tokens,
+    }
+    return values
+
+
+def quality_status(reading: SignalsReading | None) -> JsonDict:
+    """status.autoscaler.metricsQuality: one quality word per signal."""
+    if reading is None:
+        return {}
+    return {_camel(name): str(reading.quality_of(name)) for name in SIGNAL_NAMES}
+
+
+def bound_history(
+    history: Iterable[Mapping[str, Any]], entry: JsonDict, limit: int = HISTORY_MAX
+) -> list[JsonDict]:
+    """Append `entry` when it says something new (replicas or reason changed); keep `limit`.
+
+    Repeating the same hold every 15 s would push every real change out of a 20-entry list;
+    the last decision is always in `status.autoscaler` itself.
+    """
+    kept = [dict(item) for item in history if isinstance(item, Mapping)]
+    last = kept[-1] if kept else None
+    same = (
+        last is not None
+        and last.get("reason") == entry.get("reason")
+        and last.get("fromReplicas") == entry.get("fromReplicas")
+        and last.get("toReplicas") == entry.get("toReplicas")
+    )
+    if not same:
+        kept.append(entry)
+    return kept[-limit:]
+
+
+def build_autoscaler_status(
+    previous: Mapping[str, Any] | None,
+    decision: Decision,
+    *,
+    state: ScalerState,
+    counts: ReplicaCounts,
+    reading: SignalsReading | None,
+    now_s: float,
+) -> JsonDict:
+    """The whole status.autoscaler object after one tick."""
+    previous = previous or {}
+    stamp = format_time(now_s)
+    entry: JsonDict = {
+        "time": stamp,
+        "fromReplicas": counts.desired,
+        "toReplicas": decision.replicas,
+        "reason": decision.reason,
+        "message": decision.message[:512],
+        "acted": decision.act,
+    }
+    return {
+        "desiredReplicas": decision.replicas,
+        "currentReplicas": counts.desired,
+        "readyReplicas": counts.ready,
+        "startingReplicas": counts.starting,
+        "reason": decision.reason,
+        "message": decision.message[:4096],
+        "act": decision.act,
+        "lastDecisionTime": stamp,
+        "signals": signals_status(reading),
+        "metricsQuality": quality_status(reading),
+        "history": bound_history(previous.get("history") or [], entry),
+        **dump_scaler_state(state),
+    }
+
+
+def metrics_condition(reading: SignalsReading | None) -> ConditionUpdate:
+    """MetricsAvailable from one reading (True also for partial data, with the coverage)."""
+    if reading is None:
+        return ConditionUpdate(
+            METRICS_AVAILABLE, UNKNOWN, MetricsReason.AWAITING, "no metrics read yet"
+        )
+    signals = reading.signals
+    if signals is None:
+        return ConditionUpdate(
+            METRICS_AVAILABLE, FALSE, MetricsReason.READ_FAILED, reading.error or "read failed"
+        )
+    if signals.pods_reporting <= 0:
+        detail = reading.error or "no pod reported a usable sample"
+        return ConditionUpdate(METRICS_AVAILABLE, FALSE, MetricsReason.NO_SAMPLES, detail)
+    coverage = f"{signals.pods_reporting}/{signals.pods_expected} pods reporting"
+    if reading.quality_of("kv_usage_frac") is Quality.PARTIAL or (
+        signals.pods_reporting < signals.pods_expected
+    ):
+        return ConditionUpdate(METRICS_AVAILABLE, TRUE, MetricsReason.PARTIAL, coverage)
+    return ConditionUpdate(METRICS_AVAILABLE, TRUE, MetricsReason.OK, coverage)
+
+
+def scaling_condition(decision: Decision, auto: bool) -> ConditionUpdate:
+    """ScalingActive: True while the autoscaler may act; False while it only holds or recommends."""
+    # The reason only (numbers are in status.autoscaler.message): a message that changed
+    # every tick would rewrite the shared conditions list every tick.
+    text = f"last decision: {decision.reason}"
+    if not auto:
+        return ConditionUpdate(SCALING_ACTIVE, FALSE, ScalingReason.RECOMMENDING, text)
+    if decision.reason in (reasons.METRICS_MISSING_HOLD, reasons.FALLBACK):
+        return ConditionUpdate(SCALING_ACTIVE, FALSE, ScalingReason.HOLDING, text)
+    return ConditionUpdate(SCALING_ACTIVE, TRUE, ScalingReason.ACTING, text)
+
+
+@dataclass(frozen=True)
+class EventText:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def scale_event(decision: Decision, current: int, auto: bool) -> EventText | None:
+    """The Event for a replica change (None when nothing changes or nothing is applied).
+
+    In recommend mode nothing is applied, so there is no Event: the recommendation is in
+    status and on /metrics.
+    """
+    if not auto or not decision.act or decision.replicas == current:
+        return None
+    direction = "up" if decision.replicas > current else "down"
+    kind = "Warning" if decision.reason == reasons.SCALE_DOWN_REVERTED else "Normal"
+    message = f"scaled {direction} {current} -> {decision.replicas}: {decision.message}"
+    return EventText(kind, decision.reason, message[:1024])
+
+
+def kv_pool_blocks(signals: Signals | None) -> int | None:
+    """Live KV pool per replica in the engine's blocks (tokens for token-pool engines)."""
+    return None if signals is None else signals.num_gpu_blocks
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 6)
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else _int_or(value, 0)
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,113 @@
+"""`Workload`: everything the object builders need, as one frozen value.
+
+The builders never read the LLMDeployment body or the planner's result directly; the handler
+derives a `Workload` once (in `kvscale.controller.desired`) and the builders turn it into
+Deployment / Service / PodDisruptionBudget / PodMonitor dicts. That keeps the builders pure and
+testable with a literal, and keeps the planner's shape out of the Kubernetes object code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Labels and annotations kvscale puts on what it manages.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_DEPLOYMENT = "kvscale.dev/deployment"
+# Pod label the Prometheus scrape relabels into the `llmd` series label the autoscaler groups by.
+LABEL_LLMD = "llmd"
+MANAGED_BY = "kvscale"
+ANNOTATION_SPEC_HASH = "kvscale.dev/spec-hash"
+ANNOTATION_PLAN_HASH = "kvscale.dev/plan-hash"
+
+OWNER_API_VERSION = "kvscale.dev/v1alpha1"
+OWNER_KIND = "LLMDeployment"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+ENGINE_CONTAINER = "engine"
+PORT_NAME = "http"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The LLMDeployment that owns the generated objects (ownerReference target)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Probe timing (seconds). Startup is long: loading weights can take many minutes."""
+
+    startup_timeout_s: int = 1800  # weights download + load + CUDA-graph capture
+    startup_period_s: int = 10
+    readiness_period_s: int = 5
+    readiness_failures: int = 3
+    liveness_period_s: int = 15
+    liveness_failures: int = 4  # one minute of failed health checks restarts the engine
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Graceful termination: stop receiving traffic, let in-flight requests finish."""
+
+    pre_stop_sleep_s: int = 15  # endpoints controller removes the pod while it sleeps
+    grace_period_s: int = 120  # SIGTERM → SIGKILL; engines finish in-flight requests in it
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The desired serving workload of one LLMDeployment (managed mode)."""
+
+    owner: Owner
+    engine: str
+    engine_version: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    port: int
+    health_path: str
+    metrics_path: str
+    gpus_per_replica: int
+    gpu_label_key: str
+    gpu_label_values: tuple[str, ...]
+    replicas: int
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[tuple[tuple[str, Any], ...], ...] = ()  # each a sorted item tuple
+    spec_hash: str = ""
+    probes: Probes = field(default_factory=Probes)
+    drain: Drain = field(default_factory=Drain)
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+    @property
+    def plan_hash(self) -> str:
+        """Hash of what the pods run: a change here is a rollout, and an Event."""
+        return stable_hash(
+            {
+                "image": self.image,
+                "command": list(self.command),
+                "args": list(self.args),
+                "gpus": self.gpus_per_replica,
+                "gpuLabel": [self.gpu_label_key, *self.gpu_label_values],
+            }
+        )
+
+
+def stable_hash(value: Any) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of `value`."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,389 @@
+"""Prometheus implementation of `MetricsSource` (prometheus-api-client over HTTP).
+
+Batching: every query aggregates all deployments at once (`… by (namespace, llmd)`), and a
+query string is sent once per cycle however many deployments share it, so the number of
+queries grows with the number of distinct engine metric families, never with deployments.
+
+Edge cases are handled here and nowhere else: an empty result is "missing", NaN/Inf is "nan",
+a series whose newest sample is older than `stale_after_s` does not count as reporting, k of n
+pods reporting is "partial", and an unreachable server is a reading with `signals=None`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from kvscale.engines import (
+    EngineMetrics,
+    UnsupportedEngineError,
+    build_deployment_queries,
+    metric_queries,
+)
+from kvscale.metrics.source import (
+    SIGNAL_NAMES,
+    DeploymentKey,
+    DeploymentTarget,
+    Quality,
+    SignalsReading,
+)
+from kvscale.metrics.vectors import (
+    VectorResult,
+    block_config_by_deployment,
+    values_by_deployment,
+)
+from kvscale.scaling.types import Signals
+
+# Signals field -> DeploymentQueries attribute (kv_capacity is assembled separately).
+_QUERY_OF_SIGNAL: Mapping[str, str] = {
+    "kv_usage_frac": "kv_usage",
+    "num_requests_running": "requests_running",
+    "num_requests_waiting": "requests_waiting",
+    "preemptions_per_s": "preemption_rate",
+    "rejections_per_s": "rejection_rate",
+    "ttft_p95_s": "ttft_quantile",
+    "itl_p95_s": "itl_quantile",
+    "queue_time_p95_s": "queue_time_quantile",
+}
+
+
+class QueryClient(Protocol):
+    """The one call we need from PrometheusConnect (a fake in unit tests)."""
+
+    def custom_query(self, query: str, params: dict[Any, Any] = ..., timeout: int = ...) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FamilyQueries:
+    """The PromQL for one engine metric family; None where the family lacks the signal."""
+
+    signals: Mapping[str, str | None]  # keyed like _QUERY_OF_SIGNAL
+    present: str | None  # series per deployment (stale ones included)
+    fresh: str | None  # series per deployment with a sample newer than stale_after_s
+    block_config: str | None  # info gauge with block count / size labels (vLLM)
+    blocks_label: str | None
+    block_size_label: str | None
+    capacity_tokens: str | None  # pool size in tokens per pod (SGLang, TGI)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: VectorResult
+    error: str | None = None
+
+
+class PrometheusSource:
+    """Reads `Signals` for many LLMDeployments from one Prometheus server."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        bearer_token: str | None = None,
+        bearer_token_file: str | None = None,
+        ca_file: str | None = None,
+        timeout_s: float = 5.0,
+        group_labels: tuple[str, str] = ("namespace", "llmd"),
+        window_s: int = 60,
+        stale_after_s: float = 60.0,
+        quantile: float = 0.95,
+        client: QueryClient | None = None,
+    ) -> None:
+        """`window_s` is the rate/quantile window (≥ 4 scrape intervals); `stale_after_s` the
+        sample age past which a pod no longer counts as reporting. `client` replaces the HTTP
+        client (tests); otherwise auth is a bearer token (string, or a file re-read every cycle
+        because projected service-account tokens rotate) and `ca_file` verifies TLS."""
+        if len(group_labels) != 2:
+            raise ValueError("group_labels: need (namespace label, deployment label)")
+        self.url = url
+        self.timeout_s = timeout_s
+        self.group_labels = group_labels
+        self.window_s = window_s
+        self.stale_after_s = stale_after_s
+        self.quantile = quantile
+        self.queries_sent = 0  # in the last fetch (exposed for the operator's own metrics)
+        self._bearer_token = bearer_token
+        self._bearer_token_file = bearer_token_file
+        self._ca_file = ca_file
+        self._client = client
+        self._families: dict[tuple[str, str], FamilyQueries | str] = {}
+
+    def fetch(self, targets: Sequence[DeploymentTarget]) -> dict[DeploymentKey, SignalsReading]:
+        """One reading per target; backend failures come back as readings, never raised."""
+        families = {target.key: self._family_of(target) for target in targets}
+        wanted = sorted(
+            {
+                query
+                for family in families.values()
+                if isinstance(family, FamilyQueries)
+                for query in _queries_of(family)
+            }
+        )
+        outcomes = self._run_all(wanted)
+        readings: dict[DeploymentKey, SignalsReading] = {}
+        for target in targets:
+            family = families[target.key]
+            if isinstance(family, str):
+                readings[target.key] = SignalsReading(None, {}, family)
+            else:
+                readings[target.key] = self._assemble(target, family, outcomes)
+        return readings
+
+    def close(self) -> None:
+        """Release the HTTP connection pool (the operator calls it on shutdown)."""
+        if isinstance(self._client, PrometheusConnect):  # only the client we made ourselves
+            self._client.close()
+            self._client = None
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def _family_of(self, target: DeploymentTarget) -> FamilyQueries | str:
+        """The family's queries, or an error string for an engine release we cannot read."""
+        cache_key = (target.engine, target.engine_version)
+        if cache_key not in self._families:
+            try:
+                metrics = metric_queries(target.engine, target.engine_version)
+            except UnsupportedEngineError as error:
+                self._families[cache_key] = f"cannot read metrics: {error}"
+            else:
+                self._families[cache_key] = self.build_family(metrics)
+        return self._families[cache_key]
+
+    def build_family(self, metrics: EngineMetrics) -> FamilyQueries:
+        """All PromQL for one engine release (the engines package owns the metric names)."""
+        built = build_deployment_queries(
+            metrics, self.group_labels, window_s=self.window_s, quantile=self.quantile
+        )
+        labels = ", ".join(self.group_labels)
+        liveness = metrics.num_requests_running or metrics.kv_usage
+        fresh = (
+            None
+            if liveness is None
+            else f"count by ({labels}) ((time() - timestamp({liveness})) < {self.stale_after_s:g})"
+        )
+        capacity_tokens = metrics.kv_capacity_tokens
+        return FamilyQueries(
+            signals={name: getattr(built, attr) for name, attr in _QUERY_OF_SIGNAL.items()},
+            present=built.replicas_reporting,
+            fresh=fresh,
+            block_config=built.cache_config,
+            blocks_label=metrics.cache_info_blocks_label,
+            block_size_label=metrics.cache_info_block_size_label,
+            capacity_tokens=(
+                None if capacity_tokens is None else f"min by ({labels}) ({capacity_tokens})"
+            ),
+        )
+
+    def _run_all(self, queries: Sequence[str]) -> dict[str, _Outcome]:
+        """Send each query once. A connection failure or timeout stops the cycle: the server is
+        down, and waiting `timeout_s` for every remaining query would stall the operator."""
+        self.queries_sent = 0
+        outcomes: dict[str, _Outcome] = {}
+        try:
+            client = self._connect()
+        except OSError as error:
+            return {
+                query: _Outcome((), f"cannot set up Prometheus client: {error}")
+                for query in queries
+            }
+        for index, query in enumerate(queries):
+            self.queries_sent += 1
+            try:
+                result = client.custom_query(query, timeout=math.ceil(self.timeout_s))
+            except (requests.ConnectionError, requests.Timeout) as error:
+                message = f"Prometheus at {self.url} unreachable: {type(error).__name__}"
+                outcomes.update({later: _Outcome((), message) for later in queries[index:]})
+                break
+            except (PrometheusApiClientException, requests.RequestException, ValueError) as error:
+                outcomes[query] = _Outcome((), f"query failed: {_first_line(error)}")
+            else:
+                outcomes[query] = _Outcome(result if isinstance(result, list) else ())
+        return outcomes
+
+    def _connect(self) -> QueryClient:
+        """The HTTP client, made once; the token file is re-read on every cycle."""
+        if isinstance(self._client, PrometheusConnect):
+            self._client.headers = self._auth_headers()
+        if self._client is not None:
+            return self._client
+        session = requests.Session()
+        session.verify = self._ca_file if self._ca_file is not None else True
+        connection = PrometheusConnect(
+            url=self.url,
+            headers=self._auth_headers(),
+            retry=Retry(total=0),  # the operator's next cycle is the retry
+            session=session,
+            timeout=math.ceil(self.timeout_s),
+        )
+        self._client = connection
+        return connection
+
+    def _auth_headers(self) -> dict[str, str]:
+        token = self._bearer_token
+        if self._bearer_token_file is not None:
+            token = Path(self._bearer_token_file).read_text(encoding="utf-8").strip()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    # --- assembling readings ---------------------------------------------------------------
+
+    def _assemble(
+        self, target: DeploymentTarget, family: FamilyQueries, outcomes: Mapping[str, _Outcome]
+    ) -> SignalsReading:
+        key, groups = target.key, self.group_labels
+        coverage_errors = [
+            outcome.error
+            for query in (family.present, family.fresh)
+            if query is not None
+            for outcome in (outcomes[query],)
+            if outcome.error is not None
+        ]
+        if coverage_errors:
+            return SignalsReading(
+                None, dict.fromkeys(SIGNAL_NAMES, Quality.MISSING), coverage_errors[0]
+            )
+        present = _count(outcomes, family.present, key, groups)
+        fresh = _count(outcomes, family.fresh, key, groups)
+        expected = target.pods_expected
+        reporting = min(fresh, expected) if expected > 0 else fresh
+        base = _base_quality(present, fresh, expected)
+        values: dict[str, float | None] = {}
+        quality: dict[str, Quality] = {}
+        errors: list[str] = []
+        for name, query in family.signals.items():
+            values[name], quality[name] = _judge(
+                outcomes, query, key, groups, base=base, errors=errors
+            )
+        blocks, block_size, quality["kv_capacity"] = self._capacity(
+            family, outcomes, key, base, errors
+        )
+        signals = Signals(
+            pods_expected=expected,
+            pods_reporting=reporting,
+            kv_usage_frac=values["kv_usage_frac"],
+            num_requests_running=values["num_requests_running"],
+            num_requests_waiting=values["num_requests_waiting"],
+            preemptions_per_s=values["preemptions_per_s"],
+            rejections_per_s=values["rejections_per_s"],
+            ttft_p95_s=values["ttft_p95_s"],
+            itl_p95_s=values["itl_p95_s"],
+            queue_time_p95_s=values["queue_time_p95_s"],
+            num_gpu_blocks=blocks,
+            block_size_tokens=block_size,
+        )
+        error = errors[0] if errors else _coverage_note(present, fresh, expected)
+        return SignalsReading(signals, quality, error)
+
+    def _capacity(
+        self,
+        family: FamilyQueries,
+        outcomes: Mapping[str, _Outcome],
+        key: DeploymentKey,
+        base: Quality,
+        errors: list[str],
+    ) -> tuple[int | None, int | None, Quality]:
+        """Live KV pool per pod: vLLM's info-gauge labels, else a token gauge (block size 1)."""
+        if family.block_config is not None and family.blocks_label and family.block_size_label:
+            outcome = outcomes[family.block_config]
+            if outcome.error is not None:
+                errors.append(outcome.error)
+                return None, None, Quality.MISSING
+            config = block_config_by_deployment(
+                outcome.result, self.group_labels, family.blocks_label, family.block_size_label
+            )
+            if key in config:
+                blocks, block_size = config[key]
+                return blocks, block_size, _known_quality(base)
+            if family.capacity_tokens is None:
+                return None, None, Quality.MISSING
+        if family.capacity_tokens is None:
+            return None, None, Quality.UNSUPPORTED
+        tokens, quality = _judge(
+            outcomes, family.capacity_tokens, key, self.group_labels, base=base, errors=errors
+        )
+        if tokens is None or tokens < 1:
+            return None, None, quality if tokens is None else Quality.MISSING
+        return int(tokens), 1, quality
+
+
+def _queries_of(family: FamilyQueries) -> list[str]:
+    candidates = [
+        *family.signals.values(),
+        family.present,
+        family.fresh,
+        family.block_config,
+        family.capacity_tokens,
+    ]
+    return [query for query in candidates if query is not None]
+
+
+def _count(
+    outcomes: Mapping[str, _Outcome], query: str | None, key: DeploymentKey, groups: tuple[str, str]
+) -> int:
+    if query is None:
+        return 0
+    value = values_by_deployment(outcomes[query].result, groups).get(key)
+    return 0 if value is None or math.isnan(value) else int(value)
+
+
+def _base_quality(present: int, fresh: int, expected: int) -> Quality:
+    """What coverage says about every signal of the deployment."""
+    if present == 0:
+        return Quality.MISSING
+    if fresh == 0:
+        return Quality.STALE
+    if fresh < expected:
+        return Quality.PARTIAL
+    return Quality.OK
+
+
+def _known_quality(base: Quality) -> Quality:
+    return Quality.PARTIAL if base is Quality.PARTIAL else Quality.OK
+
+
+def _judge(
+    outcomes: Mapping[str, _Outcome],
+    query: str | None,
+    key: DeploymentKey,
+    groups: tuple[str, str],
+    *,
+    base: Quality,
+    errors: list[str],
+) -> tuple[float | None, Quality]:
+    """One signal's value and quality. Unknown is None, never 0."""
+    if query is None:
+        return None, Quality.UNSUPPORTED
+    if base in (Quality.MISSING, Quality.STALE):
+        return None, base
+    outcome = outcomes[query]
+    if outcome.error is not None:
+        errors.append(outcome.error)
+        return None, Quality.MISSING
+    value = values_by_deployment(outcome.result, groups).get(key)
+    if value is None:
+        return None, Quality.MISSING
+    if math.isnan(value):
+        return None, Quality.NAN
+    return value, _known_quality(base)
+
+
+def _coverage_note(present: int, fresh: int, expected: int) -> str | None:
+    if present == 0:
+        return "no series for this deployment"
+    if fresh == 0:
+        return f"{present} series, none with a sample newer than the staleness limit"
+    if fresh < expected:
+        return f"{fresh} of {expected} pods reporting"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]

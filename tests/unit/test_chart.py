@@ -1,0 +1,167 @@
+"""The Helm chart renders, and every rendered object is valid against the Kubernetes schemas.
+
+Rendering uses Helm's own Go engine through the `helm-python-sdk` wheel (import `helm_python`),
+offline; validation uses `kubernetes-validate` (strict: unknown fields are errors) for the
+oldest Kubernetes release the chart supports and the newest the validator knows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
+)
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "kvscale"
+NAMESPACE = "kvscale-system"
+# oldest: x-kubernetes-validations with reason/fieldPath (used by the CRD) need 1.28
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+
+DEFAULT: dict[str, Any] = {}
+NAMESPACED: dict[str, Any] = {"scope": "namespace", "watchNamespaces": ["team-a", "team-b"]}
+SINGLE: dict[str, Any] = {"scope": "namespace", "replicaCount": 1}
+MODES = {"default": DEFAULT, "namespaced": NAMESPACED, "single-replica": SINGLE}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    chart.validate_schema(values)
+    rendered = chart.render(values, name="kvscale", namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(d for d in yaml.safe_load_all(text) if d)
+    return objects
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_rendered_object_is_schema_valid(mode: str, version: str) -> None:
+    objects = render(MODES[mode])
+    assert objects
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_chart_crds_are_valid_custom_resource_definitions(version: str) -> None:
+    crds = helm.Chart.load(str(CHART)).crds
+    assert [c["filename"].rsplit("/", 1)[-1] for c in crds] == ["kvscale.dev_llmdeployments.yaml"]
+    for crd in crds:
+        obj = yaml.safe_load(crd["data"])
+        assert obj["kind"] == "CustomResourceDefinition"
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_operator_pod_is_hardened() -> None:
+    (deployment,) = by_kind(render(DEFAULT), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize(
+    ("values", "replicas", "standalone", "peering_crds"),
+    [(DEFAULT, 2, False, 2), (SINGLE, 1, True, 0)],
+)
+def test_replicas_peer_unless_single(
+    values: dict[str, Any], replicas: int, standalone: bool, peering_crds: int
+) -> None:
+    objects = render(values)
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ("--standalone" in args) is standalone
+    assert len(by_kind(objects, "CustomResourceDefinition")) == peering_crds
+
+
+def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [rule for role in by_kind(objects, kind) for rule in role["rules"]]
+
+
+def granted(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rules:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs.update(rule["verbs"])
+    return verbs
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rbac_has_no_wildcards_and_never_deletes(mode: str) -> None:
+    objects = render(MODES[mode])
+    rules = rules_of(objects, "ClusterRole") + rules_of(objects, "Role")
+    for rule in rules:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        assert "delete" not in rule["verbs"]  # children go with their owner through the GC
+    assert not granted(rules, "", "secrets")
+
+
+def test_cluster_scope_grants_workloads_cluster_wide() -> None:
+    objects = render(DEFAULT)
+    cluster_rules = rules_of(objects, "ClusterRole")
+    assert {"create", "patch"} <= granted(cluster_rules, "apps", "deployments")
+    assert {"patch"} <= granted(cluster_rules, "kvscale.dev", "llmdeployments/status")
+    assert by_kind(objects, "Role") == []
+
+
+def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
+    objects = render(NAMESPACED)
+    cluster_rules = rules_of(objects, "ClusterRole")
+    assert granted(cluster_rules, "apps", "deployments") == set()
+    assert granted(cluster_rules, "kvscale.dev", "llmdeployments") == set()
+    assert granted(cluster_rules, "apiextensions.k8s.io", "customresourcedefinitions") == {
+        "get",
+        "list",
+        "watch",
+    }
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert {"create", "patch"} <= granted(role["rules"], "apps", "deployments")
+    (deployment,) = by_kind(objects, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KVSCALE_NAMESPACES"] == "team-a,team-b"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"scope": "everything"},
+        {"replicaCount": 0},
+        {"prometheus": {"url": "not a url"}},
+        {"unknownKey": True},
+    ],
+)
+def test_values_schema_rejects_bad_values(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmError):
+        helm.Chart.load(str(CHART)).validate_schema(values)
+
+
+def test_notes_render_with_the_gitops_hint() -> None:
+    rendered = helm.Chart.load(str(CHART)).render({}, name="kvscale", namespace=NAMESPACE)
+    notes = next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+    assert "kvscale-system" in notes
+    assert "/spec/replicas" in notes

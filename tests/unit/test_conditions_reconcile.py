@@ -1,0 +1,175 @@
+"""Conditions and Events that one reconcile produces, with an in-memory API client."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kvscale.controller import kube
+from kvscale.controller.reconcile import Controller, reconcile
+from kvscale.controller.settings import PrometheusSettings, ScrapeMode, Settings
+
+SPEC: dict[str, Any] = {
+    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+    "maxContextLength": 8192,
+    "workload": {
+        "inputTokensP50": 500,
+        "inputTokensP95": 2000,
+        "outputTokensP50": 200,
+        "outputTokensP95": 1000,
+        "peakRequestsPerSecond": 5,
+    },
+    "placement": {"gpuTypes": ["l40s"]},
+}
+
+
+class MemoryKube:
+    """KubeClient over a dict; `reject` kinds answer 422 like an API server would."""
+
+    def __init__(self, reject: frozenset[str] = frozenset()) -> None:
+        self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self.reject = reject
+
+    async def apply(self, obj: dict[str, Any], *, field_manager: str = "kvscale") -> dict[str, Any]:
+        if obj["kind"] in self.reject:
+            raise kube.InvalidError(f"{obj['kind']} is invalid", 422)
+        meta = obj["metadata"]
+        self.objects[(obj["kind"], meta.get("namespace"), meta["name"])] = copy.deepcopy(obj)
+        return obj
+
+    async def get(self, ref: kube.ResourceRef, namespace: str | None, name: str) -> dict[str, Any]:
+        try:
+            return self.objects[(ref.kind, namespace, name)]
+        except KeyError:
+            raise kube.NotFoundError("not found", 404) from None
+
+    async def delete(self, ref: kube.ResourceRef, namespace: str | None, name: str) -> None:
+        self.objects.pop((ref.kind, namespace, name), None)
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return await self.apply(obj)
+
+    async def patch_merge(
+        self,
+        ref: kube.ResourceRef,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        return patch
+
+    async def has_resource(self, group: str, version: str, plural: str) -> bool:
+        return False
+
+
+def controller(client: MemoryKube) -> Controller:
+    settings = Settings(prometheus=PrometheusSettings(scrape_mode=ScrapeMode.ANNOTATIONS))
+    return Controller(
+        settings=settings, kube=client, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC)
+    )
+
+
+def body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1", "generation": 3},
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+async def test_valid_spec_applies_and_reports_rollout() -> None:
+    client = MemoryKube()
+    outcome = await reconcile(controller(client), body(SPEC))
+    assert {k[0] for k in client.objects} == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert conditions_of(outcome.status) == {
+        "Planned": ("True", "PlanComputed"),
+        "CapacitySufficient": ("True", "KvCacheFits"),
+        "WorkloadReady": ("False", "RollingOut"),
+        "Ready": ("False", "RollingOut"),
+    }
+    assert outcome.status["observedGeneration"] == 3
+    assert outcome.events == ()
+
+
+async def test_rejected_object_is_a_condition_and_an_event_not_a_crash() -> None:
+    outcome = await reconcile(controller(MemoryKube(reject=frozenset({"Deployment"}))), body(SPEC))
+    assert conditions_of(outcome.status)["WorkloadReady"] == ("False", "ApplyFailed")
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "ApplyFailed")]
+
+
+async def test_nothing_fits_keeps_the_last_workload() -> None:
+    client = MemoryKube()
+    ctl = controller(client)
+    await reconcile(ctl, body(SPEC))
+    before = copy.deepcopy(client.objects)
+    huge = {**SPEC, "model": {"name": "meta-llama/Llama-3.1-405B"}, "maxContextLength": 8192}
+    outcome = await reconcile(ctl, body(huge))
+    assert conditions_of(outcome.status)["CapacitySufficient"] == ("False", "NoGpuTypeFits")
+    assert outcome.status["selectedGpuType"] is None
+    assert client.objects == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({**SPEC, "placement": {"gpuTypes": ["no-such-gpu"]}}, "gpuTypes"),
+        ({**SPEC, "maxContextLength": 8}, "maxContextLength"),
+        ({k: v for k, v in SPEC.items() if k != "model"}, "model"),
+    ],
+)
+async def test_invalid_spec_warns_once_and_applies_nothing(
+    spec: dict[str, Any], field: str
+) -> None:
+    client = MemoryKube()
+    ctl = controller(client)
+    first = await reconcile(ctl, body(spec))
+    assert conditions_of(first.status)["Planned"] == ("False", "InvalidSpec")
+    assert field in next(c["message"] for c in first.status["conditions"] if c["type"] == "Planned")
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "InvalidSpec")]
+    second = await reconcile(ctl, body(spec, first.status))
+    assert second.events == ()
+    assert client.objects == {}
+
+
+def llama_config_text() -> str:
+    from importlib import resources
+
+    path = resources.files("kvscale") / "data/catalog/models/meta-llama__Llama-3.1-8B-Instruct.json"
+    return json.dumps(json.loads(path.read_text())["config"])
+
+
+CONFIGMAP_SPEC = {
+    **SPEC,
+    "model": {"configMapRef": {"name": "llama-config"}, "uri": "/models/llama"},
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "planned", "mentions"),
+    [
+        (None, ("False", "InvalidSpec"), "not found"),
+        ({"other.json": "{}"}, ("False", "InvalidSpec"), "config.json"),
+        ({"config.json": "not json"}, ("False", "InvalidSpec"), "configMapRef"),
+        ({"config.json": "LLAMA"}, ("True", "PlanComputed"), ""),
+    ],
+)
+async def test_model_geometry_from_a_configmap(
+    data: dict[str, str] | None, planned: tuple[str, str], mentions: str
+) -> None:
+    client = MemoryKube()
+    if data is not None:
+        values = {k: (llama_config_text() if v == "LLAMA" else v) for k, v in data.items()}
+        client.objects[("ConfigMap", "ns", "llama-config")] = {"data": values}
+    outcome = await reconcile(controller(client), body(CONFIGMAP_SPEC))
+    assert conditions_of(outcome.status)["Planned"] == planned
+    message = next(c["message"] for c in outcome.status["conditions"] if c["type"] == "Planned")
+    assert mentions in message
