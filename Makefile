@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck crd-check test test-unit test-integration e2e bench demo clean
+.PHONY: install lint typecheck crd-check check test test-unit test-integration e2e bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,12 +33,16 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest tests/integration -q
 
-# The full suite: lint, types, generated-file drift, every test tier.
-test: lint typecheck crd-check
+# Lint, types, generated-file drift, unit + integration tiers (no cluster; ~2.5 min).
+check: lint typecheck crd-check
 	$(BIN)/pytest -q
 
+# The e2e tier: builds the control plane on first use (cached per version), then the scenarios.
 e2e: install
-	$(BIN)/pytest -m e2e e2e -q
+	$(BIN)/pytest -m e2e e2e -q --durations=0
+
+# Everything CI runs (.ci/run calls this): check, then e2e.
+test: check e2e
 
 bench: install
 	$(BIN)/python bench/capacity_accuracy.py

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autoscale_fixture import collect_leaked_sessions
 from promfixture import (
     EnginePod,
     FrozenPod,
@@ -23,6 +24,13 @@ from promfixture import (
     find_prometheus,
     stop_all,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_sessions() -> Iterator[None]:
+    """Pin sessions kopf/kmock leave to GC to the test that made them (see the helper)."""
+    yield
+    collect_leaked_sessions()
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ from kvscale.controller.autoscaler_status import (
     load_scaler_state,
     metrics_condition,
     parse_time_s,
+    planned_kv_tokens_of,
     pod_facts,
     scale_event,
     scaling_condition,
@@ -195,7 +196,7 @@ def plan_tick(
 ) -> TickPlan:
     """One tick of the policy from observed objects (pure: no clock, no I/O)."""
     config = to_scaling_config(
-        spec, _float_or_none(status.get("safeConcurrency")), _planned_kv_tokens(status)
+        spec, _float_or_none(status.get("safeConcurrency")), planned_kv_tokens_of(status)
     )
     counts = count_replicas(deployment, pods, now_s=now_s, warmup_s=config.warmup_s)
     previous = status.get("autoscaler") or {}
@@ -291,7 +292,7 @@ class Autoscaler:
 
     def _record_plan(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """The plan's pool per replica on /metrics (the plan-drift alert compares it)."""
-        blocks, tokens = planned_blocks_of(status), _planned_kv_tokens(status)
+        blocks, tokens = planned_blocks_of(status), planned_kv_tokens_of(status)
         if blocks is not None:
             self.metrics.planned_blocks.labels(namespace, name).set(blocks)
         if tokens is not None:
@@ -482,15 +483,6 @@ def _pods_of(index: Any, namespace: str, name: str) -> list[PodFacts]:
 
 def _post(body: Mapping[str, Any], event: EventText) -> None:
     kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
-
-
-def _planned_kv_tokens(status: Mapping[str, Any]) -> int | None:
-    selected = status.get("selectedGpuType")
-    for plan in status.get("plans") or []:
-        if isinstance(plan, Mapping) and plan.get("gpuType") == selected:
-            tokens = plan.get("kvCacheTokens")
-            return int(tokens) if isinstance(tokens, int | float) else None
-    return None
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -173,26 +173,34 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
     }
 
 
+_SIGNAL_FIELDS: tuple[tuple[str, str], ...] = (  # status key, Signals attribute
+    ("podsExpected", "pods_expected"),
+    ("podsReporting", "pods_reporting"),
+    ("kvUsage", "kv_usage_frac"),
+    ("requestsRunning", "num_requests_running"),
+    ("requestsWaiting", "num_requests_waiting"),
+    ("preemptionsPerSecond", "preemptions_per_s"),
+    ("rejectionsPerSecond", "rejections_per_s"),
+    ("ttftP95Seconds", "ttft_p95_s"),
+    ("itlP95Seconds", "itl_p95_s"),
+    ("queueTimeP95Seconds", "queue_time_p95_s"),
+    ("numGpuBlocks", "num_gpu_blocks"),
+    ("blockSizeTokens", "block_size_tokens"),
+)
+
+
 def signals_status(reading: SignalsReading | None) -> JsonDict:
-    """status.autoscaler.signals: the values the decision saw (unknown stays null, never 0)."""
+    """status.autoscaler.signals: the values the decision saw (unknown stays null, never 0).
+
+    Every key is always present: a failed read writes nulls, so a merge patch clears the
+    numbers of the last good read instead of leaving them on display during an outage.
+    """
     signals = None if reading is None else reading.signals
-    if signals is None:
-        return {}
-    values: JsonDict = {
-        "podsExpected": signals.pods_expected,
-        "podsReporting": signals.pods_reporting,
-        "kvUsage": _finite(signals.kv_usage_frac),
-        "requestsRunning": _finite(signals.num_requests_running),
-        "requestsWaiting": _finite(signals.num_requests_waiting),
-        "preemptionsPerSecond": _finite(signals.preemptions_per_s),
-        "rejectionsPerSecond": _finite(signals.rejections_per_s),
-        "ttftP95Seconds": _finite(signals.ttft_p95_s),
-        "itlP95Seconds": _finite(signals.itl_p95_s),
-        "queueTimeP95Seconds": _finite(signals.queue_time_p95_s),
-        "numGpuBlocks": signals.num_gpu_blocks,
-        "blockSizeTokens": signals.block_size_tokens,
-    }
-    return values
+    out: JsonDict = {}
+    for key, attribute in _SIGNAL_FIELDS:
+        value = None if signals is None else getattr(signals, attribute)
+        out[key] = _finite(value) if isinstance(value, float) else value
+    return out
 
 
 def quality_status(reading: SignalsReading | None) -> JsonDict:
@@ -317,6 +325,16 @@ def scale_event(decision: Decision, current: int, auto: bool) -> EventText | Non
 def kv_pool_blocks(signals: Signals | None) -> int | None:
     """Live KV pool per replica in the engine's blocks (tokens for token-pool engines)."""
     return None if signals is None else signals.num_gpu_blocks
+
+
+def planned_kv_tokens_of(status: Mapping[str, Any]) -> int | None:
+    """kvCacheTokens of the selected GPU type's plan in status (None when not planned)."""
+    selected = status.get("selectedGpuType")
+    for plan in status.get("plans") or []:
+        if isinstance(plan, Mapping) and plan.get("gpuType") == selected:
+            tokens = plan.get("kvCacheTokens")
+            return int(tokens) if isinstance(tokens, int | float) else None
+    return None
 
 
 def _camel(name: str) -> str:

@@ -1,0 +1,175 @@
+"""Autoscaling replay benchmark: every policy on four real traces, one table, one run.
+
+    .venv/bin/python bench/autoscale_replay.py [--quick] [--only conv,code,mooncake,servegen]
+
+Scenarios (all Llama-3.1-8B-Instruct, vLLM 0.11.0, one H100 SXM per replica, planned by
+kvscale's capacity planner; SLO TTFT p95 2 s / ITL 100 ms, 5 s TTFT for the 128k deployment):
+
+* Azure 2023 conversation, full hour, arrivals x8 (superposed time-shifted copies): at its
+  native ~5.5 req/s a single H100 serves the whole trace, so nothing would scale.
+* Azure 2023 code, full hour, arrivals x8 (bursty).
+* Mooncake conversation, full hour, native rate, 128k-context deployment (prefix reuse via
+  hash_ids).
+* ServeGen m-large, day 2 (24 h), rates scaled so the daily peak is ~5 req/s, request lengths
+  drawn from the Mooncake trace (without its prefix hashes).
+
+`static` is the smallest fixed replica count that meets the SLO for >= 99 % of requests (found
+by replay, i.e. peak provisioning sized by load test); every autoscaler starts from that count.
+Also prints the speed check: one hour of Azure conv (native) x 4 policies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "operator"))
+
+from kvscale.cli.simulate_cmd import (  # noqa: E402
+    default_deployment_path,
+    load_deployment,
+    run_policies,
+)
+from kvscale.sim.policies import POLICIES  # noqa: E402
+from kvscale.sim.replay import ReplayOptions, ReplayResult  # noqa: E402
+from kvscale.sim.traces import (  # noqa: E402
+    Trace,
+    default_azure_path,
+    generate_servegen,
+    load_azure,
+    load_mooncake,
+    scale_trace,
+    slice_trace,
+)
+
+TRACES = REPO / "data" / "traces"
+SERVEGEN_PEAK_RPS = 5.0
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    deployment: str
+    load: Callable[[bool], Trace]
+
+
+def _azure(kind: str, rate: float) -> Callable[[bool], Trace]:
+    def load(quick: bool) -> Trace:
+        trace = load_azure(default_azure_path(kind))
+        trace = slice_trace(trace, 0.0, 900.0 if quick else None)
+        return scale_trace(trace, 1.0, rate, seed=0)
+
+    return load
+
+
+def _mooncake(quick: bool) -> Trace:
+    trace = load_mooncake(TRACES / "mooncake" / "conversation_trace.jsonl")
+    return slice_trace(trace, 0.0, 900.0 if quick else None)
+
+
+def _servegen(quick: bool) -> Trace:
+    import numpy as np
+
+    from kvscale.sim.traces import fill_missing_rates, load_servegen_rates
+
+    path = TRACES / "servegen" / "m-large_rate_per_10min.csv"
+    starts, rates = load_servegen_rates(path)
+    day = (starts >= DAY_S) & (starts < 2 * DAY_S)
+    peak = float(np.max(fill_missing_rates(rates)[day]))
+    lengths = load_mooncake(TRACES / "mooncake" / "conversation_trace.jsonl")
+    return generate_servegen(
+        path,
+        lengths,
+        start_s=DAY_S,
+        duration_s=7200.0 if quick else DAY_S,
+        rate_scale=SERVEGEN_PEAK_RPS / peak,
+        seed=0,
+    )
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("conv", "Azure conv 1h x8", "llama-3.1-8b-h100.yaml", _azure("conv", 8.0)),
+    Scenario("code", "Azure code 1h x8", "llama-3.1-8b-h100.yaml", _azure("code", 8.0)),
+    Scenario("mooncake", "Mooncake conv 1h", "llama-3.1-8b-h100-128k.yaml", _mooncake),
+    Scenario("servegen", "ServeGen m-large 24h", "llama-3.1-8b-h100-128k.yaml", _servegen),
+)
+
+
+def run_scenario(sc: Scenario, quick: bool) -> tuple[dict[str, ReplayResult], int, int, float]:
+    setup = load_deployment(default_deployment_path(sc.deployment)).setup
+    trace = sc.load(quick)
+    started = time.perf_counter()
+    results, static_n = run_policies(trace, setup, POLICIES, ReplayOptions())
+    return results, static_n, len(trace), time.perf_counter() - started
+
+
+def format_rows(label: str, requests: int, results: dict[str, ReplayResult]) -> list[str]:
+    static = results["static"].gpu_hours or 1.0
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            f"| {label} ({requests:,} req) | {name} | {r.gpu_hours:.1f}"
+            f" | {r.gpu_hours / static:.2f} |"
+            f" {r.slo_attainment * 100:.2f} % | {r.ttft_p95_s:.2f} | {r.itl_p95_s * 1000:.0f} |"
+            f" {r.preemptions} | {r.rejected} | {r.scale_events} | {r.peak_replicas} |"
+        )
+    return rows
+
+
+def measure_speed() -> tuple[int, float, float]:
+    """One hour of native Azure conv x 4 policies (static count given), wall seconds."""
+    setup = load_deployment(default_deployment_path()).setup
+    trace = load_azure(default_azure_path("conv"))
+    started = time.perf_counter()
+    run_policies(trace, setup, POLICIES, ReplayOptions(), static_replicas=1, show_progress=False)
+    replay_s = time.perf_counter() - started
+    started = time.perf_counter()
+    from kvscale.sim.replay import size_static_replicas
+
+    size_static_replicas(trace, setup, ReplayOptions())
+    return len(trace), replay_s, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="15 min / 2 h slices")
+    parser.add_argument("--only", default=",".join(s.key for s in SCENARIOS))
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args()
+    wanted = set(args.only.split(","))
+    lines = [
+        "| trace | policy | GPU-h | vs static | SLO met | TTFT p95 s | ITL p95 ms |"
+        " preempt | rejected | scale events | peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for sc in SCENARIOS:
+        if sc.key not in wanted:
+            continue
+        print(f"== {sc.label}", file=sys.stderr)
+        results, static_n, n, wall = run_scenario(sc, args.quick)
+        lines.extend(format_rows(sc.label, n, results))
+        notes.append(f"{sc.label}: static = {static_n} replicas; wall {wall:.0f} s")
+        print("\n".join(lines), flush=True)
+    print()
+    print("\n".join(lines))
+    print()
+    print("\n".join(notes))
+    if not args.no_speed:
+        n, replay_s, sizing_s = measure_speed()
+        print(
+            f"\nspeed: Azure conv 1h ({n:,} requests) x 4 policies = {replay_s:.1f} s wall"
+            f" (+ {sizing_s:.1f} s to size the static baseline)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Session fixture ``cluster``: a real kube-apiserver + KCM + scheduler + kwok with GPU nodes.
+
+The binaries are built (or found in the per-version cache) once, right after collection and
+only when an e2e test was selected, so a cold build is not cut off by a per-test timeout and
+its progress is shown live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cluster import (
+    Cluster,
+    ClusterStartError,
+    delete_stale_clusters,
+    ensure_binaries,
+    new_api_client_factory,
+    session_cluster_name,
+    start_cluster,
+    stop_cluster,
+)
+
+SKIP_REASON_KEY = pytest.StashKey[str | None]()
+BUILD_ERROR_KEY = pytest.StashKey[str | None]()
+
+
+def record_binaries_state(config: pytest.Config) -> None:
+    """Stash why the cluster cannot start (skip reason or build error) for the fixture."""
+    try:
+        config.stash[SKIP_REASON_KEY] = ensure_binaries()
+    except ClusterStartError as error:
+        config.stash[BUILD_ERROR_KEY] = str(error)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ensure the control-plane binaries exist before the first e2e test starts its clock."""
+    if not any(item.get_closest_marker("e2e") for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        record_binaries_state(session.config)
+        return
+    with capture.global_and_fixture_disabled():
+        record_binaries_state(session.config)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Bring the cluster up once per session; logs are kept when any test of the session fails."""
+    build_error = request.config.stash.get(BUILD_ERROR_KEY, None)
+    if build_error is not None:
+        pytest.fail(build_error)
+    skip_reason = request.config.stash.get(SKIP_REASON_KEY, None)
+    if skip_reason is not None:
+        pytest.skip(skip_reason)
+    delete_stale_clusters()
+    name = session_cluster_name()
+    kubeconfig_path = start_cluster(name)
+    failures_before = request.session.testsfailed
+    yield Cluster(kubeconfig_path, new_api_client_factory(kubeconfig_path))
+    stop_cluster(name, keep_logs=request.session.testsfailed > failures_before)
