@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck crd-check check test test-unit test-integration e2e bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,13 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# Rewrite every generated file after a change to the API models or the chart.
+generate: install
+	$(BIN)/kvscale crd > crds/kvscale.dev_llmdeployments.yaml
+	cp crds/kvscale.dev_llmdeployments.yaml charts/kvscale/crds/
+	$(BIN)/kvscale crd --docs > docs/api.md
+	$(BIN)/python manifests/regenerate.py
 
 crd-check: install
 	$(BIN)/kvscale crd > $(VENV)/crd.generated.yaml

@@ -370,43 +370,6 @@ async def operator_side(args: argparse.Namespace, prom_url: str) -> dict[str, An
     }
 
 
-def memoize_vector_parsing() -> None:
-    """Opt-in (--memoized-adapter): what the proposed PrometheusSource fix gives.
-
-    `PrometheusSource._assemble` re-parses every query's whole result vector for every target
-    (`values_by_deployment(outcome.result, …)` per target and signal), so one cycle costs
-    O(targets x series). Parsing each result once per fetch makes it linear. This patches the
-    two parsers with a per-fetch memo, to measure the effect without editing the adapter.
-    """
-    from kvscale.metrics import prometheus
-
-    memo: dict[tuple[int, str], tuple[Any, Any]] = {}
-
-    def memoized(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
-        def wrapper(result: Any, *args: Any) -> Any:
-            key = (id(result), tag + repr(args))
-            hit = memo.get(key)
-            if hit is None or hit[0] is not result:
-                hit = (result, fn(result, *args))
-                memo[key] = hit
-            return hit[1]
-
-        return wrapper
-
-    for attribute in ("values_by_deployment", "block_config_by_deployment"):
-        setattr(prometheus, attribute, memoized(getattr(prometheus, attribute), attribute))
-    original_fetch = prometheus.PrometheusSource.fetch
-
-    def fetch(self: Any, targets: Any) -> Any:
-        memo.clear()
-        try:
-            return original_fetch(self, targets)
-        finally:
-            memo.clear()
-
-    prometheus.PrometheusSource.fetch = fetch  # type: ignore[method-assign]
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -444,10 +407,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], setup_s: float) -> 
         (f"setup: Prometheus up with the series of {n} (s)", f"{setup_s:.1f}", ""),
         (f"setup: {2 * n} objects into the fake API (s)", f"{result['create_s']:.2f}", ""),
     ]
-    adapter = "memoized parsing (proposed fix)" if args.memoized_adapter else "adapter as is"
-    print(
-        f"\nkvscale operator-scale benchmark: {n} LLMDeployments, {args.cycles} cycles, {adapter}\n"
-    )
+    print(f"\nkvscale operator-scale benchmark: {n} LLMDeployments, {args.cycles} cycles\n")
     print(f"{'figure':<52}{'value':>16}  target / note")
     for label, value, note in rows:
         print(f"{label:<52}{value:>16}  {note}")
@@ -458,14 +418,7 @@ def main() -> int:
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="ticks in flight at once")
-    parser.add_argument(
-        "--memoized-adapter",
-        action="store_true",
-        help="parse each PromQL result once per fetch (the proposed adapter fix)",
-    )
     args = parser.parse_args()
-    if args.memoized_adapter:
-        memoize_vector_parsing()
 
     from promfixture import PrometheusServer, find_prometheus  # type: ignore[import-not-found]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from kvscale.api.status import AutoscalerStatus
 from kvscale.controller.autoscaler_status import (
     HISTORY_MAX,
     PodFacts,
@@ -255,5 +256,33 @@ def test_autoscaler_status_records_desired_vs_current_and_history() -> None:
     assert out["lastDecisionTime"] == "2027-01-15T08:00:00Z"
     assert [h["reason"] for h in out["history"]] == ["WithinTolerance", "KvDemand"]
     assert out["lastScaleTimeSeconds"] == NOW_S
-    assert out["metricsQuality"]["kvUsageFrac"] == "ok"
-    assert out["metricsQuality"]["ttftP95S"] == "missing"
+    assert out["metricsQuality"]["kvUsage"] == "ok"
+    assert out["metricsQuality"]["ttftP95Seconds"] == "missing"
+    assert set(out["metricsQuality"]) <= {*out["signals"], "kvCapacity"}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("signals", [Signals(3, 2, kv_usage_frac=0.7, num_gpu_blocks=10), None])
+def test_every_field_written_is_declared_in_the_crd(signals: Signals | None) -> None:
+    """The API server prunes undeclared status fields: what the autoscaler writes must survive
+    a round trip through the model the CRD is generated from (minus nulls, which a merge
+    patch turns into deletions)."""
+    out = build_autoscaler_status(
+        {},
+        decision(3, reasons.KV_DEMAND),
+        state=ScalerState(failed_reads=1, last_scale_time_s=NOW_S),
+        counts=ReplicaCounts(desired=2, ready=1, starting=1),
+        reading=reading(signals),
+        now_s=NOW_S,
+    )
+    kept = AutoscalerStatus.model_validate(out).model_dump(
+        by_alias=True, exclude_none=True, mode="json"
+    )
+    assert _without_nulls(kept) == _without_nulls(out)

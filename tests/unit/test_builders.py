@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -209,6 +210,32 @@ def test_pod_monitor_relabels_llmd_and_uses_the_metrics_path() -> None:
         "targetLabel": "llmd",
         "action": "replace",
     } in endpoint["relabelings"]
+
+
+def relabel_name(rules: list[dict[str, Any]], name: str) -> str:
+    """Prometheus `replace` semantics on __name__: fully anchored regex, ${n} groups."""
+    for rule in rules:
+        assert rule["sourceLabels"] == ["__name__"] and rule["targetLabel"] == "__name__"
+        match = re.fullmatch(rule["regex"], name)
+        if match:
+            template = re.sub(r"\$\{(\d+)\}", r"\\g<\1>", rule["replacement"])
+            name = match.expand(template)
+    return name
+
+
+@pytest.mark.parametrize(
+    ("scraped", "stored"),
+    [
+        ("vllm_kv_cache_usage_perc", "vllm:kv_cache_usage_perc"),
+        ("vllm_time_to_first_token_seconds_bucket", "vllm:time_to_first_token_seconds_bucket"),
+        ("sglang_token_usage", "sglang:token_usage"),
+        ("vllm:num_requests_waiting", "vllm:num_requests_waiting"),  # already right: untouched
+        ("process_cpu_seconds_total", "process_cpu_seconds_total"),
+    ],
+)
+def test_pod_monitor_restores_the_engines_colon_names(scraped: str, stored: str) -> None:
+    (endpoint,) = builders.build_pod_monitor(make_workload())["spec"]["podMetricsEndpoints"]
+    assert relabel_name(endpoint["metricRelabelings"], scraped) == stored
 
 
 def test_service_targets_the_named_engine_port() -> None:

@@ -7,6 +7,7 @@ oldest Kubernetes release the chart supports and the newest the validator knows.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,9 @@ def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
         {"replicaCount": 0},
         {"prometheus": {"url": "not a url"}},
         {"unknownKey": True},
+        {"prometheusRule": {"kvUsageThreshold": 1.5}},
+        {"prometheusRule": {"kvUsageFor": "ten minutes"}},
+        {"dashboard": {"enabled": "yes"}},
     ],
 )
 def test_values_schema_rejects_bad_values(values: dict[str, Any]) -> None:
@@ -165,3 +169,46 @@ def test_notes_render_with_the_gitops_hint() -> None:
     notes = next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
     assert "kvscale-system" in notes
     assert "/spec/replicas" in notes
+
+
+OBSERVABILITY: dict[str, Any] = {
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "dashboard": {"enabled": True, "namespace": "monitoring"},
+}
+
+
+def test_alerts_and_dashboard_render_when_enabled() -> None:
+    objects = render(OBSERVABILITY)
+    (rule,) = by_kind(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert {"KvscaleKvHeadroomLow", "KvscalePreemptionsSustained"} <= set(alerts)
+    dashboards = [
+        o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")
+    ]
+    (dashboard,) = dashboards
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert json.loads(dashboard["data"]["kvscale-overview.json"])["panels"]
+    for obj in objects:
+        if obj["kind"] != "PrometheusRule":  # a CRD kind the validator has no schema for
+            kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
+
+
+def test_alert_thresholds_come_from_values() -> None:
+    values = {"prometheusRule": {"enabled": True, "kvUsageThreshold": 0.83, "kvUsageFor": "7m"}}
+    (rule,) = by_kind(render(values), "PrometheusRule")
+    (alert,) = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "KvscaleKvHeadroomLow"
+    ]
+    assert alert["expr"].rstrip().endswith("> 0.83")
+    assert alert["for"] == "7m"
+
+
+def test_nothing_for_monitoring_renders_by_default() -> None:
+    kinds = {o["kind"] for o in render(DEFAULT)}
+    names = {o["metadata"]["name"] for o in render(DEFAULT)}
+    assert "PrometheusRule" not in kinds
+    assert not any(name.endswith("-dashboard") for name in names)

@@ -19,6 +19,8 @@ from kvscale.api.models import (
     API_GROUP,
     API_VERSION,
     KIND,
+    OBJECT_NAME_MAX_LENGTH,
+    OBJECT_NAME_PATTERN,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -152,7 +154,20 @@ def build_openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"description": "API version of this object.", "type": "string"},
             "kind": {"description": "Kind of this object.", "type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "description": (
+                            "Also names the Deployment and Service kvscale creates, so it must be"
+                            " a DNS-1035 label."
+                        ),
+                        "type": "string",
+                        "maxLength": OBJECT_NAME_MAX_LENGTH,
+                        "pattern": OBJECT_NAME_PATTERN,
+                    }
+                },
+            },
             "spec": build_structural_schema(LLMDeploymentSpec),
             "status": build_structural_schema(LLMDeploymentStatus),
         },

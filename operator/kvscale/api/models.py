@@ -27,15 +27,30 @@ KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float
 Quantization = Literal["fp8", "awq", "gptq", "mxfp4", "nvfp4", "bnb-4bit", "compressed-tensors"]
 DeploymentMode = Literal["managed", "adopt"]
 
+#: LLMDeployment names: the name also names the Deployment and Service kvscale creates, and a
+#: Service name must be a DNS-1035 label. The CRD declares this on metadata.name too, so the API
+#: server refuses what `kvscale validate` refuses.
+OBJECT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+OBJECT_NAME_MAX_LENGTH = 63
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _HF_MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 _GPU_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _VERSION = r"^[0-9]+(\.[0-9]+){1,2}[A-Za-z0-9.+-]*$"
-_DEFAULT_OBJECT: JsonDict = {"default": {}}  # lets the API server fill nested defaults
 
 _Arg = Annotated[str, Field(max_length=1024)]
 _LabelValue = Annotated[str, Field(max_length=63)]
 _GpuType = Annotated[str, Field(min_length=1, max_length=63, pattern=_GPU_TYPE)]
+
+
+def _default_of(model: type[ApiModel]) -> JsonDict:
+    """`default:` for an optional nested object: every field's default, spelled out.
+
+    Not `default: {}`: the API server checks a default against the object's CEL rules without
+    filling the nested defaults first, so `{}` fails `self.minReplicas <= self.maxReplicas`
+    ("no such key") and the whole CRD is rejected.
+    """
+    dumped: JsonDict = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"default": dumped}
 
 
 def _count_set(*values: object) -> int:
@@ -366,28 +381,30 @@ class LLMDeploymentSpec(ApiModel):
     )
     workload: WorkloadProfile = Field(description="Expected request lengths and peak rate.")
     engine: EngineSpec = Field(
-        default_factory=EngineSpec, description="Serving engine.", json_schema_extra=_DEFAULT_OBJECT
+        default_factory=EngineSpec,
+        description="Serving engine.",
+        json_schema_extra=_default_of(EngineSpec),
     )
     kv_cache: KvCacheSpec = Field(
         default_factory=KvCacheSpec,
         description="KV-cache settings.",
-        json_schema_extra=_DEFAULT_OBJECT,
+        json_schema_extra=_default_of(KvCacheSpec),
     )
     placement: PlacementSpec = Field(description="Candidate GPU types and scheduling constraints.")
     slo: SloSpec = Field(
         default_factory=SloSpec,
         description="Latency objectives.",
-        json_schema_extra=_DEFAULT_OBJECT,
+        json_schema_extra=_default_of(SloSpec),
     )
     scaling: ScalingSpec = Field(
         default_factory=ScalingSpec,
         description="Autoscaling policy.",
-        json_schema_extra=_DEFAULT_OBJECT,
+        json_schema_extra=_default_of(ScalingSpec),
     )
     rollout: RolloutSpec = Field(
         default_factory=RolloutSpec,
         description="Rollback guardrails.",
-        json_schema_extra=_DEFAULT_OBJECT,
+        json_schema_extra=_default_of(RolloutSpec),
     )
 
     cel_rules = (

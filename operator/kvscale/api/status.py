@@ -113,10 +113,76 @@ class RecommendationSample(StatusModel):
     replicas: int = Field(description="Recommended replicas.", ge=0)
 
 
+class SignalsStatus(StatusModel):
+    """The serving signals the last decision saw; unknown stays null (never 0)."""
+
+    pods_expected: int | None = Field(default=None, description="Pods that should report.", ge=0)
+    pods_reporting: int | None = Field(default=None, description="Pods with a fresh sample.", ge=0)
+    kv_usage: float | None = Field(
+        default=None, description="Mean KV-cache usage, fraction 0-1.", ge=0
+    )
+    requests_running: float | None = Field(
+        default=None, description="Requests being served, all pods.", ge=0
+    )
+    requests_waiting: float | None = Field(
+        default=None, description="Requests queued, all pods.", ge=0
+    )
+    preemptions_per_second: float | None = Field(
+        default=None, description="Preemptions per second, all pods.", ge=0
+    )
+    rejections_per_second: float | None = Field(
+        default=None, description="Requests refused or aborted per second, all pods.", ge=0
+    )
+    ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.", ge=0)
+    itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.", ge=0)
+    queue_time_p95_seconds: float | None = Field(
+        default=None, description="Queue time p95, seconds.", ge=0
+    )
+    num_gpu_blocks: int | None = Field(
+        default=None, description="KV blocks per pod the engine reports.", ge=0
+    )
+    block_size_tokens: int | None = Field(
+        default=None, description="Tokens per KV block the engine reports.", ge=0
+    )
+
+
+class DecisionRecord(StatusModel):
+    """One entry of the bounded decision history (a new entry only when something changed)."""
+
+    time: datetime = Field(description="When it was decided (RFC 3339).")
+    from_replicas: int = Field(description="Replicas before the decision.", ge=0)
+    to_replicas: int = Field(description="Replicas decided on.", ge=0)
+    reason: str = Field(description="Reason constant.", max_length=256)
+    message: str = Field(default="", description="Detail, with the numbers.", max_length=512)
+    acted: bool = Field(description="Whether the decision was acted on.")
+
+
 class AutoscalerStatus(StatusModel):
     """The autoscaler's last decision and the state it carries between ticks (ScalerState)."""
 
     desired_replicas: int | None = Field(default=None, description="Replicas it decided on.", ge=0)
+    current_replicas: int | None = Field(
+        default=None, description="Replicas the workload asked for at the decision.", ge=0
+    )
+    ready_replicas: int | None = Field(
+        default=None, description="Replicas ready at the decision.", ge=0
+    )
+    starting_replicas: int | None = Field(
+        default=None, description="Replicas still in their cold start at the decision.", ge=0
+    )
+    signals: SignalsStatus | None = Field(
+        default=None, description="The serving signals the last decision saw."
+    )
+    metrics_quality: dict[str, Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=dict,
+        description="Per signal: ok, partial, stale, missing, nan or unsupported.",
+        max_length=32,
+    )
+    history: list[DecisionRecord] = Field(
+        default_factory=list,
+        description="The last decisions that changed something, newest last.",
+        max_length=20,
+    )
     reason: str | None = Field(
         default=None, description="Reason constant of the last decision.", max_length=256
     )

@@ -21,11 +21,18 @@ from pydantic_core import ErrorDetails
 from kvscale.api.base import CROSS_FIELD_ERROR
 from kvscale.api.convert import DeploymentPlanResult, SpecError, plan_deployment
 from kvscale.api.crd import build_structural_schema
-from kvscale.api.models import API_GROUP, API_VERSION, KIND, ConfigMapRef, LLMDeploymentSpec
+from kvscale.api.models import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    OBJECT_NAME_MAX_LENGTH,
+    OBJECT_NAME_PATTERN,
+    ConfigMapRef,
+    LLMDeploymentSpec,
+)
 
 API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
-# The name also names the Deployment and Service kvscale creates: a Service needs a DNS-1035 label.
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
 _BOUND_ERRORS: dict[str, tuple[str, str]] = {  # pydantic error type -> (ctx key, symbol)
     "greater_than_equal": ("ge", "≥"),
     "greater_than": ("gt", ">"),
@@ -174,7 +181,11 @@ def _check_envelope(doc: Mapping[str, Any]) -> list[Problem]:
         )
     metadata = doc.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
-    if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+    if (
+        not isinstance(name, str)
+        or len(name) > OBJECT_NAME_MAX_LENGTH
+        or not _OBJECT_NAME.match(name)
+    ):
         problems.append(
             Problem(
                 "metadata.name",

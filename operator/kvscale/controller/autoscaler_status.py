@@ -203,11 +203,21 @@ def signals_status(reading: SignalsReading | None) -> JsonDict:
     return out
 
 
+# metricsQuality uses the keys of status.autoscaler.signals; kv_capacity covers both pool keys.
+_QUALITY_KEY_OF_SIGNAL: dict[str, str] = {
+    **{attribute: key for key, attribute in _SIGNAL_FIELDS},
+    "kv_capacity": "kvCapacity",
+}
+
+
 def quality_status(reading: SignalsReading | None) -> JsonDict:
-    """status.autoscaler.metricsQuality: one quality word per signal."""
+    """status.autoscaler.metricsQuality: one quality word per signal, keyed like `signals`."""
     if reading is None:
         return {}
-    return {_camel(name): str(reading.quality_of(name)) for name in SIGNAL_NAMES}
+    return {
+        _QUALITY_KEY_OF_SIGNAL.get(name, _camel(name)): str(reading.quality_of(name))
+        for name in SIGNAL_NAMES
+    }
 
 
 def bound_history(

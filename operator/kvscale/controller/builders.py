@@ -27,6 +27,7 @@ from kvscale.controller.workload import (
     Owner,
     Workload,
 )
+from kvscale.metrics.scrape import pod_monitor_metric_relabelings
 
 Obj = dict[str, Any]
 
@@ -241,7 +242,8 @@ def build_pdb(workload: Workload) -> Obj:
 
 
 def build_pod_monitor(workload: Workload, interval_s: float = 15.0) -> Obj:
-    """Prometheus Operator PodMonitor; copies the `llmd` pod label onto every series."""
+    """Prometheus Operator PodMonitor; copies the `llmd` pod label onto every series and keeps
+    the engines' colon metric names (kvscale.metrics.scrape)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
@@ -260,6 +262,8 @@ def build_pod_monitor(workload: Workload, interval_s: float = 15.0) -> Obj:
                             "action": "replace",
                         }
                     ],
+                    # restore vllm:/sglang: names escaped to `_` by OpenMetrics negotiation
+                    "metricRelabelings": pod_monitor_metric_relabelings(),
                 }
             ],
         },

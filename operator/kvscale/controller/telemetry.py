@@ -39,13 +39,13 @@ class OperatorMetrics:
         self.desired_replicas = Gauge(
             "kvscale_desired_replicas",
             "Replicas kvscale last applied to each LLMDeployment's workload.",
-            ["namespace", "name"],
+            ["namespace", "llmdeployment"],
             registry=self.registry,
         )
         self.invalid_specs = Gauge(
             "kvscale_invalid_spec",
             "1 while an LLMDeployment's spec is invalid (the last good workload keeps running).",
-            ["namespace", "name"],
+            ["namespace", "llmdeployment"],
             registry=self.registry,
         )
 

@@ -80,6 +80,38 @@ class _Outcome:
     error: str | None = None
 
 
+class _Results:
+    """One cycle's query outcomes, each parsed at most once into per-deployment values.
+
+    Every deployment reads the same few result vectors; parsing a vector per deployment would
+    make a cycle quadratic in the number of LLMDeployments (seconds at 1000 of them).
+    """
+
+    def __init__(self, outcomes: Mapping[str, _Outcome], group_labels: tuple[str, str]) -> None:
+        self._outcomes = outcomes
+        self._group_labels = group_labels
+        self._values: dict[str, dict[DeploymentKey, float]] = {}
+        self._block_configs: dict[str, dict[DeploymentKey, tuple[int, int]]] = {}
+
+    def error(self, query: str) -> str | None:
+        return self._outcomes[query].error
+
+    def values(self, query: str) -> dict[DeploymentKey, float]:
+        if query not in self._values:
+            result = self._outcomes[query].result
+            self._values[query] = values_by_deployment(result, self._group_labels)
+        return self._values[query]
+
+    def block_config(
+        self, query: str, blocks_label: str, block_size_label: str
+    ) -> dict[DeploymentKey, tuple[int, int]]:
+        if query not in self._block_configs:
+            self._block_configs[query] = block_config_by_deployment(
+                self._outcomes[query].result, self._group_labels, blocks_label, block_size_label
+            )
+        return self._block_configs[query]
+
+
 class PrometheusSource:
     """Reads `Signals` for many LLMDeployments from one Prometheus server."""
 
@@ -127,14 +159,14 @@ class PrometheusSource:
                 for query in _queries_of(family)
             }
         )
-        outcomes = self._run_all(wanted)
+        results = _Results(self._run_all(wanted), self.group_labels)
         readings: dict[DeploymentKey, SignalsReading] = {}
         for target in targets:
             family = families[target.key]
             if isinstance(family, str):
                 readings[target.key] = SignalsReading(None, {}, family)
             else:
-                readings[target.key] = self._assemble(target, family, outcomes)
+                readings[target.key] = self._assemble(target, family, results)
         return readings
 
     def close(self) -> None:
@@ -235,22 +267,22 @@ class PrometheusSource:
     # --- assembling readings ---------------------------------------------------------------
 
     def _assemble(
-        self, target: DeploymentTarget, family: FamilyQueries, outcomes: Mapping[str, _Outcome]
+        self, target: DeploymentTarget, family: FamilyQueries, results: _Results
     ) -> SignalsReading:
-        key, groups = target.key, self.group_labels
+        key = target.key
         coverage_errors = [
-            outcome.error
+            error
             for query in (family.present, family.fresh)
             if query is not None
-            for outcome in (outcomes[query],)
-            if outcome.error is not None
+            for error in (results.error(query),)
+            if error is not None
         ]
         if coverage_errors:
             return SignalsReading(
                 None, dict.fromkeys(SIGNAL_NAMES, Quality.MISSING), coverage_errors[0]
             )
-        present = _count(outcomes, family.present, key, groups)
-        fresh = _count(outcomes, family.fresh, key, groups)
+        present = _count(results, family.present, key)
+        fresh = _count(results, family.fresh, key)
         expected = target.pods_expected
         reporting = min(fresh, expected) if expected > 0 else fresh
         base = _base_quality(present, fresh, expected)
@@ -258,12 +290,8 @@ class PrometheusSource:
         quality: dict[str, Quality] = {}
         errors: list[str] = []
         for name, query in family.signals.items():
-            values[name], quality[name] = _judge(
-                outcomes, query, key, groups, base=base, errors=errors
-            )
-        blocks, block_size, quality["kv_capacity"] = self._capacity(
-            family, outcomes, key, base, errors
-        )
+            values[name], quality[name] = _judge(results, query, key, base=base, errors=errors)
+        blocks, block_size, quality["kv_capacity"] = _capacity(family, results, key, base, errors)
         signals = Signals(
             pods_expected=expected,
             pods_reporting=reporting,
@@ -281,36 +309,34 @@ class PrometheusSource:
         error = errors[0] if errors else _coverage_note(present, fresh, expected)
         return SignalsReading(signals, quality, error)
 
-    def _capacity(
-        self,
-        family: FamilyQueries,
-        outcomes: Mapping[str, _Outcome],
-        key: DeploymentKey,
-        base: Quality,
-        errors: list[str],
-    ) -> tuple[int | None, int | None, Quality]:
-        """Live KV pool per pod: vLLM's info-gauge labels, else a token gauge (block size 1)."""
-        if family.block_config is not None and family.blocks_label and family.block_size_label:
-            outcome = outcomes[family.block_config]
-            if outcome.error is not None:
-                errors.append(outcome.error)
-                return None, None, Quality.MISSING
-            config = block_config_by_deployment(
-                outcome.result, self.group_labels, family.blocks_label, family.block_size_label
-            )
-            if key in config:
-                blocks, block_size = config[key]
-                return blocks, block_size, _known_quality(base)
-            if family.capacity_tokens is None:
-                return None, None, Quality.MISSING
-        if family.capacity_tokens is None:
-            return None, None, Quality.UNSUPPORTED
-        tokens, quality = _judge(
-            outcomes, family.capacity_tokens, key, self.group_labels, base=base, errors=errors
+
+def _capacity(
+    family: FamilyQueries,
+    results: _Results,
+    key: DeploymentKey,
+    base: Quality,
+    errors: list[str],
+) -> tuple[int | None, int | None, Quality]:
+    """Live KV pool per pod: vLLM's info-gauge labels, else a token gauge (block size 1)."""
+    if family.block_config is not None and family.blocks_label and family.block_size_label:
+        error = results.error(family.block_config)
+        if error is not None:
+            errors.append(error)
+            return None, None, Quality.MISSING
+        config = results.block_config(
+            family.block_config, family.blocks_label, family.block_size_label
         )
-        if tokens is None or tokens < 1:
-            return None, None, quality if tokens is None else Quality.MISSING
-        return int(tokens), 1, quality
+        if key in config:
+            blocks, block_size = config[key]
+            return blocks, block_size, _known_quality(base)
+        if family.capacity_tokens is None:
+            return None, None, Quality.MISSING
+    if family.capacity_tokens is None:
+        return None, None, Quality.UNSUPPORTED
+    tokens, quality = _judge(results, family.capacity_tokens, key, base=base, errors=errors)
+    if tokens is None or tokens < 1:
+        return None, None, quality if tokens is None else Quality.MISSING
+    return int(tokens), 1, quality
 
 
 def _queries_of(family: FamilyQueries) -> list[str]:
@@ -324,12 +350,10 @@ def _queries_of(family: FamilyQueries) -> list[str]:
     return [query for query in candidates if query is not None]
 
 
-def _count(
-    outcomes: Mapping[str, _Outcome], query: str | None, key: DeploymentKey, groups: tuple[str, str]
-) -> int:
+def _count(results: _Results, query: str | None, key: DeploymentKey) -> int:
     if query is None:
         return 0
-    value = values_by_deployment(outcomes[query].result, groups).get(key)
+    value = results.values(query).get(key)
     return 0 if value is None or math.isnan(value) else int(value)
 
 
@@ -349,10 +373,9 @@ def _known_quality(base: Quality) -> Quality:
 
 
 def _judge(
-    outcomes: Mapping[str, _Outcome],
+    results: _Results,
     query: str | None,
     key: DeploymentKey,
-    groups: tuple[str, str],
     *,
     base: Quality,
     errors: list[str],
@@ -362,11 +385,11 @@ def _judge(
         return None, Quality.UNSUPPORTED
     if base in (Quality.MISSING, Quality.STALE):
         return None, base
-    outcome = outcomes[query]
-    if outcome.error is not None:
-        errors.append(outcome.error)
+    error = results.error(query)
+    if error is not None:
+        errors.append(error)
         return None, Quality.MISSING
-    value = values_by_deployment(outcome.result, groups).get(key)
+    value = results.values(query).get(key)
     if value is None:
         return None, Quality.MISSING
     if math.isnan(value):

@@ -27,3 +27,17 @@ def metric_relabel_configs(prefixes: tuple[str, ...] = COLON_PREFIXES) -> list[d
             "action": "replace",
         }
     ]
+
+
+_OPERATOR_SPELLING = {"source_labels": "sourceLabels", "target_label": "targetLabel"}
+
+
+def pod_monitor_metric_relabelings(
+    prefixes: tuple[str, ...] = COLON_PREFIXES,
+) -> list[dict[str, object]]:
+    """The same relabelling spelled for a Prometheus Operator PodMonitor / ServiceMonitor
+    (`metricRelabelings`: camelCase keys, same meaning)."""
+    return [
+        {_OPERATOR_SPELLING.get(key, key): value for key, value in rule.items()}
+        for rule in metric_relabel_configs(prefixes)
+    ]
