@@ -31,6 +31,7 @@ from kvscale.controller.kube import (
 )
 from kvscale.controller.settings import ScrapeMode, Settings
 from kvscale.controller.telemetry import OperatorMetrics
+from kvscale.engines.argdiff import describe_arg_changes
 
 JsonDict = dict[str, Any]
 SCRAPE_CACHE_S = 300.0  # how long "is the PodMonitor CRD served?" is remembered
@@ -158,8 +159,8 @@ def _plan_change_event(status: Mapping[str, Any], desired: Desired) -> tuple[Eve
     new_args = list(desired.status.get("engineArgs") or [])
     if not old_args or (old_gpu == new_gpu and old_args == new_args):
         return ()
-    changed = sorted(set(new_args) ^ set(old_args))
-    message = f"gpu {old_gpu} -> {new_gpu}; changed args: {' '.join(changed)[:900]}"
+    changed = "; ".join(describe_arg_changes(old_args, new_args)) or "none"
+    message = f"gpu {old_gpu} -> {new_gpu}; changed args: {changed[:900]}"
     return (EventNote("Normal", Reason.PLAN_CHANGED, message),)
 
 
