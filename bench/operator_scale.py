@@ -44,6 +44,9 @@ from typing import Any, cast
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from samples import llama8b_spec, llmd_object  # type: ignore[import-not-found]  # noqa: E402
 
 NAMESPACE = "bench"
 BUCKETS_S = ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "+Inf")
@@ -134,26 +137,13 @@ def run_child(count: int, urls: Any, stop: Any) -> None:
 
 
 def llmd_body(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kvscale.dev/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-            "maxContextLength": 8192,
-            "workload": {
-                "inputTokensP50": 500,
-                "inputTokensP95": 2000,
-                "outputTokensP50": 200,
-                "outputTokensP95": 1000,
-                "peakRequestsPerSecond": 5,
-            },
-            "placement": {"gpuTypes": ["h100_sxm_80gb"]},
-            "replicas": 1,
-            "scaling": {"maxReplicas": 8, "warmupSeconds": 0},
-            "rollout": {"enabled": False},
-        },
-    }
+    spec = llama8b_spec(
+        "h100_sxm_80gb",
+        replicas=1,
+        scaling={"maxReplicas": 8, "warmupSeconds": 0},
+        rollout={"enabled": False},
+    )
+    return llmd_object(name, NAMESPACE, spec)
 
 
 def deployment_body(name: str) -> dict[str, Any]:

@@ -35,24 +35,16 @@ from kvscale.controller.settings import (
     Settings,
 )
 from kvscale.metrics import PrometheusSource
+from samples import llama8b_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 NS, NAME = "serving", "chat"
 PLAN_HASH = "kvscale.dev/plan-hash"
-SPEC: dict[str, Any] = {
-    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-    "maxContextLength": 8192,
-    "workload": {
-        "inputTokensP50": 500,
-        "inputTokensP95": 2000,
-        "outputTokensP50": 200,
-        "outputTokensP95": 1000,
-        "peakRequestsPerSecond": 5,
-    },
-    "placement": {"gpuTypes": ["l40s"], "gpusPerReplica": 1},
-    "replicas": 2,
-    "scaling": {
+SPEC: dict[str, Any] = llama8b_spec(
+    placement={"gpuTypes": ["l40s"], "gpusPerReplica": 1},
+    replicas=2,
+    scaling={
         "minReplicas": 1,
         "maxReplicas": 6,
         "targetKvUtilization": 0.5,
@@ -61,8 +53,8 @@ SPEC: dict[str, Any] = {
         "warmupSeconds": 0,
         "preemptionsPerSecondThreshold": 100,
     },
-    "rollout": {"bakeWindowSeconds": 60, "maxPreemptionsPerSecond": 0.5},
-}
+    rollout={"bakeWindowSeconds": 60, "maxPreemptionsPerSecond": 0.5},
+)
 
 
 def settings() -> Settings:

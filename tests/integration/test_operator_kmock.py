@@ -36,24 +36,15 @@ from kvscale.controller.settings import (
     Settings,
 )
 from kvscale.controller.telemetry import OperatorMetrics
+from samples import llama8b_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 NS = "serving"
 NAME = "chat"
-SPEC: dict[str, Any] = {
-    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-    "maxContextLength": 8192,
-    "workload": {
-        "inputTokensP50": 500,
-        "inputTokensP95": 2000,
-        "outputTokensP50": 200,
-        "outputTokensP95": 1000,
-        "peakRequestsPerSecond": 5,
-    },
-    "placement": {"gpuTypes": ["l40s", "h100_sxm_80gb"], "gpusPerReplica": 1},
-    "replicas": 2,
-}
+SPEC: dict[str, Any] = llama8b_spec(
+    placement={"gpuTypes": ["l40s", "h100_sxm_80gb"], "gpusPerReplica": 1}, replicas=2
+)
 
 
 def llmd(spec: dict[str, Any]) -> dict[str, Any]:

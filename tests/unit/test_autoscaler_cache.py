@@ -13,6 +13,7 @@ from kvscale.controller.autoscaler import SignalsCache, plan_tick
 from kvscale.controller.autoscaler_metrics import AutoscalerMetrics
 from kvscale.metrics import DeploymentKey, DeploymentTarget, SignalsReading
 from kvscale.scaling import Signals
+from samples import llama8b_spec
 
 
 class CountingSource:
@@ -102,19 +103,9 @@ async def test_no_reading_before_the_first_cycle() -> None:
     assert cache.reading(DeploymentKey("ns", "d1")) is None
 
 
-SPEC: dict[str, Any] = {
-    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-    "maxContextLength": 8192,
-    "workload": {
-        "inputTokensP50": 500,
-        "inputTokensP95": 2000,
-        "outputTokensP50": 200,
-        "outputTokensP95": 1000,
-        "peakRequestsPerSecond": 5,
-    },
-    "placement": {"gpuTypes": ["l40s"]},
-    "scaling": {"targetKvUtilization": 0.5, "warmupSeconds": 0},
-}
+SPEC: dict[str, Any] = llama8b_spec(
+    "l40s", scaling={"targetKvUtilization": 0.5, "warmupSeconds": 0}
+)
 DEPLOYMENT = {"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}
 
 

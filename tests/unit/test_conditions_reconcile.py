@@ -12,19 +12,9 @@ import pytest
 from kvscale.controller import kube
 from kvscale.controller.reconcile import Controller, reconcile
 from kvscale.controller.settings import PrometheusSettings, ScrapeMode, Settings
+from samples import llama8b_spec
 
-SPEC: dict[str, Any] = {
-    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-    "maxContextLength": 8192,
-    "workload": {
-        "inputTokensP50": 500,
-        "inputTokensP95": 2000,
-        "outputTokensP50": 200,
-        "outputTokensP95": 1000,
-        "peakRequestsPerSecond": 5,
-    },
-    "placement": {"gpuTypes": ["l40s"]},
-}
+SPEC: dict[str, Any] = llama8b_spec("l40s")
 
 
 class MemoryKube:

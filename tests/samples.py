@@ -1,0 +1,40 @@
+"""Sample LLMDeployments shared by the test tiers and the benchmarks (one definition, variants
+by keyword), so a change to the API's required fields is made once."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+API_VERSION = "kvscale.dev/v1alpha1"
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+CHAT_WORKLOAD: dict[str, Any] = {
+    "inputTokensP50": 500,
+    "inputTokensP95": 2000,
+    "outputTokensP50": 200,
+    "outputTokensP95": 1000,
+    "peakRequestsPerSecond": 5,
+}
+
+
+def llama8b_spec(*gpu_types: str, **fields: Any) -> dict[str, Any]:
+    """Llama-3.1-8B, 8k context, a chat workload, on `gpu_types` (default l40s); `fields`
+    (camelCase spec keys) are added or replace the defaults, e.g. `placement=`, `scaling=`."""
+    spec: dict[str, Any] = {
+        "model": {"name": MODEL},
+        "maxContextLength": 8192,
+        "workload": dict(CHAT_WORKLOAD),
+        "placement": {"gpuTypes": list(gpu_types or ("l40s",))},
+    }
+    spec.update(copy.deepcopy(fields))
+    return spec
+
+
+def llmd_object(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The whole LLMDeployment object around a spec (deep-copied)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "LLMDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": copy.deepcopy(spec),
+    }
