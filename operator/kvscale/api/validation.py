@@ -164,9 +164,14 @@ def problems_from_validation_error(exc: ValidationError, prefix: str = "spec") -
 
 
 def parse_spec(raw: Any) -> tuple[LLMDeploymentSpec | None, list[Problem]]:
-    """Schema + cross-field validation of a `spec` mapping."""
+    """Schema + cross-field validation of a `spec` mapping.
+
+    Strict: no `"8192"` -> 8192, `8192.0` -> 8192 or `"yes"` -> true, because the API server
+    refuses every such value ("must be of type integer"); a lax check here would pass a
+    manifest that `kubectl apply` then rejects.
+    """
     try:
-        return LLMDeploymentSpec.model_validate(raw), []
+        return LLMDeploymentSpec.model_validate(raw, strict=True), []
     except ValidationError as exc:
         return None, problems_from_validation_error(exc)
 
