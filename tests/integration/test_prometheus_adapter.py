@@ -179,7 +179,9 @@ def test_fleet_signals_quality_and_batching(
         ScalingConfig(), ScalerState(), Observation(ReplicaCounts(2, 2, 0), chat_signals), 0.0
     )
     assert (decision.replicas, decision.reason) == (4, reasons.QUEUE)
-    assert [s.reason for s in decision.steps][2] == reasons.ALLOCATION_FAILURE
+    assert {s.step: s.reason for s in decision.steps}["allocation_failure"] == (
+        reasons.ALLOCATION_FAILURE
+    )
 
 
 def test_lost_pod_is_partial_and_policy_does_not_scale_down(

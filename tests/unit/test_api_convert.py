@@ -46,10 +46,13 @@ SCALING_MAP: dict[str, tuple[Any, str]] = {
     "rejectionsPerSecondThreshold": (0.05, "rejections_per_s_threshold"),
     "scaleDownGuardWindowSeconds": (200, "scale_down_guard_window_s"),
     "maxScaleDownCooldownSeconds": (1800, "max_scale_down_cooldown_s"),
+    "targetPrefillUtilization": (0.55, "target_prefill_utilization_frac"),
+    "prefillHeadroomMemorySeconds": (900, "prefill_headroom_memory_s"),
 }
 FROM_PLAN_OR_SLO = {
     "safe_concurrency_per_replica",
     "kv_capacity_tokens_per_replica",
+    "prefill_tokens_per_s_per_replica",
     "max_queue_wait_s",
     "ttft_p95_target_s",
     "itl_p95_target_s",

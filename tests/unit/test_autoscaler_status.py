@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -106,11 +107,36 @@ def test_parse_time_rejects_garbage(raw: Any) -> None:
             scale_down_cooldown_s=120.0,
             replicas_before_scale_down=5,
             starting_since_s=7.5,
+            learned_prefill_utilization_frac=0.42,
+            learned_prefill_at_s=12.0,
+            latency_breach_since_s=9.0,
         ),
     ],
 )
 def test_scaler_state_round_trips_through_status(state: ScalerState) -> None:
     assert load_scaler_state(dump_scaler_state(state)) == state
+
+
+def test_every_scaler_state_field_is_stored_in_the_crd_status() -> None:
+    # Each field set to a non-default value must survive the CRD's status model (a field the
+    # schema does not declare is pruned by the API server and silently forgotten).
+    full = ScalerState(
+        recommendations=((1.0, 3),),
+        failed_reads=1,
+        **{
+            f.name: 0.25 if f.type == "float | None" else 2
+            for f in dataclasses.fields(ScalerState)
+            if f.name not in {"recommendations", "failed_reads"}
+        },
+    )
+    assert all(
+        getattr(full, f.name) != f.default
+        for f in dataclasses.fields(ScalerState)
+        if f.name != "recommendations"
+    )
+    stored = AutoscalerStatus.model_validate(dump_scaler_state(full))
+    again = stored.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert load_scaler_state(again) == full
 
 
 def test_malformed_status_starts_afresh_field_by_field() -> None:

@@ -61,6 +61,7 @@ def healthy_answers(fam: FamilyQueries) -> dict[str, list[dict[str, Any]] | Exce
         "ttft_p95_s": "0.4",
         "itl_p95_s": "0.03",
         "queue_time_p95_s": "0.2",
+        "prompt_tokens_per_s": "1850.5",
     }
     answers: dict[str, list[dict[str, Any]] | Exception] = {
         query: [sample(values[name])]
@@ -126,6 +127,7 @@ class Case:
 CASES = [
     Case("healthy kv", None, "kv_usage_frac", 0.6, Quality.OK),
     Case("healthy preemption rate", None, "preemptions_per_s", 0.25, Quality.OK),
+    Case("healthy prompt-token rate", None, "prompt_tokens_per_s", 1850.5, Quality.OK),
     Case(
         "ttft NaN (no requests in window)",
         set_signal("ttft_p95_s", [sample("NaN")]),

@@ -23,6 +23,7 @@ from kvscale.capacity import (
     model_from_config,
     plan_capacity,
 )
+from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.capacity.types import (
     CapacityPlan,
     GpuSpec,
@@ -172,9 +173,17 @@ def slo_targets_of(spec: LLMDeploymentSpec) -> SloTargets:
 
 
 def to_scaling_config(
-    spec: LLMDeploymentSpec, safe_concurrency: float | None, kv_tokens: int | None
+    spec: LLMDeploymentSpec,
+    safe_concurrency: float | None,
+    kv_tokens: int | None,
+    prefill_tokens_per_s: float | None = None,
 ) -> ScalingConfig:
-    """spec.scaling (+ the SLOs and the selected plan's figures) as the policy's config."""
+    """spec.scaling (+ the SLOs and the selected plan's figures) as the policy's config.
+
+    The plan's figures come from the status plan (`GpuPlanStatus`) in the operator and in
+    the simulator alike, so both scale against the same capacity; None leaves a term without
+    its capacity, and the term abstains.
+    """
     s = spec.scaling
     return ScalingConfig(
         min_replicas=s.min_replicas,
@@ -201,6 +210,9 @@ def to_scaling_config(
         rejections_per_s_threshold=s.rejections_per_second_threshold,
         scale_down_guard_window_s=float(s.scale_down_guard_window_seconds),
         max_scale_down_cooldown_s=float(s.max_scale_down_cooldown_seconds),
+        prefill_tokens_per_s_per_replica=prefill_tokens_per_s,
+        target_prefill_utilization_frac=s.target_prefill_utilization,
+        prefill_headroom_memory_s=float(s.prefill_headroom_memory_seconds),
     )
 
 
@@ -283,6 +295,9 @@ def _plan_one(
             round(verdict.usd_per_hour_per_replica, 4)
             if verdict.usd_per_hour_per_replica is not None
             else None
+        ),
+        prefill_tokens_per_second=(
+            round(prefill_capacity_tokens_per_s(plan), 1) if plan.fits else None
         ),
         warnings=list(plan.warnings),
     )

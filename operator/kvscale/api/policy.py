@@ -110,6 +110,21 @@ class ScalingSpec(ApiModel):
         ge=0,
         le=86400,
     )
+    target_prefill_utilization: float = Field(
+        default=0.7,
+        description=(
+            "Share of the planned prefill rate (prompt tokens per second per replica) the"
+            " prompt load may use before scaling up."
+        ),
+        gt=0,
+        le=1,
+    )
+    prefill_headroom_memory_seconds: int = Field(
+        default=3600,
+        description="How long a lower prefill target learned from an SLO breach lasts, seconds.",
+        gt=0,
+        le=604800,
+    )
     interval_seconds: int = Field(
         default=15, description="Seconds between autoscaling decisions.", ge=5, le=600
     )

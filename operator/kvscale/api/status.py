@@ -101,6 +101,14 @@ class GpuPlanStatus(StatusModel):
     usd_per_hour: float | None = Field(
         default=None, description="Indicative price of one replica per hour, US dollars.", ge=0
     )
+    prefill_tokens_per_second: float | None = Field(
+        default=None,
+        description=(
+            "Prompt tokens per second one replica prefills in full chunks (roofline); the"
+            " autoscaler sizes the prompt load against it."
+        ),
+        ge=0,
+    )
     warnings: list[_Line] = Field(
         default_factory=list, description="Planner warnings for this GPU type.", max_length=32
     )
@@ -137,6 +145,9 @@ class SignalsStatus(StatusModel):
     itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.", ge=0)
     queue_time_p95_seconds: float | None = Field(
         default=None, description="Queue time p95, seconds.", ge=0
+    )
+    prompt_tokens_per_second: float | None = Field(
+        default=None, description="Prompt tokens prefilled per second, all pods.", ge=0
     )
     num_gpu_blocks: int | None = Field(
         default=None, description="KV blocks per pod the engine reports.", ge=0
@@ -209,6 +220,21 @@ class AutoscalerStatus(StatusModel):
     )
     starting_since_seconds: float | None = Field(
         default=None, description="First tick with replicas starting, seconds since the Unix epoch."
+    )
+    learned_prefill_utilization: float | None = Field(
+        default=None,
+        description=(
+            "Share of the planned prefill rate at which the latency SLO last broke; the"
+            " autoscaler keeps the prompt load below it until it expires."
+        ),
+        ge=0,
+    )
+    learned_prefill_time_seconds: float | None = Field(
+        default=None, description="When that share was learned, seconds since the Unix epoch."
+    )
+    latency_breach_since_seconds: float | None = Field(
+        default=None,
+        description="Start of the current TTFT/ITL breach, seconds since the Unix epoch.",
     )
     failed_reads: int = Field(default=0, description="Consecutive failed metric reads.", ge=0)
     recommendations: list[RecommendationSample] = Field(

@@ -65,6 +65,18 @@ class Roofline:
         return self.step_time_s(tokens, 0, tokens)
 
 
+def prefill_capacity_tokens_per_s(plan: CapacityPlan) -> float:
+    """Prompt tokens per second one replica prefills in full chunks, at this roofline.
+
+    A chunk is `max_num_batched_tokens`, the engine's per-step token budget. The autoscaler
+    sizes the prompt load against this rate (`ScalingConfig.prefill_tokens_per_s_per_replica`,
+    carried in the status plan), and the simulator's replicas run on the same roofline, so
+    both sides mean the same capacity.
+    """
+    chunk = plan.max_num_batched_tokens
+    return chunk / roofline_for(plan).step_time_s(chunk, 0, chunk)
+
+
 def _flops(plan: CapacityPlan) -> float:
     gpu, model = plan.request.gpu, plan.request.model
     if model.quantization in FP8_WEIGHT_METHODS and gpu.fp8_flops:

@@ -24,10 +24,8 @@ from kvscale.api.convert import (
     plan_deployment,
     slo_targets_of,
     to_scaling_config,
-    workload_profile_of,
 )
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.capacity import CapacityInputError, estimate_safe_concurrency
 from kvscale.cli.common import CliError
 from kvscale.sim.policies import POLICIES, Policy, build_policy
 from kvscale.sim.replay import ReplayOptions, ReplayResult, run_replay, size_static_replicas
@@ -82,17 +80,15 @@ def load_deployment(path: Path | None) -> LoadedDeployment:
         result = plan_deployment(spec)
     except SpecError as exc:
         raise CliError(str(exc)) from exc
-    plan = result.selected_capacity_plan()
-    if plan is None:
+    plan, chosen = result.selected_capacity_plan(), result.selected_plan()
+    if plan is None or chosen is None:
         raise CliError(f"spec.placement.gpuTypes: {result.selection_reason}")
+    # The operator builds its ScalingConfig from the status plan (safeConcurrency,
+    # kvCacheTokens, prefillTokensPerSecond of the selected GPU type); so does the replay.
+    scaling = to_scaling_config(
+        spec, chosen.safe_concurrency, chosen.kv_cache_tokens, chosen.prefill_tokens_per_second
+    )
     slo = slo_targets_of(spec)
-    try:
-        verdict = estimate_safe_concurrency(
-            plan, workload_profile_of(spec), slo, spec.kv_cache.headroom_fraction
-        )
-    except CapacityInputError as exc:
-        raise CliError(str(exc)) from exc
-    scaling = to_scaling_config(spec, float(verdict.safe_concurrency), plan.kv_cache_tokens)
     name = str((doc.get("metadata") or {}).get("name") or path.stem)
     setup = build_sim_setup(name, plan, scaling, slo)
     return LoadedDeployment(setup, result.engine_args, result.selection_reason)

@@ -45,6 +45,7 @@ from kvscale.controller.autoscaler_status import (
     metrics_condition,
     parse_time_s,
     planned_kv_tokens_of,
+    planned_prefill_tokens_per_s_of,
     pod_facts,
     scale_event,
     scaling_condition,
@@ -196,7 +197,10 @@ def plan_tick(
 ) -> TickPlan:
     """One tick of the policy from observed objects (pure: no clock, no I/O)."""
     config = to_scaling_config(
-        spec, _float_or_none(status.get("safeConcurrency")), planned_kv_tokens_of(status)
+        spec,
+        _float_or_none(status.get("safeConcurrency")),
+        planned_kv_tokens_of(status),
+        planned_prefill_tokens_per_s_of(status),
     )
     counts = count_replicas(deployment, pods, now_s=now_s, warmup_s=config.warmup_s)
     previous = status.get("autoscaler") or {}

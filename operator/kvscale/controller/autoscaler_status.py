@@ -154,6 +154,9 @@ def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
         scale_down_cooldown_s=_float_or_none(raw.get("scaleDownCooldownSeconds")),
         replicas_before_scale_down=_int_or_none(raw.get("replicasBeforeScaleDown")),
         starting_since_s=_float_or_none(raw.get("startingSinceSeconds")),
+        learned_prefill_utilization_frac=_float_or_none(raw.get("learnedPrefillUtilization")),
+        learned_prefill_at_s=_float_or_none(raw.get("learnedPrefillTimeSeconds")),
+        latency_breach_since_s=_float_or_none(raw.get("latencyBreachSinceSeconds")),
     )
 
 
@@ -170,6 +173,9 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
         "scaleDownCooldownSeconds": state.scale_down_cooldown_s,
         "replicasBeforeScaleDown": state.replicas_before_scale_down,
         "startingSinceSeconds": state.starting_since_s,
+        "learnedPrefillUtilization": state.learned_prefill_utilization_frac,
+        "learnedPrefillTimeSeconds": state.learned_prefill_at_s,
+        "latencyBreachSinceSeconds": state.latency_breach_since_s,
     }
 
 
@@ -184,6 +190,7 @@ _SIGNAL_FIELDS: tuple[tuple[str, str], ...] = (  # status key, Signals attribute
     ("ttftP95Seconds", "ttft_p95_s"),
     ("itlP95Seconds", "itl_p95_s"),
     ("queueTimeP95Seconds", "queue_time_p95_s"),
+    ("promptTokensPerSecond", "prompt_tokens_per_s"),
     ("numGpuBlocks", "num_gpu_blocks"),
     ("blockSizeTokens", "block_size_tokens"),
 )
@@ -339,11 +346,23 @@ def kv_pool_blocks(signals: Signals | None) -> int | None:
 
 def planned_kv_tokens_of(status: Mapping[str, Any]) -> int | None:
     """kvCacheTokens of the selected GPU type's plan in status (None when not planned)."""
+    tokens = _selected_plan_figure(status, "kvCacheTokens")
+    return None if tokens is None else int(tokens)
+
+
+def planned_prefill_tokens_per_s_of(status: Mapping[str, Any]) -> float | None:
+    """prefillTokensPerSecond of the selected GPU type's plan in status (None when unknown:
+    a status written before the field existed, or a plan that does not fit)."""
+    rate = _selected_plan_figure(status, "prefillTokensPerSecond")
+    return None if rate is None or rate <= 0 else float(rate)
+
+
+def _selected_plan_figure(status: Mapping[str, Any], key: str) -> int | float | None:
     selected = status.get("selectedGpuType")
     for plan in status.get("plans") or []:
         if isinstance(plan, Mapping) and plan.get("gpuType") == selected:
-            tokens = plan.get("kvCacheTokens")
-            return int(tokens) if isinstance(tokens, int | float) else None
+            value = plan.get(key)
+            return value if isinstance(value, int | float) and math.isfinite(value) else None
     return None
 
 

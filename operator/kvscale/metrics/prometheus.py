@@ -52,6 +52,7 @@ _QUERY_OF_SIGNAL: Mapping[str, str] = {
     "ttft_p95_s": "ttft_quantile",
     "itl_p95_s": "itl_quantile",
     "queue_time_p95_s": "queue_time_quantile",
+    "prompt_tokens_per_s": "prompt_token_rate",
 }
 
 
@@ -303,6 +304,7 @@ class PrometheusSource:
             ttft_p95_s=values["ttft_p95_s"],
             itl_p95_s=values["itl_p95_s"],
             queue_time_p95_s=values["queue_time_p95_s"],
+            prompt_tokens_per_s=values["prompt_tokens_per_s"],
             num_gpu_blocks=blocks,
             block_size_tokens=block_size,
         )

@@ -25,6 +25,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "ttft_p95_s",
     "itl_p95_s",
     "queue_time_p95_s",
+    "prompt_tokens_per_s",
     "kv_capacity",  # num_gpu_blocks and block_size_tokens together
 )
 

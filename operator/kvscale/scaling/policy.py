@@ -4,7 +4,8 @@ Order (declared here, traced in `Decision.steps`):
 
 1. data check — no usable read: hold, and after N failed reads apply the fallback count;
 2. scale-down undo — a guardrail breach soon after a scale-down restores the count at once;
-3. terms — KV demand, queue, allocation failure, SLO; the largest proposal wins;
+3. terms — KV demand, prefill demand, queue, allocation failure, SLO; the largest wins
+   (a breach of the latency targets first updates the learned prefill target);
 4. guards — partial data, cold start, stabilisation, cooldown, step limit, min/max clamp;
 5. mode — recommend mode writes the decision but does not act.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kvscale.scaling import guards, reasons
-from kvscale.scaling.terms import TERMS, Tick
+from kvscale.scaling.terms import TERMS, Tick, learn_prefill_target
 from kvscale.scaling.types import (
     Decision,
     Mode,
@@ -44,10 +45,11 @@ def decide(
         return _decide_without_data(config, state, counts.desired, signals, now_s)
     state = replace(state, failed_reads=0)
     tick = Tick(config, state, signals, counts.desired, counts.starting, now_s)
+    state = learn_prefill_target(tick)
+    tick = replace(tick, state=state)
     undo = undo_regressed_scale_down(tick)
     if undo is not None:
-        cooldown_s = min(config.max_scale_down_cooldown_s, 2.0 * guards.effective_cooldown_s(tick))
-        state = replace(state, scale_down_cooldown_s=cooldown_s, replicas_before_scale_down=None)
+        state = _remember_regression(tick)
         return _finish(config, state, counts.desired, (undo,), now_s=now_s)
     return _run_pipeline(tick)
 
@@ -109,6 +111,7 @@ def _is_usable(signals: Signals) -> bool:
             signals.ttft_p95_s,
             signals.itl_p95_s,
             signals.queue_time_p95_s,
+            signals.prompt_tokens_per_s,
         )
     )
 
@@ -162,17 +165,45 @@ def undo_regressed_scale_down(tick: Tick) -> StepResult | None:
 
 
 def _guardrail_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
+    """Allocation failures over their thresholds, latencies over target beyond the tolerance.
+
+    The latency tolerance is the SLO term's: a p95 read from coarse histogram buckets (vLLM's
+    TTFT buckets jump from 1 s to 2.5 s) lands a little over a target inside a bucket by
+    interpolation alone, and a reading the SLO term accepts must not undo a scale-down.
+    """
+    over = 1.0 + config.tolerance_frac
     checks = (
         ("preemptions", signals.preemptions_per_s, config.preemptions_per_s_threshold, "/s"),
         ("rejections", signals.rejections_per_s, config.rejections_per_s_threshold, "/s"),
-        ("TTFT p95", signals.ttft_p95_s, config.ttft_p95_target_s, "s"),
-        ("ITL p95", signals.itl_p95_s, config.itl_p95_target_s, "s"),
+        ("TTFT p95", signals.ttft_p95_s, _scaled(config.ttft_p95_target_s, over), "s"),
+        ("ITL p95", signals.itl_p95_s, _scaled(config.itl_p95_target_s, over), "s"),
     )
     return [
         f"{name} {observed:.3g}{unit} > {limit:.3g}{unit}"
         for name, observed, limit, unit in checks
         if observed is not None and limit is not None and observed > limit
     ]
+
+
+def _remember_regression(tick: Tick) -> ScalerState:
+    """What an undone scale-down teaches: the prefill load per replica that was too much.
+
+    With the prompt-token rate and the prefill capacity known, the utilisation at the breach
+    becomes the prefill term's target (renewed on every breach), so the same load is not
+    tried again while a lower load may still scale down. Without them the only memory is
+    time: the scale-down cooldown doubles, up to `max_scale_down_cooldown_s`.
+    """
+    state = learn_prefill_target(tick, scale_down_undone=True)
+    state = replace(state, replicas_before_scale_down=None)
+    if state.learned_prefill_at_s == tick.now_s:
+        return state
+    config = tick.config
+    cooldown_s = min(config.max_scale_down_cooldown_s, 2.0 * guards.effective_cooldown_s(tick))
+    return replace(state, scale_down_cooldown_s=cooldown_s)
+
+
+def _scaled(limit: float | None, factor: float) -> float | None:
+    return None if limit is None else limit * factor
 
 
 def _track_starting(state: ScalerState, starting: int, now_s: float) -> ScalerState:

@@ -11,6 +11,7 @@ from typing import Final
 
 # --- terms of the pipeline (what drives the raw recommendation) ---------------------------------
 KV_DEMAND: Final = "KvDemand"  # KV tokens in use at the target utilisation
+PREFILL_DEMAND: Final = "PrefillDemand"  # prompt tokens/s at the target share of prefill capacity
 QUEUE: Final = "QueueGrowth"  # waiting requests / queue time over target
 ALLOCATION_FAILURE: Final = "AllocationFailure"  # preemptions or engine rejections
 SLO_BREACH: Final = "SloBreach"  # TTFT / ITL p95 over target

@@ -5,20 +5,25 @@ or `None` when it abstains because its signal is unknown or quiet. The pipeline 
 largest proposal, as the HPA does with several metrics: any one term can ask for capacity, and a
 scale-down needs every term to agree.
 
-Only the KV term is proportional and can propose fewer replicas; the queue, allocation-failure
-and SLO terms push up. Latency terms add one replica per tick because latency is not linear in
-replicas, and a tick later the new capacity is measured again.
+The KV and prefill terms are proportional and can propose fewer replicas: KV tokens in use
+against the pool, prompt tokens per second against the roofline's prefill rate (at a target
+lowered for an hour when the SLO broke below it). The queue, allocation-failure and SLO terms
+push up. Latency terms add one replica per tick because latency is not linear in replicas, and
+a tick later the new capacity is measured again.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvscale.scaling import reasons
 from kvscale.scaling.types import ScalerState, ScalingConfig, Signals, StepResult
 
 _CEIL_EPS = 1e-9  # 3.0000000001 replicas is 3, not 4
+SIGNAL_WINDOW_S = 60.0  # the rate()/histogram_quantile() window of the operator's queries
+SUSTAINED_BREACH_S = 15.0  # learn from a breach seen on two reads at least this far apart
+MIN_LEARNED_SHARE_FRAC = 0.1  # a learned prefill target never drops below 10 % of the set one
 
 
 @dataclass(frozen=True)
@@ -116,37 +121,203 @@ def _describe_kv_demand(tick: Tick, usage: float, needed: int) -> str:
     )
 
 
+def propose_prefill_demand(tick: Tick) -> StepResult | None:
+    """Replicas that keep the prompt-token rate at the target share of the prefill capacity.
+
+    KV usage does not see compute: a prefill-heavy load (long prompts, short answers) saturates
+    the prefill units while the KV pool is mostly empty, and the KV term alone then scales down
+    into a queue. The demand is a rate of arrivals, not a backlog, so it neither chases a queue
+    that replicas already starting will drain nor forgets capacity the moment the queue empties.
+    The rate is a sum over reporting pods; missing pods can only understate it, so a result
+    that would scale down while pods are missing holds.
+    """
+    signals, config = tick.signals, tick.config
+    capacity = config.prefill_tokens_per_s_per_replica
+    rate = signals.prompt_tokens_per_s
+    if capacity is None or capacity <= 0 or rate is None or tick.current <= 0:
+        return None
+    target, learned = effective_prefill_target(config, tick.state, tick.now_s)
+    demand_replicas = max(0.0, rate) / (capacity * target)
+    ratio = demand_replicas / tick.current
+    source = " (learned from an SLO breach)" if learned else ""
+    summary = (
+        f"prompt load {format_tokens(rate)} tokens/s = {rate / capacity:.2f} replica(s) of"
+        f" {format_tokens(capacity)}/s prefill at target {target:.2f}{source}"
+    )
+    if abs(ratio - 1.0) <= config.tolerance_frac:
+        message = f"{summary}, within ±{config.tolerance_frac:.2f}; holding {tick.current}"
+        return StepResult("prefill_demand", tick.current, reasons.WITHIN_TOLERANCE, message)
+    needed = ceil_replicas(demand_replicas)
+    if needed < tick.current and tick.missing_pods > 0:
+        note = f"{summary} → {needed}; {tick.missing_pods} pod(s) not reporting: holding"
+        return StepResult("prefill_demand", tick.current, reasons.METRICS_PARTIAL_HOLD, note)
+    return StepResult("prefill_demand", needed, reasons.PREFILL_DEMAND, f"{summary} → {needed}")
+
+
+def effective_prefill_target(
+    config: ScalingConfig, state: ScalerState, now_s: float
+) -> tuple[float, bool]:
+    """The prefill utilisation to size for, and whether it was learned from an SLO breach.
+
+    The roofline is optimistic for some loads: long prompts prefill one at a time in chunks
+    and block the requests behind them, and second-scale bursts queue at a low average rate.
+    When the SLO broke at a lower utilisation than the target, that level (less the dead
+    band) is the target for `prefill_headroom_memory_s`; every new breach renews it.
+    """
+    configured = config.target_prefill_utilization_frac
+    learned = state.learned_prefill_utilization_frac
+    at_s = state.learned_prefill_at_s
+    if learned is None or at_s is None or now_s - at_s > config.prefill_headroom_memory_s:
+        return configured, False
+    if learned >= configured:
+        return configured, False
+    return learned, True
+
+
+def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> ScalerState:
+    """Remember the prefill utilisation at which the SLO broke (see `effective_prefill_target`).
+
+    Learned only from a sustained breach (a p95 read from coarse buckets crosses the target
+    for a single tick by interpolation alone) on a settled fleet: no replica starting and no
+    scale change within the signals' window, so latency and rate describe the replicas now.
+    """
+    config, signals = tick.config, tick.signals
+    state = _track_breach(tick)
+    capacity = config.prefill_tokens_per_s_per_replica
+    rate = signals.prompt_tokens_per_s
+    if capacity is None or capacity <= 0 or rate is None or rate <= 0 or tick.current <= 0:
+        return state
+    if not (scale_down_undone or _settled_breach(tick, state)):
+        return state
+    utilization = rate / (capacity * tick.current)
+    floor = MIN_LEARNED_SHARE_FRAC * config.target_prefill_utilization_frac
+    learned = max(floor, utilization * (1.0 - config.tolerance_frac))
+    current, was_learned = effective_prefill_target(config, state, tick.now_s)
+    if was_learned:
+        learned = min(learned, current)
+    return replace(state, learned_prefill_utilization_frac=learned, learned_prefill_at_s=tick.now_s)
+
+
+def _settled_breach(tick: Tick, state: ScalerState) -> bool:
+    since_s = state.latency_breach_since_s
+    if tick.starting > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
+        return False
+    last_s = state.last_scale_time_s
+    return last_s is None or tick.now_s - last_s >= SIGNAL_WINDOW_S
+
+
+def _track_breach(tick: Tick) -> ScalerState:
+    """Start the breach clock on the first tick over the latency targets; stop it below."""
+    state = tick.state
+    if not latency_breaches(tick.config, tick.signals):
+        if state.latency_breach_since_s is None:
+            return state
+        return replace(state, latency_breach_since_s=None)
+    if state.latency_breach_since_s is None:
+        return replace(state, latency_breach_since_s=tick.now_s)
+    return state
+
+
+def latency_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
+    """TTFT / ITL p95 above target beyond the tolerance (the SLO term's test)."""
+    return [
+        f"{name} p95 {observed_s:.3f}s > target {target_s:.3f}s"
+        for name, observed_s, target_s in (
+            ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
+            ("ITL", signals.itl_p95_s, config.itl_p95_target_s),
+        )
+        if observed_s is not None
+        and target_s is not None
+        and observed_s > target_s * (1.0 + config.tolerance_frac)
+    ]
+
+
 def propose_queue(tick: Tick) -> StepResult | None:
     """Replicas that keep the waiting queue at its per-replica target, or +1 on queue time.
 
     Waiting requests are a sum over reporting pods (missing pods count as an empty queue, which
-    can only understate the need). This catches prefill-heavy load that queues at low KV usage.
+    can only understate the need). This catches load that queues at low KV usage. The waiting
+    count is an instantaneous gauge: under continuous batching some requests always sit
+    between two engine steps, so it only counts when the latency signals confirm the wait
+    costs the SLO (`queue_harm`), and never while replicas already starting will drain the
+    backlog.
     """
+    best = _propose_for_waiting(tick)
+    bump = _propose_for_queue_time(tick)
+    if bump is not None and (best is None or bump.replicas > best.replicas):
+        best = bump
+    return best
+
+
+def queue_harm(config: ScalingConfig, signals: Signals) -> str | None:
+    """Why the waiting requests matter ("" when no latency signal can tell), or None when the
+    latency signals show they do not: queue time p95 within the queue SLO and TTFT p95 within
+    its target (with the same tolerance as the SLO term) means the queue is ordinary batching,
+    not a backlog that costs the SLO."""
+    checks = (
+        ("queue time", signals.queue_time_p95_s, config.max_queue_wait_s),
+        ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
+    )
+    known = [(name, seen, limit) for name, seen, limit in checks if None not in (seen, limit)]
+    over = 1.0 + config.tolerance_frac
+    if not known:
+        return ""
+    for name, seen_s, limit_s in known:
+        if seen_s is not None and limit_s is not None and seen_s > limit_s * over:
+            return f"{name} p95 {seen_s:.2f}s > {limit_s:.2f}s"
+    return None
+
+
+def _propose_for_waiting(tick: Tick) -> StepResult | None:
     signals, config = tick.signals, tick.config
-    best: StepResult | None = None
     waiting = signals.num_requests_waiting
-    if waiting is not None and waiting > 0 and tick.current > 0:
-        per_replica = waiting / tick.current
-        needed = ceil_replicas(waiting / config.target_waiting_per_replica)
-        over = per_replica > config.target_waiting_per_replica * (1.0 + config.tolerance_frac)
-        if over and needed > tick.current:
-            message = (
-                f"{waiting:.0f} requests waiting ({per_replica:.1f}/replica > target"
-                f" {config.target_waiting_per_replica:.1f}) → {needed}"
-            )
-            best = StepResult("queue", needed, reasons.QUEUE, message)
+    if waiting is None or waiting <= 0 or tick.current <= 0:
+        return None
+    per_replica = waiting / tick.current
+    needed = ceil_replicas(waiting / config.target_waiting_per_replica)
+    over = per_replica > config.target_waiting_per_replica * (1.0 + config.tolerance_frac)
+    if not over or needed <= tick.current:
+        return None
+    message = (
+        f"{waiting:.0f} requests waiting ({per_replica:.1f}/replica > target"
+        f" {config.target_waiting_per_replica:.1f})"
+    )
+    harm = queue_harm(config, signals)
+    if harm is None:
+        note = f"{message}; queue time and TTFT within target: batching, holding {tick.current}"
+        return StepResult("queue", tick.current, reasons.WITHIN_TOLERANCE, note)
+    if harm:
+        message = f"{message}, {harm}"
+    if tick.warming_up:
+        # The queue is a backlog, not a rate: it keeps growing until the replicas already
+        # starting serve, and chasing it adds replicas that are not needed once they do.
+        note = f"{message}; {tick.starting} replica(s) starting will drain it: holding"
+        return StepResult("queue", tick.current, reasons.COLD_START_HOLD, note)
+    if prefill_rate_known(tick):
+        # The prefill term sizes the arrival rate; a queue on top of it is a residual that a
+        # burst left behind, and one replica more is measured again next tick.
+        return bump_one(tick, "queue", reasons.QUEUE, message)
+    return StepResult("queue", needed, reasons.QUEUE, f"{message} → {needed}")
+
+
+def prefill_rate_known(tick: Tick) -> bool:
+    """The prefill-demand term has what it needs (capacity from the plan, prompt-token rate)."""
+    capacity = tick.config.prefill_tokens_per_s_per_replica
+    return capacity is not None and capacity > 0 and tick.signals.prompt_tokens_per_s is not None
+
+
+def _propose_for_queue_time(tick: Tick) -> StepResult | None:
+    signals, config = tick.signals, tick.config
     queue_p95_s = signals.queue_time_p95_s
     limit_s = config.max_queue_wait_s
     if (
-        queue_p95_s is not None
-        and limit_s is not None
-        and queue_p95_s > limit_s * (1.0 + config.tolerance_frac)
+        queue_p95_s is None
+        or limit_s is None
+        or queue_p95_s <= limit_s * (1.0 + config.tolerance_frac)
     ):
-        message = f"queue time p95 {queue_p95_s:.2f}s > SLO {limit_s:.2f}s"
-        bump = bump_one(tick, "queue", reasons.QUEUE, message)
-        if best is None or bump.replicas > best.replicas:
-            best = bump
-    return best
+        return None
+    message = f"queue time p95 {queue_p95_s:.2f}s > SLO {limit_s:.2f}s"
+    return bump_one(tick, "queue", reasons.QUEUE, message)
 
 
 def propose_allocation_failure(tick: Tick) -> StepResult | None:
@@ -177,17 +348,7 @@ def propose_allocation_failure(tick: Tick) -> StepResult | None:
 
 def propose_slo(tick: Tick) -> StepResult | None:
     """+1 replica while TTFT or ITL p95 is above its target (beyond the tolerance)."""
-    signals, config = tick.signals, tick.config
-    findings = [
-        f"{name} p95 {observed_s:.3f}s > target {target_s:.3f}s"
-        for name, observed_s, target_s in (
-            ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
-            ("ITL", signals.itl_p95_s, config.itl_p95_target_s),
-        )
-        if observed_s is not None
-        and target_s is not None
-        and observed_s > target_s * (1.0 + config.tolerance_frac)
-    ]
+    findings = latency_breaches(tick.config, tick.signals)
     if not findings:
         return None
     return bump_one(tick, "slo", reasons.SLO_BREACH, ", ".join(findings))
@@ -201,5 +362,11 @@ def bump_one(tick: Tick, step: str, reason: str, message: str) -> StepResult:
     return StepResult(step, tick.current + 1, reason, f"{message} → +1 = {tick.current + 1}")
 
 
-TERMS = (propose_kv_demand, propose_queue, propose_allocation_failure, propose_slo)
+TERMS = (
+    propose_kv_demand,
+    propose_prefill_demand,
+    propose_queue,
+    propose_allocation_failure,
+    propose_slo,
+)
 """Declared order; on equal proposals the earlier term's reason wins."""

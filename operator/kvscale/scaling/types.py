@@ -35,6 +35,8 @@ class Signals:
     queue_time_p95_s: float | None = None
     num_gpu_blocks: int | None = None  # live KV blocks per replica (cache_config_info)
     block_size_tokens: int | None = None
+    # --- added by kvscale.scaling (optional) ---
+    prompt_tokens_per_s: float | None = None  # sum over pods, rate of prompt tokens prefilled
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class ScalingConfig:
     rejections_per_s_threshold: float = 0.0  # engine rejections (429/503) above this -> +1
     scale_down_guard_window_s: float = 300.0  # a breach this soon after a scale-down undoes it
     max_scale_down_cooldown_s: float = 3600.0  # ceiling of the doubled cooldown after undo
+    prefill_tokens_per_s_per_replica: float | None = None  # roofline prefill rate (from the plan)
+    target_prefill_utilization_frac: float = 0.7  # share of that rate the prompt load may use
+    prefill_headroom_memory_s: float = 3600.0  # a target learned from an SLO breach lasts this
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,6 @@ class ScalerState:
     # --- added by kvscale.scaling (optional) ---
     replicas_before_scale_down: int | None = None  # what the last scale-down removed from
     starting_since_s: float | None = None  # first tick with replicas starting (warm-up clock)
+    learned_prefill_utilization_frac: float | None = None  # prefill share that breached the SLO
+    learned_prefill_at_s: float | None = None  # when it was last (re)learned
+    latency_breach_since_s: float | None = None  # first tick of the current TTFT/ITL breach

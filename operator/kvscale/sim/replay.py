@@ -208,6 +208,7 @@ class _Replay:
             ttft_p95_s=ttft_p95,
             itl_p95_s=itl_p95,
             queue_time_p95_s=queue_p95,
+            prompt_tokens_per_s=(totals.prompt_tokens - old.prompt_tokens) / span if n else None,
             num_gpu_blocks=self.setup.plan.num_blocks,
             block_size_tokens=self.setup.plan.block_size_tokens,
         )
