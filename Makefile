@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,7 +46,11 @@ check: lint typecheck crd-check
 
 # The e2e tier: builds the control plane on first use (cached per version), then the scenarios.
 e2e: install
-	$(BIN)/pytest -m e2e e2e -q --durations=0
+	$(BIN)/pytest -m e2e e2e -q -rP --durations=0
+
+# The e2e stack with a live view while a trace replays (about 6 minutes, warm cache).
+demo-cluster: install
+	cd e2e && ../$(BIN)/python demo_cluster.py
 
 # Everything CI runs (.ci/run calls this): check, then e2e.
 test: check e2e

@@ -29,6 +29,10 @@ NODES_DIR = E2E_DIR / "nodes"
 VERSIONS_FILE = E2E_DIR / "controlplane" / "versions.env"
 
 FAKE_NODE_SELECTOR = "type=kwok"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Set to a kubeconfig path to run the suite against that cluster instead of starting one.
+EXISTING_KUBECONFIG_ENV = "KVSCALE_E2E_KUBECONFIG"
 SESSION_CLUSTER_PREFIX = "kvscale-e2e-"
 NODE_READY_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.5
@@ -178,6 +182,58 @@ def new_api_client_factory(kubeconfig_path: Path) -> Callable[[], ApiClient]:
         return api_client
 
     return new_api_client
+
+
+def existing_kubeconfig() -> Path | None:
+    """The kubeconfig from KVSCALE_E2E_KUBECONFIG, or None to start a kwokctl cluster."""
+    value = os.environ.get(EXISTING_KUBECONFIG_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def list_gpu_nodes(api_client: ApiClient) -> dict[str, str]:
+    """Node name -> GPU product, for nodes with the product label and nvidia.com/gpu > 0."""
+    from kubernetes import client
+
+    nodes = client.CoreV1Api(api_client).list_node(label_selector=GPU_PRODUCT_LABEL).items
+    products = {}
+    for node in nodes:
+        if node.metadata is None or node.status is None:
+            continue
+        gpus = (node.status.allocatable or {}).get(GPU_RESOURCE, "0")
+        if gpus.isdigit() and int(gpus) > 0:
+            products[node.metadata.name or ""] = (node.metadata.labels or {})[GPU_PRODUCT_LABEL]
+    return products
+
+
+def check_existing_cluster(kubeconfig_path: Path) -> None:
+    """Refuse a cluster the suite cannot use, saying what is missing (never start or change it).
+
+    The scenarios schedule onto GPU nodes by `nvidia.com/gpu.product`; without such a node
+    every workload would stay Pending and the failures would say nothing about the cause.
+    """
+    if not kubeconfig_path.is_file():
+        raise ClusterStartError(
+            f"{EXISTING_KUBECONFIG_ENV}={kubeconfig_path}: no such file; point it at a kubeconfig"
+            " or unset it to start the kwokctl cluster"
+        )
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        with new_api_client_factory(kubeconfig_path)() as api_client:
+            gpu_nodes = list_gpu_nodes(api_client)
+    except (ApiException, ConfigException, HTTPError) as error:
+        raise ClusterStartError(
+            f"cannot list the nodes of {EXISTING_KUBECONFIG_ENV}={kubeconfig_path}: {error}"
+        ) from error
+    if not gpu_nodes:
+        raise ClusterStartError(
+            f"the cluster of {EXISTING_KUBECONFIG_ENV}={kubeconfig_path} has no node labelled"
+            f" {GPU_PRODUCT_LABEL} with allocatable {GPU_RESOURCE}; create the fake GPU nodes"
+            " (python e2e/cluster.py prepare --kubeconfig ... with kwok running, as"
+            " e2e/kind/up.sh does) or label real GPU nodes"
+        )
 
 
 def load_node_manifests(nodes_dir: Path) -> list[dict[str, Any]]:

@@ -14,8 +14,10 @@ import pytest
 from cluster import (
     Cluster,
     ClusterStartError,
+    check_existing_cluster,
     delete_stale_clusters,
     ensure_binaries,
+    existing_kubeconfig,
     new_api_client_factory,
     session_cluster_name,
     start_cluster,
@@ -38,6 +40,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Ensure the control-plane binaries exist before the first e2e test starts its clock."""
     if not any(item.get_closest_marker("e2e") for item in session.items):
         return
+    if existing_kubeconfig() is not None:
+        return  # KVSCALE_E2E_KUBECONFIG: nothing to build
     capture = session.config.pluginmanager.getplugin("capturemanager")
     if capture is None:
         record_binaries_state(session.config)
@@ -48,7 +52,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Bring the cluster up once per session; logs are kept when any test of the session fails."""
+    """Bring the cluster up once per session; logs are kept when any test of the session fails.
+
+    With KVSCALE_E2E_KUBECONFIG set, that cluster is used as it is: checked, never started,
+    changed beforehand or deleted (e2e/kind/up.sh makes one with Docker).
+    """
+    existing = existing_kubeconfig()
+    if existing is not None:
+        problem = None
+        try:
+            check_existing_cluster(existing)
+        except ClusterStartError as error:
+            problem = str(error)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        yield Cluster(existing, new_api_client_factory(existing))
+        return
     build_error = request.config.stash.get(BUILD_ERROR_KEY, None)
     if build_error is not None:
         pytest.fail(build_error)
@@ -61,3 +80,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     failures_before = request.session.testsfailed
     yield Cluster(kubeconfig_path, new_api_client_factory(kubeconfig_path))
     stop_cluster(name, keep_logs=request.session.testsfailed > failures_before)
+
+
+pytest_plugins = ["harness.fixtures"]

@@ -351,6 +351,15 @@ CASES = [
         False,
     ),
     Case("nothing running yet holds", 2, sig(0, 0), 2, reasons.COLD_START_HOLD, False, starting=2),
+    # one Ready replica at low usage rounds up to itself: that is demand, not a cold start
+    Case(
+        "floor of one replica is kv demand",
+        1,
+        sig(1, kv_usage_frac=0.1),
+        1,
+        reasons.KV_DEMAND,
+        False,
+    ),
     # --- clamps and modes -------------------------------------------------------------------
     Case("zero replicas raised to min", 0, sig(0, 0), 1, reasons.CLAMPED_MIN, True),
     # 9 x 1.0 / 0.75 = 12, step 4 -> 13, max 10

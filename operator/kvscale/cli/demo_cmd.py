@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.cli.simulate_cmd import (
     LoadedDeployment,
     add_replay_arguments,
@@ -20,7 +21,6 @@ from kvscale.cli.simulate_cmd import (
     parse_policies,
     replay_from_args,
 )
-from kvscale.sim.setup import prefill_capacity
 from kvscale.sim.traces import default_azure_path, load_azure, scale_trace, slice_trace
 
 DEFAULT_REPORT_DIR = "kvscale-demo-report"
@@ -42,7 +42,7 @@ def describe_plan(loaded: LoadedDeployment) -> str:
         f"concurrency safe {safe:g} requests/replica within the SLO"
         if safe is not None
         else "concurrency (no SLO bound)",
-        f"prefill     ~{prefill_capacity(plan):,.0f} prompt tokens/s per replica"
+        f"prefill     ~{prefill_capacity_tokens_per_s(plan):,.0f} prompt tokens/s per replica"
         f" ({plan.max_num_batched_tokens:,}-token chunks, roofline)",
         f"SLO         TTFT p95 {setup.slo.ttft_p95_s} s, ITL p95 {setup.slo.itl_p95_s} s",
         f"cold start  {setup.cold_start_s:.0f} s per new replica (weights load + warm-up)",

@@ -231,7 +231,9 @@ def apply_to_kopf(settings: Settings, kopf_settings: Any) -> None:
 
     kopf_settings.posting.level = settings.event_level
     kopf_settings.posting.reporting_component = "kvscale"
-    kopf_settings.watching.server_timeout = settings.watch.server_timeout_s
+    # The API server parses ?timeoutSeconds= as an integer and answers 400 to "600.0", which
+    # kills every watch: kopf sends whatever it is given, so round here.
+    kopf_settings.watching.server_timeout = max(1, round(settings.watch.server_timeout_s))
     kopf_settings.watching.client_timeout = settings.watch.client_timeout_s
     kopf_settings.peering.name = settings.peering.name
     kopf_settings.peering.lifetime = settings.peering.lifetime_s

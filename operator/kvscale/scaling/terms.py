@@ -94,8 +94,11 @@ def propose_kv_demand(tick: Tick) -> StepResult | None:
     else:
         needed = ceil_replicas(demand_units / target + tick.missing_pods)
     message = _describe_kv_demand(tick, usage, needed)
-    reversed_direction = (ratio > 1.0 and needed <= tick.current) or (
-        ratio < 1.0 and needed >= tick.current
+    # With every pod reporting, an equal count is no reversal: rounding up at the floor (one
+    # replica at low usage) keeps the current replicas and says so as KV demand.
+    at_count = needed == tick.current and tick.missing_pods == 0
+    reversed_direction = not at_count and (
+        (ratio > 1.0 and needed <= tick.current) or (ratio < 1.0 and needed >= tick.current)
     )
     if reversed_direction:
         # The reporting pods point one way, the replica count the other: pods not reporting

@@ -59,12 +59,6 @@ def build_engine_config(
     )
 
 
-def prefill_capacity(plan: CapacityPlan) -> float:
-    """Prompt tokens per second one replica prefills in full chunks, at the planner's roofline."""
-    chunk = plan.max_num_batched_tokens
-    return chunk / roofline_for(plan).step_time_s(chunk, 0, chunk)
-
-
 def build_sim_setup(
     name: str,
     plan: CapacityPlan,

@@ -1,0 +1,279 @@
+"""Simulated serving engines for the engine pods the cluster runs (kwok has no containers).
+
+`EngineRunner` polls the API for Pods labelled `llmd` in the namespaces a test registered. For
+every Running pod it starts one `python -m kvscale.sim.server` on a free 127.0.0.1 port with the
+pod's own container command and args, on the GPU type of the node the scheduler chose, so the
+engine sizes its KV pool from the flags the operator rendered. When the pod is deleted the engine
+leaves the targets at once and is drained like the pod's container: SIGTERM (the simulator
+finishes the requests it holds), killed after the pod's termination grace period. It keeps a
+Prometheus file_sd file listing every engine with the `namespace`, `pod` and `llmd` labels
+kvscale's scrape config attaches in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from harness.kube import get_llmd
+from harness.prom import free_loopback_port
+from kvscale.capacity import find_gpu
+
+LABEL_LLMD = "llmd"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+POLL_S = 0.5
+STOP_TIMEOUT_S = 5.0
+DEFAULT_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds when it sets none
+
+
+@dataclass
+class Engine:
+    """One simulated engine process standing in for one pod."""
+
+    namespace: str
+    pod: str
+    uid: str
+    llmd: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    grace_s: float = DEFAULT_GRACE_S
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@dataclass
+class EngineRunner:
+    """Background thread mirroring engine pods into local simulator processes."""
+
+    new_api_client: Any  # Callable[[], ApiClient]
+    work_dir: Path
+    time_scale: float = 1.0
+    namespaces: set[str] = field(default_factory=set)
+    engines: dict[str, Engine] = field(default_factory=dict)  # by pod uid
+    errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _draining: list[tuple[Engine, threading.Thread]] = field(default_factory=list)
+
+    @property
+    def targets_file(self) -> Path:
+        return self.work_dir / "targets.json"
+
+    def start(self) -> EngineRunner:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._write_targets()
+        self._thread = threading.Thread(target=self._run, name="engine-runner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            for engine in self.engines.values():
+                engine.stop()
+            self.engines.clear()
+        for engine, drain in self._draining:  # the session is over: no grace left
+            engine.process.kill()
+            drain.join(timeout=STOP_TIMEOUT_S)
+        self._draining.clear()
+        self._write_targets()
+
+    def watch_namespace(self, namespace: str) -> None:
+        with self._lock:
+            self.namespaces.add(namespace)
+
+    def forget_namespace(self, namespace: str) -> None:
+        with self._lock:
+            self.namespaces.discard(namespace)
+
+    def engines_of(self, namespace: str, llmd: str) -> list[Engine]:
+        with self._lock:
+            return [
+                e
+                for e in self.engines.values()
+                if e.namespace == namespace and e.llmd == llmd and e.process.poll() is None
+            ]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        with self.new_api_client() as api:
+            while not self._stop.is_set():
+                try:
+                    self._sync(api)
+                except Exception as error:  # keep mirroring; tests read .errors
+                    self.errors.append(f"{type(error).__name__}: {error}")
+                self._stop.wait(POLL_S)
+
+    def _sync(self, api: ApiClient) -> None:
+        with self._lock:
+            namespaces = set(self.namespaces)
+        pods = client.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=LABEL_LLMD).items
+        live = {
+            p.metadata.uid: p
+            for p in pods
+            if p.metadata.namespace in namespaces
+            and p.metadata.deletion_timestamp is None
+            and p.status is not None
+            and p.status.phase == "Running"
+        }
+        changed = False
+        with self._lock:
+            gone = [uid for uid in self.engines if uid not in live]
+            for uid in gone:
+                self._drain(self.engines.pop(uid))
+                changed = True
+        for uid, pod in live.items():
+            if uid not in self.engines:
+                engine = self._start_engine(api, pod)
+                if engine is not None:
+                    with self._lock:
+                        self.engines[uid] = engine
+                    changed = True
+        if changed:
+            self._write_targets()
+
+    def _drain(self, engine: Engine) -> None:
+        """Stop a deleted pod's engine in the background, as the kubelet would."""
+        drain = threading.Thread(target=engine.stop, args=(engine.grace_s,), daemon=True)
+        drain.start()
+        self._draining = [(e, t) for e, t in self._draining if t.is_alive()]
+        self._draining.append((engine, drain))
+
+    def _start_engine(self, api: ApiClient, pod: Any) -> Engine | None:
+        namespace, name = pod.metadata.namespace, pod.metadata.name
+        llmd_name = pod.metadata.labels[LABEL_LLMD]
+        try:
+            llmd = get_llmd(api, namespace, llmd_name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        argv = self._engine_argv(api, pod, llmd)
+        port = free_loopback_port()
+        log_path = self.work_dir / f"{namespace}_{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                _sim_command(argv, port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        grace_s = pod.spec.termination_grace_period_seconds
+        return Engine(
+            namespace,
+            name,
+            pod.metadata.uid,
+            llmd_name,
+            port,
+            process,
+            log_path,
+            DEFAULT_GRACE_S if grace_s is None else float(grace_s),
+        )
+
+    def _engine_argv(self, api: ApiClient, pod: Any, llmd: dict[str, Any]) -> list[str]:
+        """Our simulator's flags followed by `--` and the pod's engine command line."""
+        spec = llmd.get("spec") or {}
+        engine = spec.get("engine") or {}
+        container = _engine_container(pod, (spec.get("targetRef") or {}).get("container"))
+        node = client.CoreV1Api(api).read_node(pod.spec.node_name)
+        product = (node.metadata.labels or {}).get(PRODUCT_LABEL, "")
+        argv = [
+            "--engine",
+            str(engine.get("name") or "vllm"),
+            "--engine-version",
+            str(engine.get("version") or "0.11.0"),
+            "--sim-gpu",
+            find_gpu(product).id,
+            "--time-scale",
+            f"{self.time_scale:g}",
+        ]
+        model_config = (spec.get("model") or {}).get("config")
+        if model_config:
+            config_path = self.work_dir / f"{pod.metadata.namespace}_{pod.metadata.name}.json"
+            config_path.write_text(str(model_config), encoding="utf-8")
+            argv += ["--sim-model-config", str(config_path)]
+        return [*argv, "--", *(container.command or []), *(container.args or [])]
+
+    def _write_targets(self) -> None:
+        with self._lock:
+            groups = [
+                {
+                    "targets": [f"127.0.0.1:{e.port}"],
+                    "labels": {"namespace": e.namespace, "pod": e.pod, LABEL_LLMD: e.llmd},
+                }
+                for e in self.engines.values()
+            ]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups), encoding="utf-8")
+        tmp.replace(self.targets_file)  # atomic: Prometheus never reads half a file
+
+
+def _sim_command(engine_argv: list[str], port: int) -> list[str]:
+    sim_flags, _, engine = _split(engine_argv)
+    return [
+        sys.executable,
+        "-m",
+        "kvscale.sim.server",
+        "--port",
+        str(port),
+        *sim_flags,
+        "--",
+        *engine,
+    ]
+
+
+def _split(argv: list[str]) -> tuple[list[str], str, list[str]]:
+    index = argv.index("--")
+    return argv[:index], "--", argv[index + 1 :]
+
+
+def _engine_container(pod: Any, name: str | None) -> Any:
+    containers = pod.spec.containers
+    for container in containers:
+        if name is None or container.name == name:
+            return container
+    return containers[0]
+
+
+def wait_engines_listening(engines: list[Engine], timeout_s: float = 30.0) -> None:
+    """Block until every engine answers /health (a simulator takes ~1 s to import and plan)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    for engine in engines:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{engine.url}/health", timeout=1):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline or engine.process.poll() is not None:
+                    log = engine.log_path.read_text(encoding="utf-8", errors="replace")
+                    raise AssertionError(f"engine for {engine.pod} not listening:\n{log}") from None
+                time.sleep(0.2)

@@ -1,0 +1,111 @@
+"""A load driver that replays a slice of the Azure LLM inference trace (conversation) against
+the simulated engines of one LLMDeployment, round-robin like a ClusterIP Service.
+
+The trace's own prompt/output lengths and inter-arrival gaps are used; `rate` multiplies the
+arrival rate (0 pauses the load), so a scenario ramps load up and down without scripting KV
+numbers: KV utilisation is whatever the engines' paged KV pools make of the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from kvscale.sim.traces import Trace, default_azure_path, load_azure, slice_trace
+
+IDLE_POLL_S = 0.2
+
+
+def azure_conv_slice(start_s: float = 600.0, duration_s: float = 600.0) -> Trace:
+    """A slice of the embedded Azure 2023 conversation trace."""
+    return slice_trace(load_azure(default_azure_path("conv")), start_s, duration_s)
+
+
+@dataclass
+class LoadDriver:
+    """Background replay; `targets()` returns the engine base URLs to spread requests over."""
+
+    targets: Callable[[], list[str]]
+    trace: Trace
+    max_prompt_tokens: int
+    rate: float = 0.0
+    sent: int = 0
+    completed: int = 0
+    failed: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> LoadDriver:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    async def _run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=120)
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            robin = itertools.count()
+            n = len(self.trace.arrival_s)
+            for i in itertools.cycle(range(n)):
+                if self._stop.is_set():
+                    break
+                while self.rate <= 0 and not self._stop.is_set():
+                    await asyncio.sleep(IDLE_POLL_S)
+                urls = self.targets()
+                if urls:
+                    url = urls[next(robin) % len(urls)]
+                    task = asyncio.create_task(self._send(session, url, i))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                gap_s = float(self.trace.arrival_s[(i + 1) % n] - self.trace.arrival_s[i])
+                await asyncio.sleep(max(0.0, gap_s) / max(self.rate, 1e-6))
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, session: aiohttp.ClientSession, url: str, i: int) -> None:
+        output = int(self.trace.output_tokens[i])
+        prompt = min(int(self.trace.prompt_tokens[i]), self.max_prompt_tokens - output - 1)
+        body = {"prompt": [1] * max(1, prompt), "max_tokens": max(1, output)}
+        self.sent += 1
+        try:
+            async with session.post(f"{url}/v1/completions", json=body) as response:
+                await response.read()
+                if response.status == 200:
+                    self.completed += 1
+                else:
+                    self.failed += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.failed += 1
+
+
+def start_burst(url: str, count: int, prompt_tokens: int, output_tokens: int) -> threading.Thread:
+    """`count` requests sent at once to one engine (in a background thread): more KV than the
+    pool holds once they decode, so the engine preempts."""
+
+    async def burst() -> None:
+        body = {"prompt": [1] * prompt_tokens, "max_tokens": output_tokens}
+        timeout = aiohttp.ClientTimeout(total=300)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def one() -> None:
+                async with session.post(f"{url}/v1/completions", json=body) as response:
+                    await response.read()
+
+            await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+
+    thread = threading.Thread(target=lambda: asyncio.run(burst()), daemon=True)
+    thread.start()
+    return thread

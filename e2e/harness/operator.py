@@ -1,0 +1,129 @@
+"""The kvscale operator as a local process, started the way the chart's Deployment runs it.
+
+Args and environment come from the rendered chart (`harness.install`); the kubeconfig carries
+the chart ServiceAccount's token. Each start logs to its own file in the work dir, which the
+fixture keeps (and whose tail it prints) when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.install import Installation
+
+READY_TIMEOUT_S = 30.0
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """CPU seconds (user + system) and peak RSS of a process, read from /proc while it lives."""
+
+    cpu_s: float
+    peak_rss_bytes: int
+
+
+def read_usage(pid: int) -> ProcessUsage:
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu_ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    peak_kib = 0
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmHWM:"):
+            peak_kib = int(line.split()[1])
+    return ProcessUsage(cpu_ticks / CLOCK_TICKS_PER_S, peak_kib * 1024)
+
+
+@dataclass
+class OperatorProcess:
+    """`kvscale run` as a subprocess; restartable (scenario: killed mid-scale)."""
+
+    installation: Installation
+    work_dir: Path
+    env_overrides: dict[str, str]
+    health_port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_paths[-1]
+
+    def start(self) -> OperatorProcess:
+        kvscale = Path(sys.executable).with_name("kvscale")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KVSCALE_")},
+            **self.installation.operator_env,
+            **self.env_overrides,
+            "KUBECONFIG": str(self.installation.kubeconfig_path),
+            "POD_ID": f"e2e-operator-{len(self.log_paths)}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = self.work_dir / f"operator-{len(self.log_paths) + 1}.log"
+        self.log_paths.append(log_path)
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(kvscale), *self.installation.operator_args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"operator exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"operator not healthy after {READY_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def usage(self) -> ProcessUsage:
+        assert self.process is not None and self.process.poll() is None, "operator not running"
+        return read_usage(self.process.pid)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handlers, no graceful kopf shutdown (a crashed pod)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_paths or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return "\n".join(
+            p.read_text(encoding="utf-8", errors="replace") for p in self.log_paths if p.exists()
+        )

@@ -1,0 +1,73 @@
+"""Steps shared by the autoscaling scenarios: create an LLMDeployment, wait until it runs with
+live engines and Prometheus has its signals, and read what the autoscaler decided."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubernetes.client import ApiClient
+
+from harness.engines import Engine, wait_engines_listening
+from harness.fixtures import Harness
+from harness.kube import create_llmd, deployment_replicas, get_llmd, has_condition, wait_for
+from harness.specs import autoscaler_status
+
+READY_TIMEOUT_S = 90.0
+
+
+def start_llmd(e2e: Harness, api: ApiClient, namespace: str, manifest: dict[str, Any]) -> str:
+    """Create it; return once it is Ready, its engines answer and its metrics were read."""
+    name = str(manifest["metadata"]["name"])
+    create_llmd(api, namespace, manifest)
+    wait_for(
+        lambda: has_condition(get_llmd(api, namespace, name), "Ready", "True"),
+        f"{name} Ready",
+        READY_TIMEOUT_S,
+    )
+    wait_engines_listening(wait_engines(e2e, namespace, name, 1))
+    if e2e.prometheus.running:
+        wait_for(
+            lambda: has_condition(get_llmd(api, namespace, name), "MetricsAvailable", "True"),
+            f"{name} MetricsAvailable=True",
+            READY_TIMEOUT_S,
+        )
+    return name
+
+
+def wait_engines(e2e: Harness, namespace: str, name: str, count: int) -> list[Engine]:
+    def enough() -> list[Engine] | None:
+        engines = e2e.engines.engines_of(namespace, name)
+        return engines if len(engines) >= count else None
+
+    return wait_for(enough, f"{count} simulated engines for {name}", READY_TIMEOUT_S)
+
+
+def wait_replicas(
+    api: ApiClient, namespace: str, name: str, predicate: Any, what: str, timeout_s: float
+) -> int:
+    """Wait until the Deployment's spec.replicas satisfies predicate and all are Ready."""
+
+    def check() -> int | None:
+        desired, ready = deployment_replicas(api, namespace, name)
+        return desired if predicate(desired) and ready == desired else None
+
+    return int(wait_for(check, what, timeout_s))
+
+
+def decisions_since(
+    api: ApiClient, namespace: str, name: str, count: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The next `count` autoscaler decisions (status.autoscaler snapshots with a new time)."""
+    seen: list[dict[str, Any]] = []
+    last = autoscaler_status(get_llmd(api, namespace, name)).get("lastDecisionTime")
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {len(seen)} of {count} decisions in {timeout_s:.0f} s")
+        status = autoscaler_status(get_llmd(api, namespace, name))
+        if status.get("lastDecisionTime") != last:
+            last = status.get("lastDecisionTime")
+            seen.append(status)
+        time.sleep(0.5)
+    return seen

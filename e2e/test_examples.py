@@ -1,0 +1,125 @@
+"""Scenario 1: every example applies, is planned, runs on the right GPUs and becomes Ready.
+
+The expectation is computed here, independently of the operator process: `kvscale plan -f`
+(the CLI a user runs before applying) says which GPU type each example selects and how many KV
+blocks a replica gets there. The Deployment's real command line is then read back from the
+cluster and parsed the way the engine parses it; planning that command line must give the same
+KV pool, so the flags the operator rendered make the engine size its KV cache as planned.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from harness.fixtures import Harness
+from harness.kube import (
+    condition_of,
+    get_llmd,
+    has_condition,
+    kubectl,
+    node_labels,
+    running_pods,
+    wait_for,
+)
+from kvscale.capacity import find_gpu, plan_capacity
+from kvscale.sim.engine_args import parse_engine_args
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+READY_TIMEOUT_S = 120.0
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def load_examples() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
+    return docs
+
+
+def cli_plan(manifest: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """`kvscale plan -f` for one LLMDeployment: the user's view of what will be deployed."""
+    path = tmp_path / f"{manifest['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(manifest), encoding="utf-8")
+    kvscale = Path(sys.executable).with_name("kvscale")
+    out = subprocess.run(
+        [str(kvscale), "plan", "-f", str(path), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)[0]
+    return result
+
+
+def engine_view(argv: list[str], spec: dict[str, Any], gpu: str, tmp_path: Path) -> tuple[int, int]:
+    """(KV blocks, max model length) an engine started with `argv` on `gpu` would use."""
+    config = (spec.get("model") or {}).get("config")
+    config_path = None
+    if config:
+        config_path = tmp_path / "config.json"
+        config_path.write_text(config, encoding="utf-8")
+    engine = spec.get("engine") or {}
+    name, version = engine.get("name", "vllm"), engine.get("version", "0.11.0")
+    args = parse_engine_args(name, version, argv, gpu, config_path)
+    return plan_capacity(args.request).num_blocks, args.request.max_model_len_tokens
+
+
+def check_managed(
+    api: ApiClient, namespace: str, llmd: dict[str, Any], expected: dict[str, Any], tmp: Path
+) -> None:
+    name, spec = llmd["metadata"]["name"], llmd["spec"]
+    selected = expected["selectedGpuType"]
+    gpu_plan = next(g for g in expected["gpuTypes"] if g["gpuType"] == selected)
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    container = deployment.spec.template.spec.containers[0]
+    argv = [*(container.command or []), *(container.args or [])]
+    blocks, max_len = engine_view(argv, spec, selected, tmp)
+    assert (blocks, max_len) == (gpu_plan["numBlocks"], spec["maxContextLength"]), (name, argv)
+    gpus = int(container.resources.limits["nvidia.com/gpu"])
+    assert gpus == (spec.get("placement") or {}).get("gpusPerReplica", 1), name
+    pods = running_pods(api, namespace, f"llmd={name}")
+    replicas = (spec.get("scaling") or {}).get("minReplicas", 1)
+    assert len(pods) == replicas, name
+    labels = node_labels(api, [p.spec.node_name for p in pods])
+    products = {labels[p.spec.node_name][PRODUCT_LABEL] for p in pods}
+    assert products <= set(find_gpu(selected).label_values), (name, products)
+
+
+def test_every_example_is_planned_run_on_its_gpu_and_ready(
+    e2e: Harness, api: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    examples = load_examples()
+    llmds = [d for d in examples if d["kind"] == "LLMDeployment"]
+    kubectl(e2e.cluster.kubeconfig_path, "apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
+
+    def all_ready() -> list[dict[str, Any]] | None:
+        objs = [get_llmd(api, namespace, d["metadata"]["name"]) for d in llmds]
+        return objs if all(has_condition(o, "Ready", "True") for o in objs) else None
+
+    try:
+        live = wait_for(all_ready, "every example Ready", READY_TIMEOUT_S)
+    except AssertionError:
+        names = [d["metadata"]["name"] for d in llmds]
+        states = {n: condition_of(get_llmd(api, namespace, n), "Ready") for n in names}
+        pytest.fail(f"not all Ready: {states}\n{e2e.operator.log_tail()}")
+    for manifest, obj in zip(llmds, live, strict=True):
+        expected = cli_plan(manifest, tmp_path)
+        status = obj["status"]
+        assert status["selectedGpuType"] == expected["selectedGpuType"], obj["metadata"]["name"]
+        assert has_condition(obj, "Planned", "True")
+        assert has_condition(obj, "CapacitySufficient", "True")
+        if obj["spec"].get("mode") == "adopt":
+            assert has_condition(obj, "Adopted", "True")
+            continue
+        check_managed(api, namespace, obj, expected, tmp_path)
