@@ -43,21 +43,20 @@ from cluster import (
 )
 from harness.fixtures import Harness, running_stack
 from harness.kube import deployment_replicas, get_llmd
-from harness.load import LoadDriver, azure_conv_slice
+from harness.load import LoadDriver
 from harness.prom import find_prometheus
-from harness.scenario import start_llmd
+from harness.scenario import start_llmd, start_trace_load
 from harness.specs import autoscaler_status, llmd_manifest
 
 DEMO_NAME = "chat"
-MAX_PROMPT_TOKENS = 8192  # the manifest's maxContextLength
 # Multiples of the trace's own arrival rate (~5 requests/s), as (share of the run, rate): a
 # quiet start, a ramp past what one L4 holds, a plateau, and a quiet tail long enough for the
 # stabilisation window to let replicas go.
 RATE_PROFILE: tuple[tuple[float, float], ...] = (
     (0.0, 0.3),
     (0.15, 0.3),
-    (0.4, 1.0),
-    (0.6, 1.0),
+    (0.4, 0.7),
+    (0.6, 0.7),
     (0.7, 0.2),
     (1.0, 0.2),
 )
@@ -173,15 +172,11 @@ def replay(harness: Harness, duration_s: float, interval_s: float) -> list[Row]:
         manifest = llmd_manifest(
             DEMO_NAME,
             slo=DEMO_SLO,
-            scaling={"maxReplicas": 6, "scaleDownStabilizationSeconds": 45},
+            scaling={"maxReplicas": 8, "scaleDownStabilizationSeconds": 45},
         )
         print(f"applying LLMDeployment {namespace}/{DEMO_NAME}; waiting until it is Ready…")
         start_llmd(harness, api, namespace, manifest)
-        driver = LoadDriver(
-            lambda: [e.url for e in harness.engines.engines_of(namespace, DEMO_NAME)],
-            azure_conv_slice(),
-            max_prompt_tokens=MAX_PROMPT_TOKENS,
-        ).start()
+        driver = start_trace_load(harness, namespace, DEMO_NAME)
         rows: list[Row] = []
         started = time.monotonic()
         print(HEADER)

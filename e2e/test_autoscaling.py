@@ -17,8 +17,7 @@ from harness.kube import (
     kubectl,
     wait_for,
 )
-from harness.load import LoadDriver, azure_conv_slice
-from harness.scenario import decisions_since, start_llmd, wait_replicas
+from harness.scenario import decisions_since, start_llmd, start_trace_load, wait_replicas
 from harness.specs import autoscaler_status, history_of, llmd_manifest
 
 pytestmark = pytest.mark.e2e
@@ -38,11 +37,7 @@ def test_load_ramp_scales_out_then_in_only_after_the_stabilisation_window(
         namespace,
         llmd_manifest("ramp", scaling={"scaleDownStabilizationSeconds": window_s}),
     )
-    driver = LoadDriver(
-        lambda: [e.url for e in e2e.engines.engines_of(namespace, name)],
-        azure_conv_slice(),
-        max_prompt_tokens=8192,
-    ).start()
+    driver = start_trace_load(e2e, namespace, name)
     try:
         driver.rate = 1.0  # the trace's own arrival rate (~5 requests/s)
         wait_for(

@@ -21,8 +21,7 @@ from harness.kube import (
     patch_llmd,
     wait_for,
 )
-from harness.load import LoadDriver, azure_conv_slice
-from harness.scenario import decisions_since, start_llmd, wait_replicas
+from harness.scenario import decisions_since, start_llmd, start_trace_load, wait_replicas
 from harness.specs import autoscaler_status, history_of, llmd_manifest
 
 pytestmark = pytest.mark.e2e
@@ -81,11 +80,7 @@ def test_guardrail_breach_rolls_back_to_last_known_good(
         "the running template recorded as last-known-good",
         TIMEOUT_S,
     )
-    driver = LoadDriver(
-        lambda: [e.url for e in e2e.engines.engines_of(namespace, name)],
-        azure_conv_slice(),
-        max_prompt_tokens=8192,
-    ).start()
+    driver = start_trace_load(e2e, namespace, name)
     try:
         driver.rate = 0.4
         time.sleep(15)  # a baseline under load: no preemptions on the planned 2247-block pool
@@ -127,11 +122,7 @@ def test_operator_killed_mid_scale_resumes_without_scaling_twice(
         slo={"ttftP95Seconds": 600, "itlP95Seconds": 10},
     )
     name = start_llmd(e2e, api, namespace, manifest)
-    driver = LoadDriver(
-        lambda: [e.url for e in e2e.engines.engines_of(namespace, name)],
-        azure_conv_slice(),
-        max_prompt_tokens=8192,
-    ).start()
+    driver = start_trace_load(e2e, namespace, name)
     try:
         driver.rate = 1.0
 

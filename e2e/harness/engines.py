@@ -12,8 +12,10 @@ kvscale's scrape config attaches in a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -49,10 +51,19 @@ class Engine:
     process: subprocess.Popen[bytes]
     log_path: Path
     grace_s: float = DEFAULT_GRACE_S
+    listening: bool = False  # set once its port accepted a connection
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def accepts_connections(self) -> bool:
+        """Whether the simulator listens yet (a Service only routes to Ready endpoints)."""
+        if not self.listening and self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.05).close()
+                self.listening = True
+        return self.listening and self.process.poll() is None
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is None:
@@ -119,6 +130,10 @@ class EngineRunner:
                 for e in self.engines.values()
                 if e.namespace == namespace and e.llmd == llmd and e.process.poll() is None
             ]
+
+    def serving_urls(self, namespace: str, llmd: str) -> list[str]:
+        """Base URLs of the engines that accept requests: what a Service would route to."""
+        return [e.url for e in self.engines_of(namespace, llmd) if e.accepts_connections()]
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -11,7 +11,8 @@ from kubernetes.client import ApiClient
 from harness.engines import Engine, wait_engines_listening
 from harness.fixtures import Harness
 from harness.kube import create_llmd, deployment_replicas, get_llmd, has_condition, wait_for
-from harness.specs import autoscaler_status
+from harness.load import LoadDriver, azure_conv_slice
+from harness.specs import BASE_SPEC, autoscaler_status
 
 READY_TIMEOUT_S = 90.0
 
@@ -33,6 +34,18 @@ def start_llmd(e2e: Harness, api: ApiClient, namespace: str, manifest: dict[str,
             READY_TIMEOUT_S,
         )
     return name
+
+
+def start_trace_load(e2e: Harness, namespace: str, name: str) -> LoadDriver:
+    """The Azure conversation slice replayed against the LLMDeployment's engines, round-robin.
+
+    It starts paused: set `.rate` (a multiple of the trace's arrival rate); `.stop()` it after.
+    """
+    return LoadDriver(
+        lambda: e2e.engines.serving_urls(namespace, name),
+        azure_conv_slice(),
+        max_prompt_tokens=int(BASE_SPEC["maxContextLength"]),
+    ).start()
 
 
 def wait_engines(e2e: Harness, namespace: str, name: str, count: int) -> list[Engine]:

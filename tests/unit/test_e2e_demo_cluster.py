@@ -40,7 +40,7 @@ def test_load_multiplier_interpolates_the_profile(
 def test_shipped_profile_rises_above_one_replica_and_ends_quiet(demo: ModuleType) -> None:
     rates = [demo.load_multiplier_at(i / 100, demo.RATE_PROFILE) for i in range(101)]
     peak_at = rates.index(max(rates))
-    assert max(rates) >= 1.0  # the e2e ramp scales out at 1.0x on one L4
+    assert max(rates) > 0.5  # one L4 holds ~0.3x of the trace (demo run, 2026-11-22)
     assert 0.2 < peak_at / 100 < 0.8
     assert rates[-1] < rates[0] <= 0.5  # a quiet tail for the stabilisation window
 
