@@ -17,7 +17,13 @@ from harness.kube import (
     kubectl,
     wait_for,
 )
-from harness.scenario import decisions_since, start_llmd, start_trace_load, wait_replicas
+from harness.scenario import (
+    decisions_since,
+    describe_llmd,
+    start_llmd,
+    start_trace_load,
+    wait_replicas,
+)
 from harness.specs import autoscaler_status, history_of, llmd_manifest
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +86,7 @@ def test_load_ramp_scales_out_then_in_only_after_the_stabilisation_window(
         f"\nscaled out to {scaled_out}; scale-in held {held_s:.1f} s by a {window_s} s window;"
         f" load sent {driver.sent}, completed {driver.completed}, failed {driver.failed}"
     )
+    print(describe_llmd(e2e, namespace, name))
 
 
 def test_prometheus_outage_holds_replicas_and_recovers(

@@ -21,7 +21,13 @@ from harness.kube import (
     patch_llmd,
     wait_for,
 )
-from harness.scenario import decisions_since, start_llmd, start_trace_load, wait_replicas
+from harness.scenario import (
+    decisions_since,
+    describe_llmd,
+    start_llmd,
+    start_trace_load,
+    wait_replicas,
+)
 from harness.specs import autoscaler_status, history_of, llmd_manifest
 
 pytestmark = pytest.mark.e2e
@@ -109,6 +115,8 @@ def test_guardrail_breach_rolls_back_to_last_known_good(
     # the refused spec is not re-applied by the periodic reconcile
     time.sleep(8)
     assert template_hash(api, namespace, name) == good_hash
+    # what a user sees (printed in `make e2e` output thanks to -rP)
+    print("\n" + describe_llmd(e2e, namespace, name))
 
 
 def test_operator_killed_mid_scale_resumes_without_scaling_twice(

@@ -10,7 +10,14 @@ from kubernetes.client import ApiClient
 
 from harness.engines import Engine, wait_engines_listening
 from harness.fixtures import Harness
-from harness.kube import create_llmd, deployment_replicas, get_llmd, has_condition, wait_for
+from harness.kube import (
+    create_llmd,
+    deployment_replicas,
+    get_llmd,
+    has_condition,
+    kubectl,
+    wait_for,
+)
 from harness.load import LoadDriver, azure_conv_slice
 from harness.specs import BASE_SPEC, autoscaler_status
 
@@ -84,3 +91,33 @@ def decisions_since(
             seen.append(status)
         time.sleep(0.5)
     return seen
+
+
+CONDITIONS_JSONPATH = (
+    '{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\\n"}{end}'
+)
+EVENT_COLUMNS = "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message"
+
+
+def describe_llmd(e2e: Harness, namespace: str, name: str) -> str:
+    """What a user sees with kubectl: the printer columns, the conditions and the Events."""
+    kubeconfig = e2e.cluster.kubeconfig_path
+    base = ("-n", namespace)
+    sections = [
+        ("kubectl get llmd -o wide", ("get", "llmd", name, "-o", "wide")),
+        ("conditions", ("get", "llmd", name, "-o", f"jsonpath={CONDITIONS_JSONPATH}")),
+        (
+            "kubectl get events (oldest first)",
+            (
+                "get",
+                "events",
+                f"--field-selector=involvedObject.name={name}",
+                "--sort-by=.lastTimestamp",
+                "-o",
+                EVENT_COLUMNS,
+            ),
+        ),
+    ]
+    return "\n".join(
+        f"--- {title}\n{kubectl(kubeconfig, *base, *args).rstrip()}" for title, args in sections
+    )

@@ -127,6 +127,9 @@ def run(
 
 BREACH = sig(4, kv_usage_frac=0.75, ttft_p95_s=3.0, prompt_tokens_per_s=8e3)
 HEALTHY = sig(4, kv_usage_frac=0.75, ttft_p95_s=1.0, prompt_tokens_per_s=8e3)
+KV_FULL = replace(BREACH, kv_usage_frac=0.95)
+PREEMPTING = replace(BREACH, preemptions_per_s=1.0)
+AT_MAX = replace(BREACH, pods_expected=20, pods_reporting=20)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +139,10 @@ HEALTHY = sig(4, kv_usage_frac=0.75, ttft_p95_s=1.0, prompt_tokens_per_s=8e3)
         ("sustained breach on a settled fleet", [(0, 4, 0, BREACH), (15, 4, 0, BREACH)], 0.18),
         ("one breached read is not learned", [(0, 4, 0, BREACH), (15, 4, 0, HEALTHY)], None),
         ("breach while replicas start", [(0, 4, 1, BREACH), (15, 4, 1, BREACH)], None),
+        # something else explains the breach: no prefill lesson
+        ("KV over its target", [(0, 4, 0, KV_FULL), (15, 4, 0, KV_FULL)], None),
+        ("preempting", [(0, 4, 0, PREEMPTING), (15, 4, 0, PREEMPTING)], None),
+        ("held at max_replicas", [(0, 20, 0, AT_MAX), (15, 20, 0, AT_MAX)], None),
         # a breach at a lower load later lowers it further: 4k / 40k = 0.1 -> 0.09
         (
             "a lower breach lowers the target",

@@ -183,6 +183,9 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
     Learned only from a sustained breach (a p95 read from coarse buckets crosses the target
     for a single tick by interpolation alone) on a settled fleet: no replica starting and no
     scale change within the signals' window, so latency and rate describe the replicas now.
+    Never when something else explains the breach — KV usage over its target, preemptions or
+    rejections, or a fleet held at max_replicas — or the lesson would keep replicas for an
+    hour that the KV pool needed only for minutes.
     """
     config, signals = tick.config, tick.signals
     state = _track_breach(tick)
@@ -190,7 +193,7 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
     rate = signals.prompt_tokens_per_s
     if capacity is None or capacity <= 0 or rate is None or rate <= 0 or tick.current <= 0:
         return state
-    if not (scale_down_undone or _settled_breach(tick, state)):
+    if not (scale_down_undone or _settled_breach(tick, state)) or _kv_or_cap_explains(tick):
         return state
     utilization = rate / (capacity * tick.current)
     floor = MIN_LEARNED_SHARE_FRAC * config.target_prefill_utilization_frac
@@ -199,6 +202,16 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
     if was_learned:
         learned = min(learned, current)
     return replace(state, learned_prefill_utilization_frac=learned, learned_prefill_at_s=tick.now_s)
+
+
+def _kv_or_cap_explains(tick: Tick) -> bool:
+    config, signals = tick.config, tick.signals
+    kv = signals.kv_usage_frac
+    kv_short = kv is not None and kv > config.target_kv_utilization_frac * (
+        1.0 + config.tolerance_frac
+    )
+    capped = tick.current >= config.max_replicas
+    return kv_short or capped or bool(allocation_failures(config, signals))
 
 
 def _settled_breach(tick: Tick, state: ScalerState) -> bool:
@@ -329,7 +342,18 @@ def propose_allocation_failure(tick: Tick) -> StepResult | None:
     Preemption means a request lost its KV blocks; rejections (429/503) mean admission limits
     were hit. Both are allocation failures that a mean KV% hides when load is uneven.
     """
-    signals, config = tick.signals, tick.config
+    signals = tick.signals
+    findings = allocation_failures(tick.config, signals)
+    if not findings:
+        return None
+    kv_note = "" if signals.kv_usage_frac is None else f" at KV {signals.kv_usage_frac:.2f}"
+    return bump_one(
+        tick, "allocation_failure", reasons.ALLOCATION_FAILURE, ", ".join(findings) + kv_note
+    )
+
+
+def allocation_failures(config: ScalingConfig, signals: Signals) -> list[str]:
+    """Preemptions and engine rejections above their thresholds, with the numbers."""
     findings: list[str] = []
     preemptions = signals.preemptions_per_s
     if preemptions is not None and preemptions > config.preemptions_per_s_threshold:
@@ -341,12 +365,7 @@ def propose_allocation_failure(tick: Tick) -> StepResult | None:
         findings.append(
             f"rejections {rejections:.2f}/s > {config.rejections_per_s_threshold:.2f}/s"
         )
-    if not findings:
-        return None
-    kv_note = "" if signals.kv_usage_frac is None else f" at KV {signals.kv_usage_frac:.2f}"
-    return bump_one(
-        tick, "allocation_failure", reasons.ALLOCATION_FAILURE, ", ".join(findings) + kv_note
-    )
+    return findings
 
 
 def propose_slo(tick: Tick) -> StepResult | None:
