@@ -168,6 +168,14 @@ class FakeCluster:
             if r.method.value in ("POST", "PATCH", "PUT") and path_part in r.url.path
         ]
 
+    def patches(self, path_part: str) -> list[tuple[str, Any]]:
+        """(path, body) of every PATCH whose path contains the part, in the order received."""
+        return [
+            (r.url.path, r.data)
+            for r in list(self.fake)
+            if r.method.value == "PATCH" and path_part in r.url.path
+        ]
+
     def events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
         return [
             e for e in self.objects("v1/events", namespace).values() if e.get("reason") == reason

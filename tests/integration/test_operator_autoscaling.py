@@ -129,13 +129,21 @@ async def test_scale_out_on_kv_pressure_then_in_after_the_window(cluster: FakeCl
         assert event["type"] == "Normal"
         assert "2 -> 4" in event["message"]
         await wait_for(lambda: autoscaler_status(cluster).get("currentReplicas") == 4)
+        # the decision is stored before it is acted on (a crash in between must not lose it)
+        patches = cluster.patches(f"/llmdeployments/{NAME}/")
+        scale_at = next(i for i, (path, _) in enumerate(patches) if path.endswith("/scale"))
+        assert any(
+            path.endswith("/status")
+            and ((body or {}).get("status") or {}).get("autoscaler", {}).get("desiredReplicas") == 4
+            for path, body in patches[:scale_at]
+        ), patches
         labels = {"namespace": NS, "llmdeployment": NAME}
         assert sample(running, "kvscale_recommended_replicas", **labels) == 4
         print("\n--- after scale-out ---\n" + describe(cluster, NS, NAME))
         # load drops: 0.1 on 4 replicas -> 1 replica's worth, but the 4 s window holds first
         source.demand_replicas = 0.4
         await wait_for(lambda: deployment_replicas(cluster) == 3, timeout_s=15)
-        # the status patch lands after the scale patch (kopf applies it when the tick returns)
+        # the scale-down, as recorded in the stored history
         history = await wait_for(
             lambda: (
                 (h := autoscaler_status(cluster).get("history", []))

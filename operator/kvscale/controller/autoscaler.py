@@ -282,7 +282,10 @@ class Autoscaler:
         plan = plan_tick(
             spec, status, deployment=deployment, pods=pods, reading=reading, now_s=now_s
         )
-        if plan.scale_to is not None and not await self._scale(spec, namespace, name, plan):
+        if plan.scale_to is not None and not (
+            await self._record_intent(namespace, name, plan)
+            and await self._scale(spec, namespace, name, plan)
+        ):
             return
         self._write_tick(body, patch, plan, reading)
         self.metrics.record_decision(namespace, name, plan.decision, plan.counts, reading)
@@ -310,6 +313,21 @@ class Autoscaler:
         except KubeError as error:
             logger.warning("%s/%s: cannot read the workload: %s", namespace, name, error)
             return None
+
+    async def _record_intent(self, namespace: str, name: str, plan: TickPlan) -> bool:
+        """Store the decision (and the window of recommendations) before acting on it.
+
+        An operator killed between the scale and kopf's status patch at the end of the handler
+        would restart without the recommendation it acted on, and the stabilisation window
+        would let it undo its own scale-up at once. Written first, the restart finds it.
+        """
+        body = {"status": {"autoscaler": plan.autoscaler_status}}
+        try:
+            await self.kube.patch_merge(LLM_DEPLOYMENTS, namespace, name, body, "status")
+        except KubeError as error:
+            logger.warning("%s/%s: decision not recorded, not scaling: %s", namespace, name, error)
+            return False
+        return True
 
     async def _scale(
         self, spec: LLMDeploymentSpec, namespace: str, name: str, plan: TickPlan
