@@ -3,7 +3,6 @@ kube-apiserver, controller manager and scheduler, with kwok standing in for the 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from cluster import NODES_DIR, Cluster, existing_kubeconfig, load_node_manifests, read_versions
+from harness.kube import wait_for as poll_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +28,8 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout_s: float = WAIT_TIMEOUT_S) -> T:
-    """Poll until condition() is truthy and return it; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
+    """The harness's poll with this module's default timeout."""
+    return poll_until(condition, what, timeout_s, POLL_INTERVAL_S)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kvscale.scaling.types import Signals
+
 API_VERSION = "kvscale.dev/v1alpha1"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 CHAT_WORKLOAD: dict[str, Any] = {
@@ -38,3 +40,9 @@ def llmd_object(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, An
         "metadata": {"name": name, "namespace": namespace},
         "spec": copy.deepcopy(spec),
     }
+
+
+def signals(pods: int, reporting: int | None = None, **values: float | int | None) -> Signals:
+    """Scaling signals from `pods` expected pods, all reporting unless `reporting` says."""
+    observed = pods if reporting is None else reporting
+    return Signals(pods_expected=pods, pods_reporting=observed, **values)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from kvscale.scaling import (
     decide,
     reasons,
 )
+from samples import signals as sig
 
 NOW_S = 10_000.0
 BASE = ScalingConfig(
@@ -30,11 +31,6 @@ BASE = ScalingConfig(
     itl_p95_target_s=0.05,
     max_queue_wait_s=2.0,
 )
-
-
-def sig(pods: int, reporting: int | None = None, **values: float | int | None) -> Signals:
-    observed = pods if reporting is None else reporting
-    return Signals(pods_expected=pods, pods_reporting=observed, **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from kvscale.scaling import (
     decide,
     reasons,
 )
+from samples import signals as sig
 
 NOW_S = 50_000.0
 CONFIG = ScalingConfig(
@@ -35,11 +36,6 @@ CONFIG = ScalingConfig(
     max_scale_down_step=10,
 )
 NO_PREFILL = replace(CONFIG, prefill_tokens_per_s_per_replica=None)
-
-
-def sig(pods: int, reporting: int | None = None, **values: float | None) -> Signals:
-    seen = pods if reporting is None else reporting
-    return Signals(pods_expected=pods, pods_reporting=seen, **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
