@@ -347,7 +347,8 @@ class Autoscaler:
     def _write_tick(
         self, body: Mapping[str, Any], patch: Any, plan: TickPlan, reading: SignalsReading
     ) -> None:
-        patch.status["autoscaler"] = plan.autoscaler_status
+        if plan.scale_to is None:  # a scale already stored it (`_record_intent`)
+            patch.status["autoscaler"] = plan.autoscaler_status
         signals = reading.signals
         if signals is not None and signals.kv_usage_frac is not None:
             patch.status["kvUtilization"] = round(min(1.0, max(0.0, signals.kv_usage_frac)), 4)

@@ -346,18 +346,19 @@ def kv_pool_blocks(signals: Signals | None) -> int | None:
 
 def planned_kv_tokens_of(status: Mapping[str, Any]) -> int | None:
     """kvCacheTokens of the selected GPU type's plan in status (None when not planned)."""
-    tokens = _selected_plan_figure(status, "kvCacheTokens")
+    tokens = selected_plan_figure(status, "kvCacheTokens")
     return None if tokens is None else int(tokens)
 
 
 def planned_prefill_tokens_per_s_of(status: Mapping[str, Any]) -> float | None:
     """prefillTokensPerSecond of the selected GPU type's plan in status (None when unknown:
     a status written before the field existed, or a plan that does not fit)."""
-    rate = _selected_plan_figure(status, "prefillTokensPerSecond")
+    rate = selected_plan_figure(status, "prefillTokensPerSecond")
     return None if rate is None or rate <= 0 else float(rate)
 
 
-def _selected_plan_figure(status: Mapping[str, Any], key: str) -> int | float | None:
+def selected_plan_figure(status: Mapping[str, Any], key: str) -> int | float | None:
+    """A finite number from the selected GPU type's entry of status.plans (None otherwise)."""
     selected = status.get("selectedGpuType")
     for plan in status.get("plans") or []:
         if isinstance(plan, Mapping) and plan.get("gpuType") == selected:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kvscale.controller.autoscaler_status import EventText, PodFacts
+from kvscale.controller.autoscaler_status import EventText, PodFacts, selected_plan_figure
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
 from kvscale.controller.kube import DEPLOYMENTS, LLM_DEPLOYMENTS, KubeClient, NotFoundError
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH, LABEL_DEPLOYMENT, MANAGED_BY
@@ -128,12 +128,8 @@ def candidate_health(
 
 def planned_blocks_of(status: Mapping[str, Any]) -> int | None:
     """numBlocks of the selected GPU type's plan in status (None when not planned)."""
-    selected = status.get("selectedGpuType")
-    for plan in status.get("plans") or []:
-        if isinstance(plan, Mapping) and plan.get("gpuType") == selected:
-            blocks = plan.get("numBlocks")
-            return int(blocks) if isinstance(blocks, int | float) else None
-    return None
+    blocks = selected_plan_figure(status, "numBlocks")
+    return None if blocks is None else int(blocks)
 
 
 def encode_last_known_good(plan_hash: str, template: Mapping[str, Any]) -> str:

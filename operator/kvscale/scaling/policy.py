@@ -18,7 +18,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kvscale.scaling import guards, reasons
-from kvscale.scaling.terms import TERMS, Tick, learn_prefill_target
+from kvscale.scaling.terms import (
+    TERMS,
+    Tick,
+    allocation_failures,
+    latency_breaches,
+    learn_prefill_target,
+)
 from kvscale.scaling.types import (
     Decision,
     Mode,
@@ -165,24 +171,10 @@ def undo_regressed_scale_down(tick: Tick) -> StepResult | None:
 
 
 def _guardrail_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
-    """Allocation failures over their thresholds, latencies over target beyond the tolerance.
-
-    The latency tolerance is the SLO term's: a p95 read from coarse histogram buckets (vLLM's
-    TTFT buckets jump from 1 s to 2.5 s) lands a little over a target inside a bucket by
-    interpolation alone, and a reading the SLO term accepts must not undo a scale-down.
-    """
-    over = 1.0 + config.tolerance_frac
-    checks = (
-        ("preemptions", signals.preemptions_per_s, config.preemptions_per_s_threshold, "/s"),
-        ("rejections", signals.rejections_per_s, config.rejections_per_s_threshold, "/s"),
-        ("TTFT p95", signals.ttft_p95_s, _scaled(config.ttft_p95_target_s, over), "s"),
-        ("ITL p95", signals.itl_p95_s, _scaled(config.itl_p95_target_s, over), "s"),
-    )
-    return [
-        f"{name} {observed:.3g}{unit} > {limit:.3g}{unit}"
-        for name, observed, limit, unit in checks
-        if observed is not None and limit is not None and observed > limit
-    ]
+    """Allocation failures over their thresholds, latencies over target beyond the tolerance:
+    the same tests as the allocation-failure and SLO terms, so a reading those terms accept
+    (a p95 a little over target inside a coarse histogram bucket) cannot undo a scale-down."""
+    return allocation_failures(config, signals) + latency_breaches(config, signals)
 
 
 def _remember_regression(tick: Tick) -> ScalerState:
@@ -200,10 +192,6 @@ def _remember_regression(tick: Tick) -> ScalerState:
     config = tick.config
     cooldown_s = min(config.max_scale_down_cooldown_s, 2.0 * guards.effective_cooldown_s(tick))
     return replace(state, scale_down_cooldown_s=cooldown_s)
-
-
-def _scaled(limit: float | None, factor: float) -> float | None:
-    return None if limit is None else limit * factor
 
 
 def _track_starting(state: ScalerState, starting: int, now_s: float) -> ScalerState:

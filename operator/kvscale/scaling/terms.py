@@ -134,11 +134,10 @@ def propose_prefill_demand(tick: Tick) -> StepResult | None:
     The rate is a sum over reporting pods; missing pods can only understate it, so a result
     that would scale down while pods are missing holds.
     """
-    signals, config = tick.signals, tick.config
-    capacity = config.prefill_tokens_per_s_per_replica
-    rate = signals.prompt_tokens_per_s
-    if capacity is None or capacity <= 0 or rate is None or tick.current <= 0:
+    config, inputs = tick.config, prefill_inputs(tick)
+    if inputs is None or tick.current <= 0:
         return None
+    capacity, rate = inputs
     target, learned = effective_prefill_target(config, tick.state, tick.now_s)
     demand_replicas = max(0.0, rate) / (capacity * target)
     ratio = demand_replicas / tick.current
@@ -187,12 +186,11 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
     rejections, or a fleet held at max_replicas — or the lesson would keep replicas for an
     hour that the KV pool needed only for minutes.
     """
-    config, signals = tick.config, tick.signals
+    config, inputs = tick.config, prefill_inputs(tick)
     state = _track_breach(tick)
-    capacity = config.prefill_tokens_per_s_per_replica
-    rate = signals.prompt_tokens_per_s
-    if capacity is None or capacity <= 0 or rate is None or rate <= 0 or tick.current <= 0:
+    if inputs is None or inputs[1] <= 0 or tick.current <= 0:
         return state
+    capacity, rate = inputs
     if not (scale_down_undone or _settled_breach(tick, state)) or _kv_or_cap_explains(tick):
         return state
     utilization = rate / (capacity * tick.current)
@@ -206,9 +204,8 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
 
 def _kv_or_cap_explains(tick: Tick) -> bool:
     config, signals = tick.config, tick.signals
-    kv = signals.kv_usage_frac
-    kv_short = kv is not None and kv > config.target_kv_utilization_frac * (
-        1.0 + config.tolerance_frac
+    kv_short = beyond_tolerance(
+        signals.kv_usage_frac, config.target_kv_utilization_frac, config.tolerance_frac
     )
     capped = tick.current >= config.max_replicas
     return kv_short or capped or bool(allocation_failures(config, signals))
@@ -234,6 +231,12 @@ def _track_breach(tick: Tick) -> ScalerState:
     return state
 
 
+def beyond_tolerance(observed: float | None, limit: float | None, tolerance_frac: float) -> bool:
+    """observed > limit × (1 + tolerance): the dead band every over-target check shares (a p95
+    read from coarse histogram buckets crosses a target inside a bucket by interpolation)."""
+    return observed is not None and limit is not None and observed > limit * (1.0 + tolerance_frac)
+
+
 def latency_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
     """TTFT / ITL p95 above target beyond the tolerance (the SLO term's test)."""
     return [
@@ -242,9 +245,7 @@ def latency_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
             ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
             ("ITL", signals.itl_p95_s, config.itl_p95_target_s),
         )
-        if observed_s is not None
-        and target_s is not None
-        and observed_s > target_s * (1.0 + config.tolerance_frac)
+        if beyond_tolerance(observed_s, target_s, config.tolerance_frac)
     ]
 
 
@@ -274,12 +275,10 @@ def queue_harm(config: ScalingConfig, signals: Signals) -> str | None:
         ("queue time", signals.queue_time_p95_s, config.max_queue_wait_s),
         ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
     )
-    known = [(name, seen, limit) for name, seen, limit in checks if None not in (seen, limit)]
-    over = 1.0 + config.tolerance_frac
-    if not known:
+    if all(None in (seen, limit) for _, seen, limit in checks):
         return ""
-    for name, seen_s, limit_s in known:
-        if seen_s is not None and limit_s is not None and seen_s > limit_s * over:
+    for name, seen_s, limit_s in checks:
+        if beyond_tolerance(seen_s, limit_s, config.tolerance_frac):
             return f"{name} p95 {seen_s:.2f}s > {limit_s:.2f}s"
     return None
 
@@ -309,28 +308,28 @@ def _propose_for_waiting(tick: Tick) -> StepResult | None:
         # starting serve, and chasing it adds replicas that are not needed once they do.
         note = f"{message}; {tick.starting} replica(s) starting will drain it: holding"
         return StepResult("queue", tick.current, reasons.COLD_START_HOLD, note)
-    if prefill_rate_known(tick):
+    if prefill_inputs(tick) is not None:
         # The prefill term sizes the arrival rate; a queue on top of it is a residual that a
         # burst left behind, and one replica more is measured again next tick.
         return bump_one(tick, "queue", reasons.QUEUE, message)
     return StepResult("queue", needed, reasons.QUEUE, f"{message} → {needed}")
 
 
-def prefill_rate_known(tick: Tick) -> bool:
-    """The prefill-demand term has what it needs (capacity from the plan, prompt-token rate)."""
+def prefill_inputs(tick: Tick) -> tuple[float, float] | None:
+    """(prefill tokens/s per replica from the plan, prompt tokens/s now), or None when either
+    is unknown: then the prefill term abstains and nothing is learned."""
     capacity = tick.config.prefill_tokens_per_s_per_replica
-    return capacity is not None and capacity > 0 and tick.signals.prompt_tokens_per_s is not None
+    rate = tick.signals.prompt_tokens_per_s
+    if capacity is None or capacity <= 0 or rate is None:
+        return None
+    return capacity, rate
 
 
 def _propose_for_queue_time(tick: Tick) -> StepResult | None:
     signals, config = tick.signals, tick.config
     queue_p95_s = signals.queue_time_p95_s
     limit_s = config.max_queue_wait_s
-    if (
-        queue_p95_s is None
-        or limit_s is None
-        or queue_p95_s <= limit_s * (1.0 + config.tolerance_frac)
-    ):
+    if not beyond_tolerance(queue_p95_s, limit_s, config.tolerance_frac):
         return None
     message = f"queue time p95 {queue_p95_s:.2f}s > SLO {limit_s:.2f}s"
     return bump_one(tick, "queue", reasons.QUEUE, message)
