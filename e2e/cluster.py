@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -188,6 +189,28 @@ def existing_kubeconfig() -> Path | None:
     """The kubeconfig from KVSCALE_E2E_KUBECONFIG, or None to start a kwokctl cluster."""
     value = os.environ.get(EXISTING_KUBECONFIG_ENV, "").strip()
     return Path(value).expanduser() if value else None
+
+
+@contextmanager
+def open_cluster(keep_logs: Callable[[], bool]) -> Iterator[Cluster]:
+    """The cluster the suite and `make demo-cluster` run on.
+
+    With KVSCALE_E2E_KUBECONFIG set, that cluster as it is (checked, never started, changed or
+    deleted). Otherwise a kwokctl cluster started here from the cached binaries (the caller
+    ensures them) and deleted on exit, its logs kept when `keep_logs()` says so.
+    """
+    existing = existing_kubeconfig()
+    if existing is not None:
+        check_existing_cluster(existing)
+        yield Cluster(existing, new_api_client_factory(existing))
+        return
+    delete_stale_clusters()
+    name = session_cluster_name()
+    kubeconfig_path = start_cluster(name)
+    try:
+        yield Cluster(kubeconfig_path, new_api_client_factory(kubeconfig_path))
+    finally:
+        stop_cluster(name, keep_logs=keep_logs())
 
 
 def list_gpu_nodes(api_client: ApiClient) -> dict[str, str]:

@@ -14,14 +14,9 @@ import pytest
 from cluster import (
     Cluster,
     ClusterStartError,
-    check_existing_cluster,
-    delete_stale_clusters,
     ensure_binaries,
     existing_kubeconfig,
-    new_api_client_factory,
-    session_cluster_name,
-    start_cluster,
-    stop_cluster,
+    open_cluster,
 )
 
 SKIP_REASON_KEY = pytest.StashKey[str | None]()
@@ -57,29 +52,19 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     With KVSCALE_E2E_KUBECONFIG set, that cluster is used as it is: checked, never started,
     changed beforehand or deleted (e2e/kind/up.sh makes one with Docker).
     """
-    existing = existing_kubeconfig()
-    if existing is not None:
-        problem = None
-        try:
-            check_existing_cluster(existing)
-        except ClusterStartError as error:
-            problem = str(error)
-        if problem is not None:
-            pytest.fail(problem, pytrace=False)
-        yield Cluster(existing, new_api_client_factory(existing))
-        return
-    build_error = request.config.stash.get(BUILD_ERROR_KEY, None)
-    if build_error is not None:
-        pytest.fail(build_error)
-    skip_reason = request.config.stash.get(SKIP_REASON_KEY, None)
-    if skip_reason is not None:
-        pytest.skip(skip_reason)
-    delete_stale_clusters()
-    name = session_cluster_name()
-    kubeconfig_path = start_cluster(name)
+    if existing_kubeconfig() is None:
+        build_error = request.config.stash.get(BUILD_ERROR_KEY, None)
+        if build_error is not None:
+            pytest.fail(build_error)
+        skip_reason = request.config.stash.get(SKIP_REASON_KEY, None)
+        if skip_reason is not None:
+            pytest.skip(skip_reason)
     failures_before = request.session.testsfailed
-    yield Cluster(kubeconfig_path, new_api_client_factory(kubeconfig_path))
-    stop_cluster(name, keep_logs=request.session.testsfailed > failures_before)
+    try:
+        with open_cluster(lambda: request.session.testsfailed > failures_before) as cluster:
+            yield cluster
+    except ClusterStartError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 pytest_plugins = ["harness.fixtures"]

@@ -32,14 +32,9 @@ from kubernetes import client
 from cluster import (
     Cluster,
     ClusterStartError,
-    check_existing_cluster,
-    delete_stale_clusters,
     ensure_binaries,
     existing_kubeconfig,
-    new_api_client_factory,
-    session_cluster_name,
-    start_cluster,
-    stop_cluster,
+    open_cluster,
 )
 from harness.fixtures import Harness, running_stack
 from harness.kube import deployment_replicas, get_llmd
@@ -142,23 +137,13 @@ def _number(value: object) -> float | None:
 
 @contextmanager
 def demo_cluster() -> Iterator[Cluster]:
-    """The cluster to run on: KVSCALE_E2E_KUBECONFIG's, or one started (and stopped) here."""
-    existing = existing_kubeconfig()
-    if existing is not None:
-        check_existing_cluster(existing)
-        yield Cluster(existing, new_api_client_factory(existing))
-        return
-    skip_reason = ensure_binaries()
-    if skip_reason is not None:
-        raise ClusterStartError(skip_reason)
-    delete_stale_clusters()
-    name = session_cluster_name()
-    print(f"starting cluster {name} (kube-apiserver, controller-manager, scheduler, kwok)…")
-    kubeconfig_path = start_cluster(name)
-    try:
-        yield Cluster(kubeconfig_path, new_api_client_factory(kubeconfig_path))
-    finally:
-        stop_cluster(name, keep_logs=False)
+    """KVSCALE_E2E_KUBECONFIG's cluster, or one started here (building the binaries first)."""
+    if existing_kubeconfig() is None:
+        skip_reason = ensure_binaries()
+        if skip_reason is not None:
+            raise ClusterStartError(skip_reason)
+    with open_cluster(keep_logs=lambda: False) as cluster:
+        yield cluster
 
 
 def replay(harness: Harness, duration_s: float, interval_s: float) -> list[Row]:

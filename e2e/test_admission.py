@@ -18,7 +18,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from cluster import Cluster
+from harness.kube import crd_established, wait_for
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.api.policy import RolloutSpec
 from kvscale.api.validation import validate_documents
@@ -138,12 +138,6 @@ def build_manifest(case_id: str, edits: Mapping[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def is_established(api_client: ApiClient, name: str) -> bool:
-    crd = client.ApiextensionsV1Api(api_client).read_custom_resource_definition(name)
-    conditions = crd.status.conditions if crd.status is not None else None
-    return any(c.type == "Established" and c.status == "True" for c in conditions or [])
-
-
 def apply_crd(api_client: ApiClient) -> str:
     """Server-side apply the generated CRD (force: it is ours) and wait until it is served."""
     crd = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
@@ -155,11 +149,12 @@ def apply_crd(api_client: ApiClient) -> str:
         force=True,
         _content_type="application/apply-patch+yaml",
     )
-    deadline = time.monotonic() + ESTABLISHED_TIMEOUT_S
-    while not is_established(api_client, name):
-        if time.monotonic() > deadline:
-            pytest.fail(f"CRD {name} not Established after {ESTABLISHED_TIMEOUT_S:.0f} s")
-        time.sleep(POLL_INTERVAL_S)
+    wait_for(
+        lambda: crd_established(api_client, name),
+        f"CRD {name} Established",
+        ESTABLISHED_TIMEOUT_S,
+        POLL_INTERVAL_S,
+    )
     return name
 
 

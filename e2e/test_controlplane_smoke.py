@@ -12,15 +12,22 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from cluster import NODES_DIR, Cluster, existing_kubeconfig, load_node_manifests, read_versions
+from cluster import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    NODES_DIR,
+    Cluster,
+    existing_kubeconfig,
+    load_node_manifests,
+    read_versions,
+)
+from harness.kube import crd_established
 from harness.kube import wait_for as poll_until
 
 pytestmark = pytest.mark.e2e
 
 WAIT_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.25
-PRODUCT_LABEL = "nvidia.com/gpu.product"
-GPU_RESOURCE = "nvidia.com/gpu"
 FIELD_MANAGER = "kvscale-e2e-smoke"
 TEST_GROUP = "smoke.e2e.kvscale.dev"
 
@@ -63,7 +70,7 @@ def test_server_reports_the_pinned_kubernetes_version(api_client: ApiClient) -> 
 def test_fake_gpu_nodes_are_ready_with_labels_and_capacity(
     api_client: ApiClient, product: str, gpus_per_node: int
 ) -> None:
-    listed = client.CoreV1Api(api_client).list_node(label_selector=f"{PRODUCT_LABEL}={product}")
+    listed = client.CoreV1Api(api_client).list_node(label_selector=f"{GPU_PRODUCT_LABEL}={product}")
     # The base nodes of e2e/nodes/ only: the scenario harness adds larger nodes of its own.
     base_names = {m["metadata"]["name"] for m in load_node_manifests(NODES_DIR)}
     nodes = [n for n in listed.items if n.metadata is not None and n.metadata.name in base_names]
@@ -94,7 +101,7 @@ def gpu_deployment(name: str, replicas: int, product: str) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"nodeSelector": {PRODUCT_LABEL: product}, "containers": [container]},
+                "spec": {"nodeSelector": {GPU_PRODUCT_LABEL: product}, "containers": [container]},
             },
         },
     }
@@ -125,7 +132,7 @@ def list_pod_scheduled_reasons(api_client: ApiClient, namespace: str, app: str) 
 
 
 def sum_gpus_by_node(api_client: ApiClient, product: str) -> dict[str, int]:
-    nodes = client.CoreV1Api(api_client).list_node(label_selector=f"{PRODUCT_LABEL}={product}")
+    nodes = client.CoreV1Api(api_client).list_node(label_selector=f"{GPU_PRODUCT_LABEL}={product}")
     gpus_by_node = {}
     for node in nodes.items:
         assert node.metadata is not None and node.status is not None
@@ -205,12 +212,6 @@ def range_crd() -> dict[str, Any]:
     }
 
 
-def is_established(api_client: ApiClient, name: str) -> bool:
-    crd = client.ApiextensionsV1Api(api_client).read_custom_resource_definition(name)
-    assert crd.status is not None
-    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-
-
 @pytest.mark.parametrize(
     ("bounds", "accepted"),
     [({"min": 1, "max": 4}, True), ({"min": 2, "max": 2}, True), ({"min": 5, "max": 1}, False)],
@@ -227,7 +228,7 @@ def test_crd_cel_rule_is_enforced_by_the_apiserver(
     except ApiException as error:
         if error.status != 409:  # created by an earlier parameter of this test
             raise
-    wait_for(lambda: is_established(api_client, crd["metadata"]["name"]), "CRD Established")
+    wait_for(lambda: crd_established(api_client, crd["metadata"]["name"]), "CRD Established")
     body = {
         "apiVersion": f"{TEST_GROUP}/v1",
         "kind": "Range",

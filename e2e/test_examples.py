@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from cluster import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from harness.fixtures import Harness
 from harness.kube import (
     condition_of,
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 READY_TIMEOUT_S = 120.0
-PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def load_examples() -> list[dict[str, Any]]:
@@ -86,13 +86,13 @@ def check_managed(
     argv = [*(container.command or []), *(container.args or [])]
     blocks, max_len = engine_view(argv, spec, selected, tmp)
     assert (blocks, max_len) == (gpu_plan["numBlocks"], spec["maxContextLength"]), (name, argv)
-    gpus = int(container.resources.limits["nvidia.com/gpu"])
+    gpus = int(container.resources.limits[GPU_RESOURCE])
     assert gpus == (spec.get("placement") or {}).get("gpusPerReplica", 1), name
     pods = running_pods(api, namespace, f"llmd={name}")
     replicas = (spec.get("scaling") or {}).get("minReplicas", 1)
     assert len(pods) == replicas, name
     labels = node_labels(api, [p.spec.node_name for p in pods])
-    products = {labels[p.spec.node_name][PRODUCT_LABEL] for p in pods}
+    products = {labels[p.spec.node_name][GPU_PRODUCT_LABEL] for p in pods}
     assert products <= set(find_gpu(selected).label_values), (name, products)
 
 

@@ -28,12 +28,12 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from cluster import GPU_PRODUCT_LABEL
 from harness.kube import get_llmd
 from harness.prom import free_loopback_port
 from kvscale.capacity import find_gpu
 
 LABEL_LLMD = "llmd"
-PRODUCT_LABEL = "nvidia.com/gpu.product"
 POLL_S = 0.5
 STOP_TIMEOUT_S = 5.0
 DEFAULT_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds when it sets none
@@ -217,7 +217,7 @@ class EngineRunner:
         engine = spec.get("engine") or {}
         container = _engine_container(pod, (spec.get("targetRef") or {}).get("container"))
         node = client.CoreV1Api(api).read_node(pod.spec.node_name)
-        product = (node.metadata.labels or {}).get(PRODUCT_LABEL, "")
+        product = (node.metadata.labels or {}).get(GPU_PRODUCT_LABEL, "")
         argv = [
             "--engine",
             str(engine.get("name") or "vllm"),
@@ -277,18 +277,12 @@ def _engine_container(pod: Any, name: str | None) -> Any:
 
 
 def wait_engines_listening(engines: list[Engine], timeout_s: float = 30.0) -> None:
-    """Block until every engine answers /health (a simulator takes ~1 s to import and plan)."""
-    import urllib.error
-    import urllib.request
-
+    """Block until every engine accepts connections (a simulator takes ~1 s to import and plan;
+    it binds its port only once its app has started)."""
     deadline = time.monotonic() + timeout_s
     for engine in engines:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{engine.url}/health", timeout=1):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline or engine.process.poll() is not None:
-                    log = engine.log_path.read_text(encoding="utf-8", errors="replace")
-                    raise AssertionError(f"engine for {engine.pod} not listening:\n{log}") from None
-                time.sleep(0.2)
+        while not engine.accepts_connections():
+            if time.monotonic() > deadline or engine.process.poll() is not None:
+                log = engine.log_path.read_text(encoding="utf-8", errors="replace")
+                raise AssertionError(f"engine for {engine.pod} not listening:\n{log}")
+            time.sleep(0.2)

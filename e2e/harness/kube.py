@@ -62,6 +62,13 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def crd_established(api: ApiClient, name: str) -> bool:
+    """The CRD reports Established=True (its kind is served)."""
+    crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+    conditions = crd.status.conditions if crd.status is not None else None
+    return any(c.type == "Established" and c.status == "True" for c in conditions or [])
+
+
 def get_llmd(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
     obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name

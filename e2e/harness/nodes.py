@@ -14,9 +14,14 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from cluster import NODES_DIR, create_nodes, load_node_manifests, wait_until_schedulable
-
-PRODUCT_LABEL = "nvidia.com/gpu.product"
+from cluster import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    NODES_DIR,
+    create_nodes,
+    load_node_manifests,
+    wait_until_schedulable,
+)
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,13 @@ def build_node(template: dict[str, Any], name: str, shape: NodeShape) -> dict[st
     meta["labels"].update(
         {
             "kubernetes.io/hostname": name,
-            PRODUCT_LABEL: shape.product,
+            GPU_PRODUCT_LABEL: shape.product,
             "nvidia.com/gpu.count": str(shape.gpus),
             "nvidia.com/gpu.memory": str(shape.memory_mib),
         }
     )
     for key in ("capacity", "allocatable"):
-        status[key]["nvidia.com/gpu"] = str(shape.gpus)
+        status[key][GPU_RESOURCE] = str(shape.gpus)
     for key in ("bootID", "machineID", "systemUUID"):
         status["nodeInfo"][key] = name
     return node
@@ -54,7 +59,8 @@ def build_node(template: dict[str, Any], name: str, shape: NodeShape) -> dict[st
 
 def add_nodes(api: ApiClient, prefix: str, shape: NodeShape, count: int) -> list[str]:
     """Create `count` nodes named `<prefix>-<i>` and wait until they are Ready."""
-    templates = {m["metadata"]["labels"][PRODUCT_LABEL]: m for m in load_node_manifests(NODES_DIR)}
+    base = load_node_manifests(NODES_DIR)
+    templates = {m["metadata"]["labels"][GPU_PRODUCT_LABEL]: m for m in base}
     manifests = [
         build_node(templates[shape.template_product], f"{prefix}-{i}", shape) for i in range(count)
     ]
