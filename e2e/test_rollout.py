@@ -4,7 +4,6 @@ last-known-good template; the operator killed mid-scale resumes without scaling 
 from __future__ import annotations
 
 import time
-import urllib.request
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from harness.scenario import (
     describe_llmd,
     start_llmd,
     start_trace_load,
+    wait_engines_idle,
     wait_replicas,
 )
 from harness.specs import autoscaler_status, history_of, llmd_manifest
@@ -50,19 +50,6 @@ def template_hash(api: ApiClient, namespace: str, name: str) -> str:
 def engine_args(api: ApiClient, namespace: str, name: str) -> list[str]:
     deployment = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     return list(deployment.spec.template.spec.containers[0].args or [])
-
-
-def engine_idle(url: str) -> bool:
-    """No request running or waiting on a simulated engine (its own /metrics)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
-        text = response.read().decode()
-    busy = [
-        line
-        for line in text.splitlines()
-        if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))
-        and float(line.rsplit(" ", 1)[1]) > 0
-    ]
-    return not busy
 
 
 def test_guardrail_breach_rolls_back_to_last_known_good(
@@ -142,8 +129,7 @@ def test_operator_killed_mid_scale_resumes_without_scaling_twice(
         e2e.operator.kill()  # SIGKILL right after the decision, before the pods are up
     finally:
         driver.stop()
-    engines = e2e.engines.engines_of(namespace, name)
-    wait_for(lambda: all(engine_idle(e.url) for e in engines), "engines drained", TIMEOUT_S)
+    wait_engines_idle(e2e, namespace, name)
     before = get_llmd(api, namespace, name)
     history_before = history_of(before)
     e2e.operator.start()

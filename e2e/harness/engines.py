@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,12 @@ from kvscale.capacity import find_gpu
 LABEL_LLMD = "llmd"
 POLL_S = 0.5
 STOP_TIMEOUT_S = 5.0
+BUSY_GAUGES = (  # requests running / waiting, vLLM and SGLang names
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "sglang:num_running_reqs",
+    "sglang:num_queue_reqs",
+)
 DEFAULT_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds when it sets none
 
 
@@ -64,6 +71,21 @@ class Engine:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.05).close()
                 self.listening = True
         return self.listening and self.process.poll() is None
+
+    def idle(self) -> bool:
+        """No request running or waiting (its own /metrics: no scrape or rate-window lag).
+        An engine that exited serves nothing; one that does not answer is not known idle."""
+        if self.process.poll() is not None:
+            return True
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return False
+        return not any(
+            line.startswith(BUSY_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0
+            for line in text.splitlines()
+        )
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is None:

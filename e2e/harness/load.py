@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from kvscale.sim.traces import Trace, default_azure_path, load_azure, slice_trace
+from kvscale.sim.traces import FloatArray, Trace, default_azure_path, load_azure, slice_trace
 
-IDLE_POLL_S = 0.2
+TICK_S = 0.02  # wall seconds between looks at the trace clock
 
 
 def azure_conv_slice(start_s: float = 600.0, duration_s: float = 600.0) -> Trace:
@@ -56,23 +57,19 @@ class LoadDriver:
         tasks: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             robin = itertools.count()
-            n = len(self.trace.arrival_s)
-            for i in itertools.cycle(range(n)):
-                if self._stop.is_set():
-                    break
-                while self.rate <= 0 and not self._stop.is_set():
-                    await asyncio.sleep(IDLE_POLL_S)
+            async for i in self._arrivals():
                 urls = self.targets()
                 if urls:
                     url = urls[next(robin) % len(urls)]
                     task = asyncio.create_task(self._send(session, url, i))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                gap_s = float(self.trace.arrival_s[(i + 1) % n] - self.trace.arrival_s[i])
-                await asyncio.sleep(max(0.0, gap_s) / max(self.rate, 1e-6))
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _arrivals(self) -> AsyncIterator[int]:
+        return trace_clock(self.trace.arrival_s, lambda: self.rate, self._stop)
 
     async def _send(self, session: aiohttp.ClientSession, url: str, i: int) -> None:
         output = int(self.trace.output_tokens[i])
@@ -88,6 +85,35 @@ class LoadDriver:
                     self.failed += 1
         except (aiohttp.ClientError, TimeoutError):
             self.failed += 1
+
+
+async def trace_clock(
+    arrival_s: Sequence[float] | FloatArray,
+    rate: Callable[[], float],
+    stop: threading.Event,
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncIterator[int]:
+    """Yield trace indices (cycling) when their arrival time comes on a trace clock that runs
+    at `rate()` times the wall clock, read afresh every tick: a pause (rate 0) takes effect at
+    once, even in the middle of a long gap, and nothing is yielded once `stop` is set."""
+    first_s, last_s = float(arrival_s[0]), float(arrival_s[-1])
+    cycle_s = (last_s - first_s) * len(arrival_s) / max(1, len(arrival_s) - 1)  # + a mean gap
+    trace_now_s = first_s
+    last = now()
+    for cycle in itertools.count():
+        for i, at_s in enumerate(arrival_s):
+            due_s = float(at_s) + cycle * cycle_s
+            while trace_now_s < due_s or rate() <= 0:
+                if stop.is_set():
+                    return
+                await sleep(TICK_S)
+                wall_s = now()
+                trace_now_s += (wall_s - last) * max(0.0, rate())
+                last = wall_s
+            if stop.is_set():
+                return
+            yield i
 
 
 def start_burst(url: str, count: int, prompt_tokens: int, output_tokens: int) -> threading.Thread:

@@ -11,6 +11,7 @@ from kubernetes.client import ApiClient
 from harness.engines import Engine, wait_engines_listening
 from harness.fixtures import Harness
 from harness.kube import (
+    WaitTimeoutError,
     create_llmd,
     deployment_replicas,
     get_llmd,
@@ -22,6 +23,9 @@ from harness.load import LoadDriver, azure_conv_slice
 from harness.specs import BASE_SPEC, autoscaler_status
 
 READY_TIMEOUT_S = 90.0
+# One L4 serving the backlog of conversation turns it queued while new replicas started:
+# ~2 min seen at the trace's own rate (ITL ~0.6 s with prefill chunks in every step).
+DRAIN_TIMEOUT_S = 300.0
 
 
 def start_llmd(e2e: Harness, api: ApiClient, namespace: str, manifest: dict[str, Any]) -> str:
@@ -63,6 +67,17 @@ def wait_engines(e2e: Harness, namespace: str, name: str, count: int) -> list[En
     return wait_for(enough, f"{count} simulated engines for {name}", READY_TIMEOUT_S)
 
 
+def wait_engines_idle(e2e: Harness, namespace: str, name: str) -> float:
+    """Wait until every engine of the LLMDeployment has served its requests; the seconds it took."""
+    started = time.monotonic()
+    wait_for(
+        lambda: all(engine.idle() for engine in e2e.engines.engines_of(namespace, name)),
+        f"the engines of {name} to serve their backlog (no request running or waiting)",
+        DRAIN_TIMEOUT_S,
+    )
+    return time.monotonic() - started
+
+
 def wait_replicas(
     api: ApiClient, namespace: str, name: str, predicate: Any, what: str, timeout_s: float
 ) -> int:
@@ -72,7 +87,19 @@ def wait_replicas(
         desired, ready = deployment_replicas(api, namespace, name)
         return desired if predicate(desired) and ready == desired else None
 
-    return int(wait_for(check, what, timeout_s))
+    try:
+        return int(wait_for(check, what, timeout_s))
+    except WaitTimeoutError as error:
+        raise WaitTimeoutError(f"{error}\n{last_decision(api, namespace, name)}") from None
+
+
+def last_decision(api: ApiClient, namespace: str, name: str) -> str:
+    """The autoscaler's last decision and signals, for a failure message."""
+    status = autoscaler_status(get_llmd(api, namespace, name))
+    return (
+        f"last decision: {status.get('reason')}: {status.get('message')}\n"
+        f"signals: {status.get('signals')}\nhistory: {status.get('history')}"
+    )
 
 
 def decisions_since(

@@ -3,25 +3,17 @@ and the live view's rows. The stack itself is the e2e suite's, exercised there."
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-E2E_DIR = Path(__file__).resolve().parents[2] / "e2e"
-
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(E2E_DIR))
-    try:
-        import demo_cluster
+def demo(e2e_importable: Path) -> ModuleType:
+    import demo_cluster
 
-        yield demo_cluster
-    finally:
-        sys.path.remove(str(E2E_DIR))
+    return demo_cluster
 
 
 PROFILE = ((0.0, 1.0), (0.5, 3.0), (1.0, 0.0))
