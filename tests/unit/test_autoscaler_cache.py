@@ -9,8 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.controller.autoscaler import SignalsCache, plan_tick
+from kvscale.controller.autoscaler import plan_tick
 from kvscale.controller.autoscaler_metrics import AutoscalerMetrics
+from kvscale.controller.signals_cache import SignalsCache
 from kvscale.metrics import DeploymentKey, DeploymentTarget, SignalsReading
 from kvscale.scaling import Signals
 from samples import llama8b_spec

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kvscale.cli import build_parser
+
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
 )
@@ -93,6 +95,20 @@ def test_replicas_peer_unless_single(
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert ("--standalone" in args) is standalone
     assert len(by_kind(objects, "CustomResourceDefinition")) == peering_crds
+
+
+@pytest.mark.parametrize(
+    ("values", "log_format", "all_namespaces", "standalone"),
+    [(DEFAULT, "text", True, False), ({**SINGLE, "logFormat": "json"}, "json", False, True)],
+)
+def test_operator_args_are_what_kvscale_run_accepts(
+    values: dict[str, Any], log_format: str, all_namespaces: bool, standalone: bool
+) -> None:
+    (deployment,) = by_kind(render(values), "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.log_format == log_format
+    assert (parsed.all_namespaces, parsed.standalone) == (all_namespaces, standalone)
 
 
 def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """`kvscale run`: the operator (kopf, in-process) with settings from `KVSCALE_*` variables.
 
 Command-line flags override the environment: `--namespace` (repeatable) / `--all-namespaces`,
-`--peering NAME`, `--standalone`, `--verbose`.
+`--peering NAME`, `--standalone`, `--verbose`, `--log-format text|json`. Log lines about one
+LLMDeployment start with `[namespace/name]` (text) or carry it as `object` (JSON).
 """
 
 from __future__ import annotations
@@ -9,11 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 from typing import Any
 
 from kvscale.cli.common import CliError
+
+LOG_FORMATS = ("text", "json")
+
+
+def configure_logging(log_format: str, *, verbose: bool) -> None:
+    """kopf's formatters: they know the object a record is about (`[namespace/name]` in text,
+    an `object` key in JSON); a plain logging.Formatter would drop it."""
+    import kopf
+
+    if log_format == "json":
+        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +53,13 @@ def register(subparsers: Any) -> None:
         "--standalone", action="store_true", help="no peering: for one replica or local runs"
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default): [time] logger [level] [namespace/name] message; json: one object"
+        " per line for log pipelines",
+    )
     parser.set_defaults(func=run)
 
 
@@ -62,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.standalone:
         peering = dataclasses.replace(peering, standalone=True)
     settings = dataclasses.replace(settings, watch=watch, peering=peering)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_format, verbose=args.verbose)
     from kvscale.controller.telemetry import OperatorMetrics
 
     metrics = OperatorMetrics()

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
+from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling import reasons
@@ -318,14 +319,7 @@ def scaling_condition(decision: Decision, auto: bool) -> ConditionUpdate:
     return ConditionUpdate(SCALING_ACTIVE, TRUE, ScalingReason.ACTING, text)
 
 
-@dataclass(frozen=True)
-class EventText:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-def scale_event(decision: Decision, current: int, auto: bool) -> EventText | None:
+def scale_event(decision: Decision, current: int, auto: bool) -> EventNote | None:
     """The Event for a replica change (None when nothing changes or nothing is applied).
 
     In recommend mode nothing is applied, so there is no Event: the recommendation is in
@@ -336,7 +330,7 @@ def scale_event(decision: Decision, current: int, auto: bool) -> EventText | Non
     direction = "up" if decision.replicas > current else "down"
     kind = "Warning" if decision.reason == reasons.SCALE_DOWN_REVERTED else "Normal"
     message = f"scaled {direction} {current} -> {decision.replicas}: {decision.message}"
-    return EventText(kind, decision.reason, message[:1024])
+    return EventNote(kind, decision.reason, message[:1024])
 
 
 def kv_pool_blocks(signals: Signals | None) -> int | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from kvscale.controller.events import post_event
 from kvscale.controller.kube import (
     CLUSTER_PEERINGS,
     LLM_DEPLOYMENTS,
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def _post_events(body: kopf.Body, outcome: Outcome) -> None:
     for note in outcome.events:
-        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+        post_event(body, note)
 
 
 async def run_reconcile(ctl: Controller, trigger: str, body: kopf.Body) -> None:

@@ -21,6 +21,7 @@ from kvscale.api.status import Condition
 from kvscale.controller import builders, conditions
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate, Reason
 from kvscale.controller.desired import Desired, SpecInvalidError, compute_desired
+from kvscale.controller.events import EventNote
 from kvscale.controller.kube import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -35,15 +36,6 @@ from kvscale.engines.argdiff import describe_arg_changes
 
 JsonDict = dict[str, Any]
 SCRAPE_CACHE_S = 300.0  # how long "is the PodMonitor CRD served?" is remembered
-
-
-@dataclass(frozen=True)
-class EventNote:
-    """A Kubernetes Event to post about the LLMDeployment."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

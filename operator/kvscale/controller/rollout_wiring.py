@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kvscale.controller.autoscaler_status import EventText, PodFacts, selected_plan_figure
+from kvscale.controller.autoscaler_status import PodFacts, selected_plan_figure
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
+from kvscale.controller.events import EventNote
 from kvscale.controller.kube import DEPLOYMENTS, LLM_DEPLOYMENTS, KubeClient, NotFoundError
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH, LABEL_DEPLOYMENT, MANAGED_BY
 from kvscale.scaling import reasons
@@ -155,7 +156,7 @@ class RolloutStep:
     status: JsonDict
     annotation: str | None = None  # new last-known-good annotation value to write
     condition: ConditionUpdate | None = None
-    event: EventText | None = None
+    event: EventNote | None = None
     restore_template: JsonDict | None = None  # patch the Deployment back to this template
     rolled_back: bool = False
 
@@ -207,11 +208,11 @@ def _start_or_refuse(
     verdict, state = on_spec_change(state, running, good, state.baseline, now_s)
     if verdict.action is RolloutAction.REFUSE:
         restore = stored[1] if stored is not None and stored[0] == good else None
-        event = EventText("Warning", verdict.reason, verdict.message[:1024])
+        event = EventNote("Warning", verdict.reason, verdict.message[:1024])
         condition = ConditionUpdate(ROLLED_BACK, TRUE, verdict.reason, verdict.message[:4096])
         status = dump_rollout_state(state, verdict)
         return RolloutStep(status, None, condition, event, restore), state
-    event = EventText("Normal", ROLLOUT_STARTED, verdict.message[:1024])
+    event = EventNote("Normal", ROLLOUT_STARTED, verdict.message[:1024])
     condition = ConditionUpdate(ROLLED_BACK, FALSE, reasons.ROLLOUT_BAKING, verdict.message[:4096])
     return RolloutStep(dump_rollout_state(state, verdict), None, condition, event), state
 
@@ -231,11 +232,11 @@ def _after_evaluation(
         message = verdict.message
         if restore is None:
             message += "; the last-known-good template is not stored: restore it by hand"
-        event = EventText("Warning", verdict.reason, message[:1024])
+        event = EventNote("Warning", verdict.reason, message[:1024])
         condition = ConditionUpdate(ROLLED_BACK, TRUE, verdict.reason, message[:4096])
         return RolloutStep(status, None, condition, event, restore, rolled_back=True)
     if verdict.action is RolloutAction.PROMOTE:
-        event = EventText("Normal", verdict.reason, verdict.message[:1024])
+        event = EventNote("Normal", verdict.reason, verdict.message[:1024])
         condition = ConditionUpdate(ROLLED_BACK, FALSE, verdict.reason, verdict.message[:4096])
         annotation = encode_last_known_good(running, template)
         return RolloutStep(status, annotation, condition, event)
