@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -258,3 +259,36 @@ def test_configmap_ref_outside_the_file_skips_the_fit_check_with_a_note():
 )
 def test_format_path(loc: tuple[int | str, ...], expected: str):
     assert format_path(loc) == expected
+
+
+ONE_REQUEST_ITL = re.compile(r"(\w+): spec\.slo\.itlP95Seconds 0\.005 s is below the ([\d.]+) s")
+
+
+def test_an_slo_no_candidate_meets_alone_names_spec_slo_and_each_gpus_floor():
+    """Memory fits everywhere; the ITL target is tighter than one request gets on any of them."""
+    spec = with_changes({"slo.itlP95Seconds": 0.005, "placement.gpuTypes": ["l4", "l40s", "h100"]})
+    result = validate_document(doc(spec))
+    (problem,) = result.problems
+    assert problem.path == "spec.slo"
+    assert "relax spec.slo" in problem.fix
+    floors = {gpu: float(s) for gpu, s in ONE_REQUEST_ITL.findall(problem.message)}
+    assert set(floors) == {"l4", "l40s", "h100"}
+    assert all(floor > 0.005 for floor in floors.values())
+    # decode is memory-bound: the floor follows HBM bandwidth (L4 < L40S < H100)
+    assert floors["l4"] > floors["l40s"] > floors["h100"]
+
+
+def test_an_slo_only_the_fastest_candidate_meets_selects_it():
+    """Just above the H100's one-request floor: the H100 serves some requests, the others none."""
+    probe = validate_document(
+        doc(with_changes({"slo.itlP95Seconds": 0.005, "placement.gpuTypes": ["h100"]}))
+    )
+    (h100_floor,) = [float(s) for _, s in ONE_REQUEST_ITL.findall(probe.problems[0].message)]
+    itl = round(h100_floor * 1.2, 4)
+    spec = with_changes({"slo.itlP95Seconds": itl, "placement.gpuTypes": ["l4", "l40s", "h100"]})
+    result = validate_document(doc(spec))
+    assert result.ok, result.problems
+    assert result.plan is not None and result.plan.selected_gpu_type == "h100"
+    refused = {p.gpu_type: p.reason for p in result.plan.plans if p.safe_concurrency == 0}
+    assert set(refused) == {"l4", "l40s"}
+    assert all(f"itlP95Seconds {itl:g} s is below" in reason for reason in refused.values())

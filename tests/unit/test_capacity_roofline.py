@@ -96,3 +96,18 @@ def test_replicas_follow_littles_law() -> None:
     assert verdict.replicas_for_peak is not None and low.replicas_for_peak is not None
     assert verdict.replicas_for_peak >= low.replicas_for_peak >= 1
     assert verdict.replicas_for_peak > 1  # 50 req/s x multi-second requests >> 28 slots
+
+
+def test_one_request_floors_bound_every_slo_and_mark_the_unattainable() -> None:
+    plan = _plan(kv_cache_memory_bytes=60 * GIB)
+    free = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, None))  # type: ignore[arg-type]
+    assert free.itl_at_safe_s is not None and free.ttft_p95_prompt_s is not None
+    # one request alone is the fastest a replica gets
+    assert 0 < free.itl_one_request_s < free.itl_at_safe_s
+    assert 0 < free.ttft_one_request_s <= free.ttft_p95_prompt_s
+    # a target a hair above the floor admits at least one request, a hair below none
+    above = SloTargets(free.ttft_one_request_s * 1.01, free.itl_one_request_s * 1.01)
+    below = SloTargets(None, free.itl_one_request_s * 0.99)
+    assert estimate_safe_concurrency(plan, PROFILE, above).safe_concurrency >= 1  # type: ignore[arg-type]
+    refused = estimate_safe_concurrency(plan, PROFILE, below)  # type: ignore[arg-type]
+    assert refused.safe_concurrency == 0 and refused.limited_by == "slo"

@@ -26,6 +26,7 @@ from kvscale.capacity import (
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.capacity.types import (
     CapacityPlan,
+    ConcurrencyVerdict,
     GpuSpec,
     ModelGeometry,
     PlanRequest,
@@ -276,10 +277,7 @@ def _plan_one(
     safe = float(verdict.safe_concurrency) if plan.fits else 0.0
     reason = plan.reason
     if plan.fits and safe <= 0:
-        reason = (
-            f"no safe concurrency (limited by {verdict.limited_by}); fix: relax spec.slo,"
-            " lower kvCache.headroomFraction or choose a faster GPU type"
-        )
+        reason = _no_safe_concurrency(spec, verdict)
     status = GpuPlanStatus(
         gpu_type=gpu_type,
         kv_bytes_per_token=plan.kv_bytes_per_token,
@@ -302,6 +300,28 @@ def _plan_one(
         warnings=list(plan.warnings),
     )
     return status, plan
+
+
+def _no_safe_concurrency(spec: LLMDeploymentSpec, verdict: ConcurrencyVerdict) -> str:
+    """Why a GPU type that holds the model serves no request safely, with the numbers."""
+    slo = spec.slo
+    unmet = []
+    if verdict.itl_one_request_s > slo.itl_p95_seconds:
+        unmet.append(
+            f"spec.slo.itlP95Seconds {slo.itl_p95_seconds:g} s is below the"
+            f" {verdict.itl_one_request_s:.3g} s per token of one request alone"
+        )
+    if verdict.ttft_one_request_s > slo.ttft_p95_seconds:
+        unmet.append(
+            f"spec.slo.ttftP95Seconds {slo.ttft_p95_seconds:g} s is below the"
+            f" {verdict.ttft_one_request_s:.3g} s to prefill a p95 prompt alone"
+        )
+    if unmet:
+        return "; ".join(unmet) + "; fix: relax spec.slo or choose a faster GPU type"
+    return (
+        f"no safe concurrency (limited by {verdict.limited_by}); fix: relax spec.slo,"
+        " lower kvCache.headroomFraction or choose a faster GPU type"
+    )
 
 
 def _usd_per_concurrency(plan: GpuPlanStatus) -> float | None:

@@ -240,14 +240,24 @@ def validate_document(
     except SpecError as exc:
         return DocumentResult(index, name, (Problem(exc.path, exc.problem, exc.fix),), spec)
     if plan.selected_gpu_type is None:
-        problem = Problem(
-            "spec.placement.gpuTypes",
-            f"does not fit on any candidate GPU type ({plan.selection_reason})",
-            "add a GPU type with more memory, raise gpusPerReplica, use kvCache.dtype fp8"
-            " or lower maxContextLength",
-        )
-        return DocumentResult(index, name, (problem,), spec, plan)
+        return DocumentResult(index, name, (_no_fit_problem(plan),), spec, plan)
     return DocumentResult(index, name, (), spec, plan, notes=plan.warnings)
+
+
+def _no_fit_problem(plan: DeploymentPlanResult) -> Problem:
+    """Memory everywhere too small, or the model fits but the SLO refuses every candidate."""
+    if plan.plans and all(p.fits for p in plan.plans):
+        return Problem(
+            "spec.slo",
+            f"no candidate GPU type meets it ({plan.selection_reason})",
+            "relax spec.slo to what the fastest candidate gets, or add a faster GPU type",
+        )
+    return Problem(
+        "spec.placement.gpuTypes",
+        f"does not fit on any candidate GPU type ({plan.selection_reason})",
+        "add a GPU type with more memory, raise gpusPerReplica, use kvCache.dtype fp8"
+        " or lower maxContextLength",
+    )
 
 
 class ManifestError(ValueError):

@@ -113,4 +113,6 @@ def estimate_safe_concurrency(
         usd_per_hour_per_replica=price * plan.request.tensor_parallel if price else None,
         itl_at_safe_s=itl,
         ttft_p95_prompt_s=ttft,
+        itl_one_request_s=roof.decode_step_s(1, ctx),
+        ttft_one_request_s=ttft_s(roof, plan, p95_prompt, 1, ctx),
     )

@@ -181,3 +181,6 @@ class ConcurrencyVerdict:
     usd_per_hour_per_replica: float | None
     itl_at_safe_s: float | None
     ttft_p95_prompt_s: float | None
+    # what one request alone gets: an SLO tighter than these cannot be met at any concurrency
+    itl_one_request_s: float
+    ttft_one_request_s: float  # for the p95 prompt
