@@ -26,8 +26,9 @@ def format_plan_line(plan: GpuPlanStatus, selected: bool) -> str:
         return f"{head} not usable: {plan.reason}"
     return (
         f"{head} kv {plan.kv_bytes_per_token} B/token, {plan.kv_cache_tokens} tokens,"
-        f" max concurrency {plan.max_concurrency:g}, safe {plan.safe_concurrency:g}"
-        f" (limited by {plan.limited_by}), {plan.replicas_for_peak} replica(s) for peak, {price}"
+        f" {plan.max_concurrency:g} requests at full context, safe {plan.safe_concurrency:g}"
+        f" at the workload's p95 lengths (limited by {plan.limited_by}),"
+        f" {plan.replicas_for_peak} replica(s) for peak, {price}"
     )
 
 
