@@ -292,3 +292,31 @@ def test_an_slo_only_the_fastest_candidate_meets_selects_it():
     refused = {p.gpu_type: p.reason for p in result.plan.plans if p.safe_concurrency == 0}
     assert set(refused) == {"l4", "l40s"}
     assert all(f"itlP95Seconds {itl:g} s is below" in reason for reason in refused.values())
+
+
+SUGGESTED_CHUNK = re.compile(r"spec\.engine\.maxNumBatchedTokens ≤ (\d+)")
+
+
+def _prefill_warnings(spec: dict[str, Any]) -> list[str]:
+    result = validate_document(doc(spec))
+    assert result.ok and result.plan is not None, result.problems
+    (plan,) = result.plan.plans
+    return [w for w in plan.warnings if "prefills a p95 prompt" in w]
+
+
+def test_the_suggested_prefill_chunk_clears_the_itl_warning():
+    """8192-token steps on an H100 make ITL p95 ~0.1 s; the chunk the warning names fixes it."""
+    spec = with_changes({"slo.itlP95Seconds": 0.08, "placement.gpuTypes": ["h100"]})
+    (warning,) = _prefill_warnings(spec)
+    assert "spec.slo.itlP95Seconds 0.08" in warning
+    chunk = int(SUGGESTED_CHUNK.findall(warning)[0])
+    assert 0 < chunk < 8192
+    assert _prefill_warnings({**spec, "engine": {"maxNumBatchedTokens": chunk}}) == []
+    # one grain more is still too slow: the suggestion is the largest that works
+    too_big = {**spec, "engine": {"maxNumBatchedTokens": chunk + 256}}
+    assert _prefill_warnings(too_big)
+
+
+def test_a_loose_itl_target_gets_no_prefill_warning():
+    spec = with_changes({"slo.itlP95Seconds": 1.0, "placement.gpuTypes": ["h100"]})
+    assert _prefill_warnings(spec) == []

@@ -14,6 +14,12 @@ from kvscale.capacity import (
     find_model,
     plan_capacity,
 )
+from kvscale.capacity.concurrency import (
+    CHUNK_GRAIN_TOKENS,
+    chunk_meeting_itl,
+    decode_context_tokens,
+    mixed_step_s,
+)
 from kvscale.capacity.roofline import Roofline, roofline_for
 
 ROOF = Roofline(
@@ -111,3 +117,38 @@ def test_one_request_floors_bound_every_slo_and_mark_the_unattainable() -> None:
     assert estimate_safe_concurrency(plan, PROFILE, above).safe_concurrency >= 1  # type: ignore[arg-type]
     refused = estimate_safe_concurrency(plan, PROFILE, below)  # type: ignore[arg-type]
     assert refused.safe_concurrency == 0 and refused.limited_by == "slo"
+
+
+def test_a_step_that_also_prefills_is_slower_and_a_smaller_chunk_meets_the_target() -> None:
+    plan = _plan(kv_cache_memory_bytes=60 * GIB)  # H100, 8192-token steps
+    roof = roofline_for(plan)  # type: ignore[arg-type]
+    free = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, None))  # type: ignore[arg-type]
+    assert free.itl_with_prefill_at_safe_s is not None and free.itl_at_safe_s is not None
+    assert free.itl_with_prefill_at_safe_s > free.itl_at_safe_s
+    assert free.chunk_for_itl_tokens is None  # no ITL target, nothing to suggest
+    # a target between the decode step and the prefill step: a smaller chunk is suggested
+    target = (free.itl_at_safe_s + free.itl_with_prefill_at_safe_s) / 2
+    verdict = estimate_safe_concurrency(plan, PROFILE, SloTargets(None, target))  # type: ignore[arg-type]
+    chunk = verdict.chunk_for_itl_tokens
+    assert chunk is not None and chunk < plan.max_num_batched_tokens  # type: ignore[attr-defined]
+    assert chunk % CHUNK_GRAIN_TOKENS == 0
+    batch, ctx = verdict.safe_concurrency, decode_context_tokens(PROFILE)
+    assert mixed_step_s(roof, batch, ctx, PROFILE.p95_input_tokens, chunk) <= target
+    # ... and it is the largest such chunk
+    bigger = chunk + CHUNK_GRAIN_TOKENS
+    assert mixed_step_s(roof, batch, ctx, PROFILE.p95_input_tokens, bigger) > target
+
+
+def test_no_chunk_is_suggested_when_even_the_smallest_misses_the_itl_target() -> None:
+    plan = _plan(kv_cache_memory_bytes=60 * GIB)
+    roof = roofline_for(plan)  # type: ignore[arg-type]
+    floor = roof.decode_step_s(8, 8 * decode_context_tokens(PROFILE))
+    found = chunk_meeting_itl(
+        roof,
+        batch=8,
+        ctx=decode_context_tokens(PROFILE),
+        prompt_tokens=4000,
+        chunk_tokens=8192,
+        itl_s=floor * 0.999,
+    )
+    assert found is None

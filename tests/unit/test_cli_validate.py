@@ -120,3 +120,19 @@ def test_missing_file_is_a_cli_error(tmp_path, capsys):
     code = main(["validate", "-f", str(tmp_path / "nope.yaml")])
     assert code == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_each_gpu_types_warnings_are_printed_under_its_line(tmp_path, capsys):
+    """A tight ITL target: the planner's prefill-step warning shows under the GPU it is about."""
+    text = VALID.format(min=1, max=3).replace(
+        "  scaling:", "  slo: {itlP95Seconds: 0.03, ttftP95Seconds: 5}\n  scaling:"
+    )
+    code, out, _ = run_validate(tmp_path, text, capsys)
+    assert code == 0
+    warned, gpu = [], None
+    for line in out.splitlines():
+        if line.startswith("      warning: a step that prefills a p95 prompt"):
+            warned.append(gpu)
+        elif not line.startswith("      "):
+            gpu = line.split(":")[0].strip(" *")
+    assert warned and set(warned) <= {"l40s", "h100_sxm_80gb"}, out

@@ -297,9 +297,34 @@ def _plan_one(
         prefill_tokens_per_second=(
             round(prefill_capacity_tokens_per_s(plan), 1) if plan.fits else None
         ),
-        warnings=list(plan.warnings),
+        warnings=[*plan.warnings, *_prefill_step_warning(spec, plan, verdict)],
     )
     return status, plan
+
+
+def _prefill_step_warning(
+    spec: LLMDeploymentSpec, plan: CapacityPlan, verdict: ConcurrencyVerdict
+) -> list[str]:
+    """Steps that prefill a prompt while the safe batch decodes, slower than the ITL target."""
+    step_s = verdict.itl_with_prefill_at_safe_s
+    target_s = spec.slo.itl_p95_seconds
+    if step_s is None or step_s <= target_s:
+        return []
+    head = (
+        f"a step that prefills a p95 prompt ({plan.max_num_batched_tokens}-token chunks)"
+        f" while {verdict.safe_concurrency} requests decode takes ~{step_s:.3g} s, above"
+        f" spec.slo.itlP95Seconds {target_s:g}: ITL p95 breaches when prompts arrive often"
+    )
+    chunk = verdict.chunk_for_itl_tokens
+    if chunk is None:
+        return [f"{head}; fix: relax spec.slo.itlP95Seconds or choose a faster GPU type"]
+    seqs = ""
+    if chunk < plan.max_num_seqs:  # vLLM refuses a step budget below its sequence cap
+        seqs = f" and spec.engine.maxNumSeqs ≤ {chunk}"
+    return [
+        f"{head}; fix: spec.engine.maxNumBatchedTokens ≤ {chunk}{seqs}"
+        " (prompts then take more steps: TTFT grows)"
+    ]
 
 
 def _no_safe_concurrency(spec: LLMDeploymentSpec, verdict: ConcurrencyVerdict) -> str:

@@ -4,6 +4,12 @@ KV bound: how many requests the block pool holds at once (worst case every reque
 max_model_len; typical case at the declared p95 request). SLO bound: the largest batch whose
 roofline decode step meets the ITL target and whose p95 prompt still meets the TTFT target
 while that batch decodes. The safe figure is the smallest bound less a headroom fraction.
+
+The SLO bound uses the pure decode step. Under steady arrivals some steps also prefill a
+prompt (chunked prefill puts up to `max_num_batched_tokens` prompt tokens beside the decode
+batch), and those steps set the decoding requests' ITL p95 when they are frequent. The verdict
+reports that step at the safe batch and, when it misses the ITL target, the largest chunk that
+would meet it (`chunk_for_itl_tokens`): the planner warns, it does not change the engine's chunk.
 """
 
 from __future__ import annotations
@@ -31,6 +37,30 @@ def _largest_true(predicate: Callable[[int], bool], upper: int) -> int:
         else:
             hi = mid
     return lo
+
+
+CHUNK_GRAIN_TOKENS = 256  # suggested prefill chunks are multiples of this
+
+
+def mixed_step_s(
+    roof: Roofline, batch: int, ctx: int, prompt_tokens: int, chunk_tokens: int
+) -> float:
+    """A step that prefills (a chunk of) a `prompt_tokens` prompt beside `batch` decoding
+    sequences of `ctx` tokens; the chunk is the step's token budget less the decode tokens."""
+    prefill = max(1, min(chunk_tokens - batch, prompt_tokens))
+    return roof.step_time_s(prefill, batch, batch * ctx + prefill)
+
+
+def chunk_meeting_itl(
+    roof: Roofline, *, batch: int, ctx: int, prompt_tokens: int, chunk_tokens: int, itl_s: float
+) -> int | None:
+    """The largest chunk below `chunk_tokens`, a multiple of CHUNK_GRAIN_TOKENS, whose mixed
+    step at `batch` meets `itl_s`; None when even the smallest does not."""
+    top = (chunk_tokens - 1) // CHUNK_GRAIN_TOKENS * CHUNK_GRAIN_TOKENS
+    for chunk in range(top, 0, -CHUNK_GRAIN_TOKENS):
+        if chunk > batch and mixed_step_s(roof, batch, ctx, prompt_tokens, chunk) <= itl_s:
+            return chunk
+    return None
 
 
 def decode_context_tokens(profile: WorkloadProfile) -> int:
@@ -92,6 +122,18 @@ def estimate_safe_concurrency(
     if bounds[limited_by] >= 1:
         safe = max(safe, 1)
     itl = roof.decode_step_s(safe, safe * ctx) if safe else None
+    chunk = plan.max_num_batched_tokens
+    mixed = mixed_step_s(roof, safe, ctx, p95_prompt, chunk) if safe else None
+    chunk_for_itl = None
+    if mixed is not None and slo.itl_p95_s is not None and mixed > slo.itl_p95_s:
+        chunk_for_itl = chunk_meeting_itl(
+            roof,
+            batch=safe,
+            ctx=ctx,
+            prompt_tokens=p95_prompt,
+            chunk_tokens=chunk,
+            itl_s=slo.itl_p95_s,
+        )
     ttft = ttft_s(roof, plan, p95_prompt, safe, ctx) if safe else None
     replicas = None
     if profile.peak_requests_per_s is not None and safe:
@@ -114,5 +156,7 @@ def estimate_safe_concurrency(
         itl_at_safe_s=itl,
         ttft_p95_prompt_s=ttft,
         itl_one_request_s=roof.decode_step_s(1, ctx),
+        itl_with_prefill_at_safe_s=mixed,
+        chunk_for_itl_tokens=chunk_for_itl,
         ttft_one_request_s=ttft_s(roof, plan, p95_prompt, 1, ctx),
     )

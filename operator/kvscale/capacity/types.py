@@ -184,3 +184,8 @@ class ConcurrencyVerdict:
     # what one request alone gets: an SLO tighter than these cannot be met at any concurrency
     itl_one_request_s: float
     ttft_one_request_s: float  # for the p95 prompt
+    # a step that also prefills (a chunk of) a p95 prompt, at the safe batch: the ITL p95 of
+    # a replica under steady arrivals; and a smaller chunk that meets the ITL target when that
+    # step misses it (None: it meets it, or no chunk does)
+    itl_with_prefill_at_safe_s: float | None
+    chunk_for_itl_tokens: int | None

@@ -45,6 +45,8 @@ def print_result(result: DocumentResult, path: str, out: TextIO, err: TextIO) ->
                 "  " + format_plan_line(gpu_plan, gpu_plan.gpu_type == plan.selected_gpu_type),
                 file=out,
             )
+            for warning in gpu_plan.warnings:
+                print(f"      warning: {warning}", file=out)
         print(f"  selected {plan.selection_reason}", file=out)
     for note in result.notes:
         print(f"  note: {note}", file=out)
