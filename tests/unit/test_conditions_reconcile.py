@@ -163,3 +163,18 @@ async def test_model_geometry_from_a_configmap(
     assert conditions_of(outcome.status)["Planned"] == planned
     message = next(c["message"] for c in outcome.status["conditions"] if c["type"] == "Planned")
     assert mentions in message
+
+
+async def test_deployment_warnings_reach_the_status_and_clear_when_resolved() -> None:
+    """maxReplicas below what the declared peak needs is said in status.warnings (kubectl shows
+    it), and a later plan without it writes an empty list so the merge patch clears it."""
+    ctl = controller(MemoryKube())
+    busy = {**SPEC, "workload": {**SPEC["workload"], "peakRequestsPerSecond": 400}}
+    capped = {**busy, "scaling": {"minReplicas": 1, "maxReplicas": 2}}
+    outcome = await reconcile(ctl, body(capped))
+    (warning,) = [w for w in outcome.status["warnings"] if "maxReplicas" in w]
+    assert warning.startswith("spec.scaling.maxReplicas 2 is below the ")
+    roomy = {**busy, "scaling": {"minReplicas": 1, "maxReplicas": 1000}}
+    outcome = await reconcile(ctl, body(roomy, outcome.status))
+    assert not [w for w in outcome.status["warnings"] if "maxReplicas" in w]
+    assert isinstance(outcome.status["warnings"], list)

@@ -321,6 +321,13 @@ class LLMDeploymentStatus(StatusModel):
     engine_args: list[_Line] = Field(
         default_factory=list, description="The rendered engine arguments.", max_length=256
     )
+    warnings: list[_Line] = Field(
+        default_factory=list,
+        description="What the planner and the engine renderer warn about for the selected GPU"
+        " type, e.g. maxReplicas below what the declared peak needs (each GPU type's own"
+        " warnings are in plans[].warnings).",
+        max_length=32,
+    )
     engine_image: str | None = Field(
         default=None, description="The engine image in use.", max_length=512
     )

@@ -111,6 +111,7 @@ def compute_desired(
         ],
         "selectedGpuType": result.selected_gpu_type,
         "selectionReason": result.selection_reason,
+        "warnings": list(result.warnings),
     }
     planned = ConditionUpdate(PLANNED, TRUE, Reason.PLAN_COMPUTED, result.selection_reason)
     if selected is None:
