@@ -215,7 +215,7 @@ async def test_guardrail_breach_restores_the_last_known_good_template(
             lambda: (c := condition(cluster, "RolledBack")) and c["status"] == "True" and c
         )
         assert rolled["reason"] == "PreemptionRateRegressed"
-        assert "2.00/s > 0.50/s" in rolled["message"]
+        assert "2/s > 0.5/s" in rolled["message"]
         await wait_for(lambda: template_hash(cluster) == good)
         (event,) = await wait_for(lambda: cluster.events(NS, "PreemptionRateRegressed"))
         assert event["type"] == "Warning"

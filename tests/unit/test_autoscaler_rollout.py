@@ -181,7 +181,7 @@ def test_breach_during_bake_restores_the_stored_template() -> None:
     assert state.refused_hashes == (BAD,)
     assert out.condition is not None
     assert (out.condition.status, out.condition.reason) == ("True", "PreemptionRateRegressed")
-    assert "2.00/s > 0.50/s" in out.condition.message
+    assert "2/s > 0.5/s" in out.condition.message
     assert out.event is not None and out.event.type == "Warning"
 
 

@@ -216,7 +216,7 @@ def test_unchanged_spec_is_a_no_op() -> None:
 def test_rollback_message_carries_the_numbers() -> None:
     health = RolloutHealth(healthy_signals(preemptions_per_s=2.0))
     verdict, _ = evaluate_rollout(baking(), GUARDS, health, T0 + 60)
-    assert verdict.message == "rolled back new to good: preemptions 2.00/s > 0.50/s (before: 0/s)"
+    assert verdict.message == "rolled back new to good: preemptions 2/s > 0.5/s (before: 0/s)"
     assert [(b.observed, b.limit) for b in verdict.breaches] == [(2.0, 0.5)]
 
 

@@ -285,7 +285,7 @@ def _rate_breaches(
             and observed <= before * guardrails.baseline_factor_max
         ):
             continue  # already over the limit before the change, and not much worse
-        detail = f"{name} {observed:.2f}/s > {limit:.2f}/s (before: {_fmt(before, '/s')})"
+        detail = f"{name} {observed:.3g}/s > {limit:g}/s (before: {_fmt(before, '/s')})"
         found.append(Breach(reason, observed, limit, detail))
     return found
 

@@ -357,13 +357,11 @@ def allocation_failures(config: ScalingConfig, signals: Signals) -> list[str]:
     preemptions = signals.preemptions_per_s
     if preemptions is not None and preemptions > config.preemptions_per_s_threshold:
         findings.append(
-            f"preemptions {preemptions:.2f}/s > {config.preemptions_per_s_threshold:.2f}/s"
+            f"preemptions {preemptions:.3g}/s > {config.preemptions_per_s_threshold:g}/s"
         )
     rejections = signals.rejections_per_s
     if rejections is not None and rejections > config.rejections_per_s_threshold:
-        findings.append(
-            f"rejections {rejections:.2f}/s > {config.rejections_per_s_threshold:.2f}/s"
-        )
+        findings.append(f"rejections {rejections:.3g}/s > {config.rejections_per_s_threshold:g}/s")
     return findings
 
 
