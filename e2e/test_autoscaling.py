@@ -26,13 +26,13 @@ from harness.scenario import (
     wait_replicas,
 )
 from harness.specs import autoscaler_status, history_of, llmd_manifest
+from kvscale.scaling.terms import SIGNAL_WINDOW_S
 
 pytestmark = pytest.mark.e2e
 
 SCALE_TIMEOUT_S = 120.0
 DECISION_INTERVAL_S = 5.0  # spec.scaling.intervalSeconds of the manifests
 TIMER_SLACK_S = 2.5  # the operator's timer tick (KVSCALE_SCALING_INTERVAL_S)
-RATE_WINDOW_S = 60.0  # the operator's rate/quantile window: how long a latency breach lingers
 
 
 def test_load_ramp_scales_out_then_in_only_after_the_stabilisation_window(
@@ -91,14 +91,14 @@ def test_load_ramp_scales_out_then_in_only_after_the_stabilisation_window(
         # the KV pool (rightly) keeps the fleet, so the scale-in clock starts once it drained.
         drain_s = wait_engines_idle(e2e, namespace, name)
         drained = time.monotonic()
-        # then the latency quantiles forget the backlog (one rate window) and the window runs
+        # then the latency quantiles forget the backlog (one signal window) and the window runs
         wait_replicas(
             api,
             namespace,
             name,
             lambda n: n == 1,
             "scale-in to 1 after the backlog drained",
-            RATE_WINDOW_S + window_s + SCALE_TIMEOUT_S,
+            SIGNAL_WINDOW_S + window_s + SCALE_TIMEOUT_S,
         )
         scaled_in = time.monotonic()
     finally:

@@ -4,7 +4,6 @@ hold (the target utilisation is 1.0, so the KV term never asks for more replicas
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import pytest
 from kubernetes.client import ApiClient
@@ -23,16 +22,6 @@ DECISION_INTERVAL_S = 5.0
 NEXT_TICK_BOUND_S = DECISION_INTERVAL_S + 2.5 + 2.5 + 2.0
 
 
-def preemptions_total(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:num_preemptions_total")
-    )
-
-
 def test_preemption_burst_scales_up_on_the_next_tick(
     e2e: Harness, api: ApiClient, namespace: str
 ) -> None:
@@ -49,7 +38,12 @@ def test_preemption_burst_scales_up_on_the_next_tick(
     (engine,) = e2e.engines.engines_of(namespace, name)
     # 60 requests of 500 + 400 tokens: they all start, then outgrow the 35,952-token pool
     burst = start_burst(engine.url, 60, 500, 400)
-    wait_for(lambda: preemptions_total(engine.url) > 0, "the engine preempting", TIMEOUT_S, 0.2)
+    wait_for(
+        lambda: (engine.metric_sum(engine.metrics.preemptions) or 0) > 0,
+        "the engine preempting",
+        TIMEOUT_S,
+        0.2,
+    )
     first_preemption_s = time.time()
     wait_replicas(api, namespace, name, lambda n: n > 1, "scale-up", TIMEOUT_S)
     burst.join(timeout=1)

@@ -28,21 +28,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import GPU_PRODUCT_LABEL
 from harness.kube import get_llmd
 from harness.prom import free_loopback_port
 from kvscale.capacity import find_gpu
+from kvscale.engines import EngineMetrics, metric_queries
 
 LABEL_LLMD = "llmd"
 POLL_S = 0.5
 STOP_TIMEOUT_S = 5.0
-BUSY_GAUGES = (  # requests running / waiting, vLLM and SGLang names
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "sglang:num_running_reqs",
-    "sglang:num_queue_reqs",
-)
 DEFAULT_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds when it sets none
 
 
@@ -57,6 +53,7 @@ class Engine:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics: EngineMetrics  # the series names its engine release exposes
     grace_s: float = DEFAULT_GRACE_S
     listening: bool = False  # set once its port accepted a connection
 
@@ -77,14 +74,22 @@ class Engine:
         An engine that exited serves nothing; one that does not answer is not known idle."""
         if self.process.poll() is not None:
             return True
+        busy = self.metric_sum(self.metrics.num_requests_running, self.metrics.num_requests_waiting)
+        return busy == 0
+
+    def metric_sum(self, *names: str | None) -> float | None:
+        """The sum of the named series on the engine's own /metrics (None: no answer)."""
         try:
             with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
                 text = response.read().decode()
         except OSError:
-            return False
-        return not any(
-            line.startswith(BUSY_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0
-            for line in text.splitlines()
+            return None
+        wanted = {name for name in names if name}
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in wanted
         )
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
@@ -211,7 +216,8 @@ class EngineRunner:
             if error.status == 404:
                 return None
             raise
-        argv = self._engine_argv(api, pod, llmd)
+        release = engine_release(llmd)
+        argv = self._engine_argv(api, pod, llmd, release)
         port = free_loopback_port()
         log_path = self.work_dir / f"{namespace}_{name}.log"
         with log_path.open("wb") as log:
@@ -230,21 +236,24 @@ class EngineRunner:
             port,
             process,
             log_path,
+            metric_queries(*release),
             DEFAULT_GRACE_S if grace_s is None else float(grace_s),
         )
 
-    def _engine_argv(self, api: ApiClient, pod: Any, llmd: dict[str, Any]) -> list[str]:
+    def _engine_argv(
+        self, api: ApiClient, pod: Any, llmd: dict[str, Any], release: tuple[str, str]
+    ) -> list[str]:
         """Our simulator's flags followed by `--` and the pod's engine command line."""
         spec = llmd.get("spec") or {}
-        engine = spec.get("engine") or {}
+        engine, version = release
         container = _engine_container(pod, (spec.get("targetRef") or {}).get("container"))
         node = client.CoreV1Api(api).read_node(pod.spec.node_name)
         product = (node.metadata.labels or {}).get(GPU_PRODUCT_LABEL, "")
         argv = [
             "--engine",
-            str(engine.get("name") or "vllm"),
+            engine,
             "--engine-version",
-            str(engine.get("version") or "0.11.0"),
+            version,
             "--sim-gpu",
             find_gpu(product).id,
             "--time-scale",
@@ -269,6 +278,12 @@ class EngineRunner:
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups), encoding="utf-8")
         tmp.replace(self.targets_file)  # atomic: Prometheus never reads half a file
+
+
+def engine_release(llmd: dict[str, Any]) -> tuple[str, str]:
+    """The engine name and version an LLMDeployment runs (the CRD's defaults when unset)."""
+    engine = (llmd.get("spec") or {}).get("engine") or {}
+    return str(engine.get("name") or "vllm"), str(engine.get("version") or "0.11.0")
 
 
 def _sim_command(engine_argv: list[str], port: int) -> list[str]:

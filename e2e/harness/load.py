@@ -57,7 +57,7 @@ class LoadDriver:
         tasks: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             robin = itertools.count()
-            async for i in self._arrivals():
+            async for i in trace_clock(self.trace.arrival_s, lambda: self.rate, self._stop):
                 urls = self.targets()
                 if urls:
                     url = urls[next(robin) % len(urls)]
@@ -67,9 +67,6 @@ class LoadDriver:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _arrivals(self) -> AsyncIterator[int]:
-        return trace_clock(self.trace.arrival_s, lambda: self.rate, self._stop)
 
     async def _send(self, session: aiohttp.ClientSession, url: str, i: int) -> None:
         output = int(self.trace.output_tokens[i])

@@ -46,9 +46,11 @@ def mixed_step_s(
     roof: Roofline, batch: int, ctx: int, prompt_tokens: int, chunk_tokens: int
 ) -> float:
     """A step that prefills (a chunk of) a `prompt_tokens` prompt beside `batch` decoding
-    sequences of `ctx` tokens; the chunk is the step's token budget less the decode tokens."""
+    sequences of `ctx` tokens; the chunk is the step's token budget less the decode tokens.
+    Costed at the prompt's full length (its last chunk reads the whole prompt): the slowest
+    such step, what a p95 sees, and each step of `ttft_s`."""
     prefill = max(1, min(chunk_tokens - batch, prompt_tokens))
-    return roof.step_time_s(prefill, batch, batch * ctx + prefill)
+    return roof.step_time_s(prefill, batch, batch * ctx + prompt_tokens)
 
 
 def chunk_meeting_itl(
@@ -70,10 +72,8 @@ def decode_context_tokens(profile: WorkloadProfile) -> int:
 
 def ttft_s(roof: Roofline, plan: CapacityPlan, prompt_tokens: int, batch: int, ctx: int) -> float:
     """Chunked prefill of one prompt while `batch` sequences of `ctx` tokens keep decoding."""
-    chunk = max(plan.max_num_batched_tokens - batch, 1)
-    steps = math.ceil(prompt_tokens / chunk)
-    per_step = roof.step_time_s(min(chunk, prompt_tokens), batch, batch * ctx + prompt_tokens)
-    return steps * per_step
+    steps = math.ceil(prompt_tokens / max(plan.max_num_batched_tokens - batch, 1))
+    return steps * mixed_step_s(roof, batch, ctx, prompt_tokens, plan.max_num_batched_tokens)
 
 
 def _kv_bound(plan: CapacityPlan, tokens: int) -> int:

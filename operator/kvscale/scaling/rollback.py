@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from kvscale.scaling import reasons
+from kvscale.scaling.terms import rate_over
 from kvscale.scaling.types import Signals
 
 MAX_REFUSED_HASHES = 16  # refused spec hashes kept (bounded state in CR status)
@@ -285,7 +286,7 @@ def _rate_breaches(
             and observed <= before * guardrails.baseline_factor_max
         ):
             continue  # already over the limit before the change, and not much worse
-        detail = f"{name} {observed:.3g}/s > {limit:g}/s (before: {_fmt(before, '/s')})"
+        detail = f"{rate_over(name, observed, limit)} (before: {_fmt(before, '/s')})"
         found.append(Breach(reason, observed, limit, detail))
     return found
 

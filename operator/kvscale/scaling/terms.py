@@ -353,16 +353,21 @@ def propose_allocation_failure(tick: Tick) -> StepResult | None:
 
 def allocation_failures(config: ScalingConfig, signals: Signals) -> list[str]:
     """Preemptions and engine rejections above their thresholds, with the numbers."""
-    findings: list[str] = []
-    preemptions = signals.preemptions_per_s
-    if preemptions is not None and preemptions > config.preemptions_per_s_threshold:
-        findings.append(
-            f"preemptions {preemptions:.3g}/s > {config.preemptions_per_s_threshold:g}/s"
-        )
-    rejections = signals.rejections_per_s
-    if rejections is not None and rejections > config.rejections_per_s_threshold:
-        findings.append(f"rejections {rejections:.3g}/s > {config.rejections_per_s_threshold:g}/s")
-    return findings
+    checks = (
+        ("preemptions", signals.preemptions_per_s, config.preemptions_per_s_threshold),
+        ("rejections", signals.rejections_per_s, config.rejections_per_s_threshold),
+    )
+    return [
+        rate_over(name, observed, limit)
+        for name, observed, limit in checks
+        if observed is not None and observed > limit
+    ]
+
+
+def rate_over(name: str, observed_per_s: float, limit_per_s: float) -> str:
+    """'preemptions 0.104/s > 0.1/s': the observed rate to 3 digits, the limit as configured
+    (the scaling terms and the rollback guardrails word a rate breach alike)."""
+    return f"{name} {observed_per_s:.3g}/s > {limit_per_s:g}/s"
 
 
 def propose_slo(tick: Tick) -> StepResult | None:
