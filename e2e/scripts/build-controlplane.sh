@@ -195,6 +195,15 @@ install_kwok() {
   kwok_stamp >"$KWOK_BIN_DIR/.stamp"
 }
 
+# One build at a time per cache: a second caller (CI's early background build and the e2e
+# fixture, or two sessions) waits for the first and then finds everything cached.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/.build.lock"
+if ! flock -n 9; then
+  log "another build holds $CACHE_DIR/.build.lock; waiting for it"
+  flock 9
+fi
+
 log "control plane: k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION; cache $CACHE_DIR/bin"
 build_etcd
 build_kubernetes
