@@ -27,8 +27,8 @@ from kvscale.capacity import (
     plan_capacity,
 )
 from kvscale.capacity.catalog import parse_number
+from kvscale.capacity.rules import vllm_rules
 from kvscale.capacity.types import CapacityPlan, ModelGeometry
-from kvscale.capacity.versions import vllm_rules
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
 
