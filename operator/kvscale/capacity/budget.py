@@ -69,7 +69,7 @@ def check_utilization(value: float, field: str) -> float:
     return value
 
 
-def _activation_v1(
+def _activation_vllm(
     request: PlanRequest, rules: v.VllmRules, mnbt: int, seqs: int
 ) -> tuple[int, SamplerPath]:
     model = request.model
@@ -131,11 +131,10 @@ def vllm_budget(request: PlanRequest) -> Budget:
     mnbt, seqs = _vllm_batch(request, rules, total)
     weights, notes = weights_per_rank_bytes(request)
     tp = request.tensor_parallel
-    path: SamplerPath | None = None
-    if rules.v1:
-        activation, path = _activation_v1(request, rules, mnbt, seqs)
-    else:
-        activation = _activation_forward_bytes(request.model, mnbt, tp)
+    # V1 and V0 alike profile one forward pass over MNBT tokens, then sample min(seqs, MNBT)
+    # rows with top-k/top-p on (V0: vllm/worker/model_runner.py profile_run, the sort path)
+    activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
+    path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = int(rules.non_torch_tp1_gib * GIB)
     if tp > 1:
         non_torch += v.NON_TORCH_TP_EXTRA_BYTES
