@@ -169,6 +169,8 @@ def _mode_b(
         "measure": measure, "observed": observed, "gated": excluded is None,
     }  # fmt: skip
     path = plan.sampler_path.value if plan.sampler_path else "-"
+    if request.engine == "vllm" and plan.sampler_path is None:
+        path = "sort (V0)"  # V0 samples on the sort path, charged like V1's
     result = RowResult(
         **common, mode=mode, predicted=predicted, note=excluded or note, path=path,  # type: ignore[arg-type]
         unit_bytes=unit, non_torch_bytes=plan.non_torch_bytes,
