@@ -120,8 +120,8 @@ def _non_torch_class(request: PlanRequest) -> str:
     tp_class = "tp1" if request.tensor_parallel == 1 else "tp>1"
     if request.engine != "vllm":
         return f"{request.engine} {tp_class}"
-    rules = vllm_rules(request.engine_version, request.vllm_v0)
-    return f"vllm>={rules.since} {tp_class}"
+    rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
+    return f"vllm non-torch {rules.non_torch_tp1_gib:g} GiB {tp_class}"
 
 
 def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: float) -> float:
@@ -146,7 +146,10 @@ def _mode_b(
     excluded = MODE_B_EXCLUDED.get((row["source"], row["model"]))
     avail = parse_number(row["available_kv_gib"])
     found: tuple[str, float, float, float] | None = None
-    if avail is not None and "-" not in row["available_kv_gib"].split("-")[0][1:]:
+    # The pool is the minimum over ranks: a GiB figure one rank logged is not the pool when
+    # the row says its tokens are the minimum over ranks (V0 samples on the driver rank only).
+    one_rank = "min over ranks" in row["notes"]
+    if avail is not None and not one_rank and "-" not in row["available_kv_gib"].split("-")[0][1:]:
         found = ("kv_gib", plan.available_kv_bytes / GIB, avail, GIB)
     else:
         for measure, observed in observed_measures(row):
@@ -168,7 +171,7 @@ def _mode_b(
         "index": index, "label": _label(row, request), "source": source_of(row),
         "measure": measure, "observed": observed, "gated": excluded is None,
     }  # fmt: skip
-    path = plan.sampler_path.value if plan.sampler_path else "-"
+    path = plan.sampler_path.value if plan.sampler_path else "n/a"
     if request.engine == "vllm" and plan.sampler_path is None:
         path = "sort (V0)"  # V0 samples on the sort path, charged like V1's
     result = RowResult(
