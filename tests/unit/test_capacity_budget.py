@@ -187,3 +187,12 @@ def test_free_fraction_engines(engine: str, frac: float, block: int) -> None:
     free_after = 80 * GIB - 15 * GIB - plan.activation_bytes - plan.non_torch_bytes
     assert plan.available_kv_bytes == int(free_after * frac)
     assert plan.block_size_tokens == block
+
+
+def test_observed_non_kv_replaces_sglangs_weights_too() -> None:
+    # SGLang: pool = mfs x free at start - (weights, or what the engine was seen to hold)
+    base = _request(engine="sglang", engine_version="0.4.9", gpu_memory_utilization=0.9)
+    estimated = plan_capacity(base)
+    observed = plan_capacity(replace(base, observed_non_kv_bytes=16 * GIB))
+    assert estimated.available_kv_bytes - observed.available_kv_bytes == 16 * GIB - 15 * GIB
+    assert plan_to_json(observed)["nonKvSource"] == "observed"

@@ -452,6 +452,29 @@ class LLMDeploymentSpec(ApiModel):
             ),
         ),
         CelRule(
+            rule="self.engine.name == 'vllm' || !has(self.kvCache.pool)"
+            " || self.kvCache.pool != 'pinned'",
+            message="kvCache.pool pinned renders vLLM's --kv-cache-memory-bytes; other engines "
+            "size their own pool",
+            fix="use kvCache.pool: profiled, or engine.name: vllm",
+            field="kvCache.pool",
+            violation=lambda s: (
+                None if s.engine.name == "vllm" or s.kv_cache.pool != "pinned" else s.engine.name
+            ),
+        ),
+        CelRule(
+            rule="self.engine.name == 'vllm' || !has(self.engine.samplerPath)"
+            " || self.engine.samplerPath == 'auto'",
+            message="engine.samplerPath names a vLLM sampler path",
+            fix="use engine.samplerPath: auto, or engine.name: vllm",
+            field="engine.samplerPath",
+            violation=lambda s: (
+                None
+                if s.engine.name == "vllm" or s.engine.sampler_path == "auto"
+                else s.engine.name
+            ),
+        ),
+        CelRule(
             rule="self.workload.inputTokensP95 + self.workload.outputTokensP95"
             " <= self.maxContextLength",
             message="inputTokensP95 + outputTokensP95 must fit in maxContextLength",
