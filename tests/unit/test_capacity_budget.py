@@ -196,3 +196,9 @@ def test_observed_non_kv_replaces_sglangs_weights_too() -> None:
     observed = plan_capacity(replace(base, observed_non_kv_bytes=16 * GIB))
     assert estimated.available_kv_bytes - observed.available_kv_bytes == 16 * GIB - 15 * GIB
     assert plan_to_json(observed)["nonKvSource"] == "observed"
+
+
+@pytest.mark.parametrize(("engine", "version"), [("vllm", "0.11.0"), ("sglang", "0.4.9")])
+def test_non_kv_is_what_the_budget_charges_besides_the_pool(engine: str, version: str) -> None:
+    plan = plan_capacity(_request(engine=engine, engine_version=version))
+    assert plan.non_kv_bytes == plan.requested_bytes - plan.available_kv_bytes

@@ -153,10 +153,13 @@ class CapacityPlan:
     @property
     def non_kv_bytes(self) -> int:
         """Per rank: what the budget charges besides the KV pool — observed when the request
-        carries `observed_non_kv_bytes`, else weights + activation + non-torch + graphs."""
+        carries `observed_non_kv_bytes`; else SGLang's weights (its pool is mem_fraction_static
+        x free-at-start − weights); else weights + activation + non-torch + graphs."""
         observed = self.request.observed_non_kv_bytes
         if observed is not None:
             return observed
+        if self.request.engine == "sglang":
+            return self.weights_bytes
         estimated = self.weights_bytes + self.activation_bytes + self.non_torch_bytes
         return estimated + self.cudagraph_bytes
 

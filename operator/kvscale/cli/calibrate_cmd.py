@@ -194,8 +194,10 @@ def _gib(n_bytes: int | None) -> str:
 
 
 def format_text(result: dict[str, Any], row: str) -> str:
-    path = result["samplerPath"] or "-"
+    path = result["samplerPath"] or "n/a"
     path_from = "from the log" if result["samplerPathFromLog"] else "auto: not in the log"
+    if result["samplerPath"] is None:
+        path_from = "this engine's budget has no sampler term"
     logged_tokens = result["loggedKvTokens"]
     lines = [
         f"{result['engine']} {result['engineVersion']}  {result['model']} on {result['gpu']}, "
