@@ -188,3 +188,13 @@ def test_unknown_model_and_unreadable_file_exit_2(
     assert "acme/unheard-of-7b" in err and "fix:" in err
     assert main(["calibrate", "--log", str(tmp_path / "absent.log")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_start_up_banner_names_release_and_model() -> None:
+    banner = (
+        "(APIServer pid=1) INFO 04-18 20:22:57 [utils.py:299] ▄▄ ▄█ █ █ █ ▀▄▀ █ version 0.19.0\n"
+        "(APIServer pid=1) INFO 04-18 20:22:57 [utils.py:299] █▄█▀ █ █ █ █ model openai/gpt-oss-20b\n"
+        "(EngineCore pid=2) INFO [gpu_worker.py:440] Available KV cache memory: 36.56 GiB\n"
+    )
+    log = parse_startup_log(banner)
+    assert (log.release, log.model, log.available_kv_gib) == ("0.19.0", "openai/gpt-oss-20b", 36.56)

@@ -75,8 +75,10 @@ def _rules(*rows: tuple[str, str, type[int] | type[float] | type[str]]) -> tuple
 _VLLM_RULES = _rules(
     ("release", r"vLLM API server version v?([0-9][0-9A-Za-z.+]*)", str),
     ("release", r"LLM engine \(v([0-9][0-9A-Za-z.+]*)\)", str),
+    ("release", r"[█▀▄]\s+version v?([0-9][0-9A-Za-z.+]*)", str),  # the start-up banner (0.1x+)
     ("model", r"non-default args: \{[^}]*'model': '([^']+)'", str),
     ("model", r"\bmodel='([^']+)'", str),
+    ("model", r"[█▀▄]\s+model (\S+)", str),
     ("gpu_memory_utilization", r"'gpu_memory_utilization': ([0-9.]+)", float),
     ("gpu_memory_utilization", r"\bgpu_memory_utilization=([0-9.]+)", float),
     ("max_num_batched_tokens", r"'max_num_batched_tokens': ([0-9]+)", int),
