@@ -196,7 +196,9 @@ def _gib(n_bytes: int | None) -> str:
 def format_text(result: dict[str, Any], row: str) -> str:
     path = result["samplerPath"] or "n/a"
     path_from = "from the log" if result["samplerPathFromLog"] else "auto: not in the log"
-    if result["samplerPath"] is None:
+    if result["samplerPath"] is None and result["engine"] == "vllm":
+        path, path_from = "sort", "V0 samples on the sort path"
+    elif result["samplerPath"] is None:
         path_from = "this engine's budget has no sampler term"
     logged_tokens = result["loggedKvTokens"]
     lines = [
