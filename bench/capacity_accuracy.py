@@ -1,230 +1,82 @@
-"""Capacity-planner accuracy against real engine startup logs (bench/data/vllm_kv_observations.csv).
+"""Capacity-planner accuracy against real engine start-up logs (bench/data/*.csv).
 
 Mode (a): given the engine's logged available KV memory, predict its KV tokens / blocks /
 concurrency (tests the KV layout: pages, groups, rounding, token formula).
 Mode (b): end to end from model + GPU + version + flags, predict the available KV memory
-(tests the budget: weights, activation, non-torch, CUDA graphs).
+(tests the budget: weights, activation, non-torch, CUDA graphs), with `samplerPath: auto`.
 
-Prints one line per row and the error summary; exits 1 when a target is missed.
-Run: .venv/bin/python bench/capacity_accuracy.py
+Leave one source out: the activation model has no fitted constants (tensor widths read in
+vLLM's source, docs/adr/0012-physical-non-kv-model.md); the only figures the model takes from
+logs are the non-torch charges (per engine era and TP class). For each source, those are
+re-measured on the *other* sources' rows (median of requested − logged weights − planned
+activation − graphs − logged pool) and the row is predicted with them, so no constant is
+fitted on the rows it predicts. Classes no other source measures keep the model's figure and
+are counted in the output.
+
+Prints one line per row (unless --quick), signed and absolute error summaries, the per-path
+breakdown, and exits 1 when a target is missed.
+Run: .venv/bin/python bench/capacity_accuracy.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
-import re
 import statistics
 import sys
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kvscale.capacity import (
-    GIB,
-    CapacityInputError,
-    PlanRequest,
-    find_gpu,
-    find_model,
-    plan_capacity,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kvscale.capacity import GIB, CapacityInputError, PlanRequest, plan_capacity
 from kvscale.capacity.catalog import parse_number
-from kvscale.capacity.types import CapacityPlan, ModelGeometry
-from kvscale.capacity.versions import vllm_rules
+from kvscale.capacity.rules import vllm_rules
+from kvscale.capacity.types import CapacityPlan
+from observations import (
+    CSV_PATH,
+    MODE_A_EXCLUDED,
+    MODE_B_EXCLUDED,
+    first_int,
+    notes_weights_gib,
+    observed_measures,
+    row_request,
+    source_of,
+)
 
-CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
-
-# Targets (DONE-WHEN of the capacity issue)
+# Targets (issue "Capacity model from vLLM's own accounting"): mode (a) on every gated row;
+# end to end, leave one source out, samplerPath auto.
 MODE_A_MAX_ABS_ERR = 0.01
-MODE_B_MEDIAN_ABS_ERR = 0.05
-MODE_B_P90_ABS_ERR = 0.15
-MODE_B_MAX_OVER = 0.05
-
-# CSV model name -> (catalog id, quantization of the served variant or None)
-MODEL_MAP: dict[str, tuple[str, str | None]] = {
-    "Qwen/Qwen2-7B-Instruct": ("Qwen/Qwen2-7B-Instruct", None),
-    "openai/gpt-oss-120b": ("openai/gpt-oss-120b", None),
-    "openai/gpt-oss-20b": ("openai/gpt-oss-20b", None),
-    "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic": ("meta-llama/Llama-3.3-70B-Instruct", "fp8"),
-    "meta-llama/Llama-3.1-8B-Instruct": ("meta-llama/Llama-3.1-8B-Instruct", None),
-    "Qwen/Qwen3-0.6B": ("Qwen/Qwen3-0.6B", None),
-    "Qwen/Qwen3-32B": ("Qwen/Qwen3-32B", None),
-    "mistralai/Mistral-Small-3.2-24B-Instruct-2506": (
-        "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
-        None,
-    ),
-    "meta-llama/Llama-2-7b": ("meta-llama/Llama-2-7b-hf", None),
-    "meta-llama/Llama-2-70b": ("meta-llama/Llama-2-70b-hf", None),
-    "Qwen/Qwen2.5-32B-Instruct-AWQ": ("Qwen/Qwen2.5-32B-Instruct", "awq"),
-    "Qwen/Qwen3-235B-A22B-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),
-    "BatsResearch/bonito-v1 (Mistral-7B arch)": ("mistralai/Mistral-7B-Instruct-v0.3", None),
-    "meta-llama/Meta-Llama-3-8B-Instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", None),
-    "teknium/OpenHermes-2.5-Mistral-7B": ("mistralai/Mistral-7B-Instruct-v0.3", None),
-    "TheBloke/Llama-2-7B-GPTQ": ("meta-llama/Llama-2-7b-hf", "gptq"),
-    "TheBloke/zephyr-7B-beta-AWQ": ("mistralai/Mistral-7B-Instruct-v0.3", "awq"),
-    "Qwen/QwQ-32B": ("Qwen/QwQ-32B", None),
-    "deepseek-ai/DeepSeek-V3": ("deepseek-ai/DeepSeek-V3", None),
-    "deepseek-ai/DeepSeek-V2-Lite": ("deepseek-ai/DeepSeek-V2-Lite", None),
-    "microsoft/phi-4 (bnb 4-bit, Unsloth)": ("microsoft/phi-4", "bnb-4bit"),
-    # the model is "not stated"; the notes identify a Qwen3-30B-A3B geometry (48 KiB/token fp8)
-    "not stated (weights 29.09 GiB; 48 KiB/token fp8 = Qwen3-30B-A3B-like)": (
-        "Qwen/Qwen3-30B-A3B",
-        None,
-    ),
-}
-QUANT_BITS = {"fp8": 8.0, "awq": 4.16, "gptq": 4.16, "bnb-4bit": 4.13}
-
-GPU_MAP: dict[str, str] = {
-    "A100-80GB": "a100_sxm_80gb",
-    "H100-80GB": "h100_sxm_80gb",
-    "RTX 3090": "rtx_3090",
-    "RTX 3090 24GB": "rtx_3090",
-    "RTX A6000": "rtx_a6000",
-    "RTX A6000 48GB": "rtx_a6000",
-    "RTX 4090": "rtx_4090",
-    "A10G (g5.8xlarge)": "a10g",
-    "L4 (g6.12xlarge)": "l4",
-    "80GB-class": "a100_sxm_80gb",
-    "A10G": "a10g",
-    "L4": "l4",
-}
-# Mode (a) needs no GPU facts (the available KV memory is given); rows that do not state the
-# GPU are planned on this stand-in, and mode (b) skips them (their utilisation is unknown too).
-MODE_A_STANDIN_GPU = "h100_sxm_80gb"
-
-# Mode (a) rows shown but not gated, with the reason.
-MODE_A_EXCLUDED: dict[tuple[str, str], str] = {
-    (
-        "vllm-project/vllm#21348",
-        "Qwen/Qwen3-235B-A22B-FP8",
-    ): "the 8.11 GiB is one TP rank's log line; the engine sizes the pool by the smallest of 4 "
-    "ranks (178,880 tokens = 8.02 GiB)",
-    (
-        "vllm-project/vllm#13061",
-        "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
-    ): "V0; the tokens are the minimum over 2 ranks (error text), the 8.69 GiB one rank's",
-}
-
-# Rows that are shown but not gated in mode (b), with the reason (keyed by source + model).
-MODE_B_EXCLUDED: dict[tuple[str, str], str] = {
-    (
-        "llm-d/llm-d-benchmark config_explorer/empirical-vllm-memory-results.md",
-        "openai/gpt-oss-120b",
-    ): "row inconsistent: its own figures sum at util 0.95, not the stated 0.9 "
-    "(79.18*0.95-64.38-7.38-0.13 = 3.33)",
-    (
-        "vllm-project/vllm#27508",
-        "openai/gpt-oss-120b",
-    ): "weights not logged, version approximate (~0.11); gpt-oss-120b loads 64.38 GiB in "
-    "0.11.0 but 65.97 GiB in 0.10.1, a spread as large as the 1.71 GiB KV budget",
-    (
-        "vllm-project/vllm PR#2031",
-        "meta-llama/Llama-2-70b",
-    ): "v0.2.4 charged each TP rank's NCCL/cupy buffers (~13 GiB/rank here) to the profile; "
-    "that pre-0.3 accounting is not modelled",
-    (
-        "vllm-project/vllm#21348",
-        "Qwen/Qwen3-235B-A22B-FP8",
-    ): "weights of the FP8 variant are not logged; the estimate from the BF16 parameter count "
-    "misses them by ~1.8 GiB/rank (SGLang's log of the same checkpoint implies 56.8 GiB/rank)",
-}
+E2E_MEDIAN_ABS_ERR = 0.03
+E2E_P90_ABS_ERR = 0.08
+E2E_MAX_OVER = 0.02
 
 
 @dataclass(frozen=True)
 class RowResult:
     index: int
     label: str
-    mode: str  # a | b
+    source: str
+    mode: str  # a | b (auto) | l (the log's sampler path) | n (naive formula)
     measure: str  # tokens | blocks | concurrency | kv_gib
     predicted: float
     observed: float
     gated: bool
     note: str
+    path: str = "-"  # sampler path the prediction assumed
+    unit_bytes: float = 0.0  # bytes per unit of `measure` (per rank)
+    non_torch_bytes: int = 0  # the model's non-torch charge in this prediction
+    non_torch_class: str = ""  # engine era and TP class of that charge
+    implied_non_torch: float | None = None  # from the row's own logged weights and pool
 
     @property
     def rel_err(self) -> float:
         return (self.predicted - self.observed) / abs(self.observed)
 
 
-def _first_int(cell: str) -> int | None:
-    value = parse_number(cell)
-    return int(value) if value is not None else None
-
-
-def _version(cell: str) -> str | None:
-    match = re.search(r"\d+\.\d+(?:\.\d+)*", cell.replace("~", ""))
-    return match.group() if match else None
-
-
-def _notes_weights_gib(notes: str) -> float | None:
-    match = re.search(r"weights(?: \(Marlin\))? ([\d.]+)(?: GiB)?", notes)
-    return float(match.group(1)) if match else None
-
-
-def _quantized(model: ModelGeometry, quant: str | None) -> ModelGeometry:
-    """The catalog geometry served as a quantized variant (weights re-estimated)."""
-    if quant is None or model.params is None:
-        return model
-    embed = (model.vocab_size or 32000) * (model.hidden_size or 4096) * 2
-    bits = QUANT_BITS[quant]
-    weights = int((model.params - embed) * bits / 8 + embed * model.dtype_bytes)
-    return replace(model, weights_bytes=weights, quantization=quant)
-
-
-def _row_request(row: dict[str, str]) -> tuple[PlanRequest | None, str]:
-    """Build the request a row describes; (None, why) when the row lacks an input."""
-    mapped = MODEL_MAP.get(row["model"])
-    if mapped is None:
-        return None, "model not in the catalog"
-    version = _version(row["engine_version"])
-    tp = int(row["tp"]) if row["tp"].strip().isdigit() else None
-    if version is None or tp is None:
-        return None, "version or TP not stated"
-    gpu_cell = row["gpu"]
-    gpu_key = re.sub(r"\s*\(.*\)$", "", gpu_cell).strip()
-    gpu = find_gpu(GPU_MAP.get(gpu_key, MODE_A_STANDIN_GPU))
-    if gpu_key not in GPU_MAP and parse_number(row["gpu_memory_utilization"]) is not None:
-        return None, "GPU not stated / not in the catalog"
-    stated_gib = re.search(r"\(([\d.]+) GiB\)", gpu_cell)
-    model = _quantized(find_model(mapped[0]), mapped[1])
-    note = ""
-    weights_gib = _notes_weights_gib(row["notes"])
-    catalog_lacks = model.weights_bytes is None or mapped[1] is not None or model.params is None
-    weights = None
-    if weights_gib is not None and catalog_lacks:
-        per_rank = "/rank" in row["notes"] or "GiB/rank" in row["notes"]
-        weights = int(weights_gib * GIB * (tp if per_rank else 1))
-        note = "weights from notes"
-    length = _first_int(row["max_model_len"]) or model.max_position_embeddings
-    batched = re.search(r"MNBT (\d+)|max-num-batched-tokens (\d+)", row["notes"])
-    kv_dtype = row["kv_cache_dtype"].split("(")[0].strip() or "auto"
-    request = PlanRequest(
-        model=model,
-        gpu=gpu,
-        engine=row["engine"],
-        engine_version=version,
-        tensor_parallel=tp,
-        max_model_len_tokens=length,
-        gpu_memory_utilization=parse_number(row["gpu_memory_utilization"]),
-        gpu_memory_bytes=int(float(stated_gib.group(1)) * GIB) if stated_gib else None,
-        kv_cache_dtype="auto" if kv_dtype in ("", "float16") else kv_dtype,
-        block_size_tokens=_first_int(row["block_size"]) if row["engine"] == "vllm" else None,
-        max_num_batched_tokens=int(next(g for g in batched.groups() if g)) if batched else None,
-        weights_bytes=weights,
-        vllm_v0="(V0" in row["engine_version"] or None,
-    )
-    return request, note
-
-
-def _observed_measures(row: dict[str, str]) -> list[tuple[str, float]]:
-    out = []
-    for measure, column in (("tokens", "kv_cache_tokens"), ("blocks", "gpu_blocks")):
-        value = parse_number(row[column])
-        if value is not None and "~" not in row[column]:
-            out.append((measure, value))
-    conc = parse_number(row["max_concurrency"])
-    if conc is not None and row["max_concurrency_tokens"]:
-        out.append(("concurrency", conc))
-    return out
+def _label(row: dict[str, str], request: PlanRequest) -> str:
+    return f"{row['model'][:44]} {row['gpu'][:12]} tp{request.tensor_parallel}"
 
 
 def _mode_a(index: int, row: dict[str, str], request: PlanRequest) -> list[RowResult]:
@@ -232,7 +84,7 @@ def _mode_a(index: int, row: dict[str, str], request: PlanRequest) -> list[RowRe
     if avail is None or avail <= 0 or "-" in row["available_kv_gib"].split("(")[0][1:]:
         return []
     plan = plan_capacity(replace(request, kv_cache_memory_bytes=int(avail * GIB)))
-    conc_len = _first_int(row["max_concurrency_tokens"])
+    conc_len = first_int(row["max_concurrency_tokens"])
     if conc_len and conc_len != request.max_model_len_tokens:
         plan = plan_capacity(replace(plan.request, max_model_len_tokens=conc_len))
     predicted = {
@@ -244,19 +96,12 @@ def _mode_a(index: int, row: dict[str, str], request: PlanRequest) -> list[RowRe
     is_v1 = request.engine == "vllm" and rules.v1
     excluded = MODE_A_EXCLUDED.get((row["source"], row["model"]))
     era = ("V1" if rules.v1 else "V0") if request.engine == "vllm" else request.engine
-    note = excluded or era
-    label = f"{row['model'][:44]} {row['gpu'][:12]} tp{request.tensor_parallel}"
+    label, source = _label(row, request), source_of(row)
     return [
-        RowResult(index, label, "a", m, predicted[m], obs, is_v1 and not excluded, note)
-        for m, obs in _observed_measures(row)
-    ]
-
-
-def _naive_kv_bytes_per_token(request: PlanRequest) -> int:
-    """The textbook `2 · layers · kv_heads · head_dim · bytes` (all layers full, per rank)."""
-    model = request.model
-    kv_heads = max(1, model.num_kv_heads // request.tensor_parallel)
-    return 2 * model.num_layers * kv_heads * model.head_dim_k * model.dtype_bytes
+        RowResult(index, label, source, "a", m, predicted[m], obs, is_v1 and not excluded,
+                  excluded or era)
+        for m, obs in observed_measures(row)
+    ]  # fmt: skip
 
 
 def _naive(plan: CapacityPlan, measure: str) -> float:
@@ -264,35 +109,80 @@ def _naive(plan: CapacityPlan, measure: str) -> float:
     budget = plan.requested_bytes - plan.weights_bytes
     if measure == "kv_gib":
         return budget / GIB
-    tokens = budget / _naive_kv_bytes_per_token(plan.request)
+    model, tp = plan.request.model, plan.request.tensor_parallel
+    per_token = 2 * model.num_layers * max(1, model.num_kv_heads // tp) * model.head_dim_k * 2
+    tokens = budget / per_token
     return tokens if measure == "tokens" else tokens / plan.block_size_tokens
 
 
-def _mode_b(index: int, row: dict[str, str], request: PlanRequest, note: str) -> list[RowResult]:
-    """The planner end to end (mode b) and, on the same row, the naive formula (mode n)."""
+def _non_torch_class(request: PlanRequest) -> str:
+    """The non-torch figure a prediction used: one per engine era and TP class."""
+    tp_class = "tp1" if request.tensor_parallel == 1 else "tp>1"
+    if request.engine != "vllm":
+        return f"{request.engine} {tp_class}"
+    rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
+    return f"vllm non-torch {rules.non_torch_tp1_gib:g} GiB {tp_class}"
+
+
+def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: float) -> float:
+    """requested − weights − planned activation − graphs − logged pool (per rank, bytes); the
+    weights are the log's own when it prints them, else the plan's."""
+    weights_gib = notes_weights_gib(row["notes"])
+    weights = float(plan.weights_bytes)
+    if weights_gib is not None:
+        per_rank = "/rank" in row["notes"] or plan.request.tensor_parallel == 1
+        weights = weights_gib * GIB / (1 if per_rank else plan.request.tensor_parallel)
+    spent = weights + plan.activation_bytes + plan.cudagraph_bytes
+    return plan.requested_bytes - spent - observed_bytes
+
+
+def _mode_b(
+    index: int, row: dict[str, str], request: PlanRequest, note: str, mode: str
+) -> list[RowResult]:
+    """The planner end to end (mode b / l) and, on the same row, the naive formula (mode n)."""
     if request.gpu_memory_utilization is None or row["gpu"].startswith("not stated"):
         return []  # utilisation or GPU not stated
     plan = plan_capacity(request)
-    label = f"{row['model'][:44]} {row['gpu'][:12]} tp{request.tensor_parallel}"
     excluded = MODE_B_EXCLUDED.get((row["source"], row["model"]))
-    gated = excluded is None
     avail = parse_number(row["available_kv_gib"])
-    found: tuple[str, float, float] | None = None
-    if avail is not None and "-" not in row["available_kv_gib"].split("-")[0][1:]:
-        found = ("kv_gib", plan.available_kv_bytes / GIB, avail)
+    found: tuple[str, float, float, float] | None = None
+    # The pool is the minimum over ranks: a GiB figure one rank logged is not the pool when
+    # the row says its tokens are the minimum over ranks (V0 samples on the driver rank only).
+    one_rank = "min over ranks" in row["notes"]
+    if avail is not None and not one_rank and "-" not in row["available_kv_gib"].split("-")[0][1:]:
+        found = ("kv_gib", plan.available_kv_bytes / GIB, avail, GIB)
     else:
-        for measure, observed in _observed_measures(row):
+        for measure, observed in observed_measures(row):
             if measure in ("tokens", "blocks"):
-                value = plan.kv_cache_tokens if measure == "tokens" else plan.num_blocks
-                found = (measure, float(value), observed)
+                block_bytes = plan.page_bytes * plan.group_size_layers
+                value, unit = (
+                    (plan.kv_cache_tokens, block_bytes / plan.block_size_tokens)
+                    if measure == "tokens"
+                    else (plan.num_blocks, block_bytes)
+                )
+                found = (measure, float(value), observed, float(unit))
                 break
     if found is None:
         return []
-    measure, predicted, observed = found
-    return [
-        RowResult(index, label, "b", measure, predicted, observed, gated, excluded or note),
-        RowResult(index, label, "n", measure, _naive(plan, measure), observed, gated, "naive"),
-    ]
+    measure, predicted, observed, unit = found
+    engine_ok = request.engine == "vllm" and observed > 0
+    implied = _implied_non_torch(row, plan, observed * unit) if engine_ok else None
+    common = {
+        "index": index, "label": _label(row, request), "source": source_of(row),
+        "measure": measure, "observed": observed, "gated": excluded is None,
+    }  # fmt: skip
+    path = plan.sampler_path.value if plan.sampler_path else "n/a"
+    if request.engine == "vllm" and plan.sampler_path is None:
+        path = "sort (V0)"  # V0 samples on the sort path, charged like V1's
+    result = RowResult(
+        **common, mode=mode, predicted=predicted, note=excluded or note, path=path,  # type: ignore[arg-type]
+        unit_bytes=unit, non_torch_bytes=plan.non_torch_bytes,
+        non_torch_class=_non_torch_class(request), implied_non_torch=implied,
+    )  # fmt: skip
+    if mode != "b":
+        return [result]
+    naive = RowResult(**common, mode="n", predicted=_naive(plan, measure), note="naive")  # type: ignore[arg-type]
+    return [result, naive]
 
 
 def evaluate(csv_path: Path = CSV_PATH) -> tuple[list[RowResult], list[str]]:
@@ -301,19 +191,49 @@ def evaluate(csv_path: Path = CSV_PATH) -> tuple[list[RowResult], list[str]]:
     with csv_path.open(encoding="utf-8") as handle:
         for index, row in enumerate(csv.DictReader(handle), start=2):
             try:
-                request, note = _row_request(row)
+                request, note = row_request(row)
+                logged, _ = row_request(row, use_logged_path=True)
             except CapacityInputError as exc:
                 skipped.append(f"line {index} {row['model'][:40]}: {exc}")
                 continue
-            if request is None:
+            if request is None or logged is None:
                 skipped.append(f"line {index} {row['model'][:40]}: {note}")
                 continue
-            found = _mode_a(index, row, request)
-            found += _mode_b(index, row, request, note)
+            found = _mode_a(index, row, request) + _mode_b(index, row, request, note, "b")
+            if row.get("sampler_path"):
+                found += _mode_b(index, row, logged, note, "l")
             if not found:
                 skipped.append(f"line {index} {row['model'][:40]}: no observed figure with inputs")
             results.extend(found)
     return results, skipped
+
+
+def _measured_non_torch(results: list[RowResult]) -> dict[int, RowResult]:
+    """Per CSV line, the row whose implied non-torch is measured with the best-known activation:
+    the sampler path its log names when it names one (mode l), else auto (mode b)."""
+    best: dict[int, RowResult] = {}
+    for r in results:
+        usable = r.implied_non_torch is not None and r.gated and r.mode in ("b", "l")
+        if usable and (r.index not in best or r.mode == "l"):
+            best[r.index] = r
+    return best
+
+
+def leave_one_source_out(results: list[RowResult], mode: str = "b") -> list[RowResult]:
+    """Each row re-predicted with non-torch charges measured on the other sources' rows only."""
+    measured = _measured_non_torch(results).values()
+    out = []
+    for r in (r for r in results if r.mode == mode):
+        others = [m.implied_non_torch for m in measured
+                  if m.non_torch_class == r.non_torch_class and m.source != r.source]  # fmt: skip
+        if not others or not r.unit_bytes:
+            out.append(replace(r, note=f"{r.note}; LOSO: no other source measures "
+                                       f"{r.non_torch_class}".lstrip("; ")))  # fmt: skip
+            continue
+        refit = statistics.median(x for x in others if x is not None)
+        shift = (r.non_torch_bytes - refit) / r.unit_bytes
+        out.append(replace(r, predicted=r.predicted + shift))
+    return out
 
 
 @dataclass(frozen=True)
@@ -324,6 +244,7 @@ class Summary:
     max_abs: float
     median_signed: float
     max_over: float
+    max_under: float
 
 
 def summarise(results: list[RowResult]) -> Summary:
@@ -331,44 +252,44 @@ def summarise(results: list[RowResult]) -> Summary:
     signed = [r.rel_err for r in results]
     p90 = errs[min(len(errs) - 1, round(0.9 * (len(errs) - 1)))]
     return Summary(
-        len(errs),
-        statistics.median(errs),
-        p90,
-        max(errs),
-        statistics.median(signed),
-        max(*signed, 0.0),
-    )
+        len(errs), statistics.median(errs), p90, max(errs), statistics.median(signed),
+        max(*signed, 0.0), min(*signed, 0.0),
+    )  # fmt: skip
+
+
+def sized_gated(results: list[RowResult]) -> list[RowResult]:
+    return [r for r in results if r.gated and r.observed > 0]
 
 
 def failed_targets(results: list[RowResult]) -> list[str]:
     gated_a = [r for r in results if r.mode == "a" and r.gated]
-    gated_b = [r for r in results if r.mode == "b" and r.gated]
     misses = [f"mode a: {r.label} {r.measure} {r.rel_err:+.2%}" for r in gated_a
               if abs(r.rel_err) > MODE_A_MAX_ABS_ERR]  # fmt: skip
-    failed_b = [r for r in gated_b if r.observed < 0]
-    misses += [f"mode b: {r.label} predicted start, engine failed" for r in failed_b
+    end_to_end = leave_one_source_out(results)
+    failed = [r for r in end_to_end if r.gated and r.observed < 0]
+    misses += [f"mode b: {r.label} predicted start, engine failed" for r in failed
                if r.predicted > 0]  # fmt: skip
-    sized = [r for r in gated_b if r.observed > 0]
+    sized = sized_gated(end_to_end)
     if sized:
         s = summarise(sized)
-        if s.median_abs > MODE_B_MEDIAN_ABS_ERR:
-            misses.append(f"mode b: median |err| {s.median_abs:.2%} > {MODE_B_MEDIAN_ABS_ERR:.0%}")
-        if s.p90_abs > MODE_B_P90_ABS_ERR:
-            misses.append(f"mode b: p90 |err| {s.p90_abs:.2%} > {MODE_B_P90_ABS_ERR:.0%}")
-        misses += [f"mode b: {r.label} over-predicts {r.rel_err:+.2%}" for r in sized
-                   if r.rel_err > MODE_B_MAX_OVER]  # fmt: skip
+        if s.median_abs > E2E_MEDIAN_ABS_ERR:
+            misses.append(f"end to end (LOSO): median |err| {s.median_abs:.2%} > "
+                          f"{E2E_MEDIAN_ABS_ERR:.0%}")  # fmt: skip
+        if s.p90_abs > E2E_P90_ABS_ERR:
+            misses.append(f"end to end (LOSO): p90 |err| {s.p90_abs:.2%} > {E2E_P90_ABS_ERR:.0%}")
+        misses += [f"end to end (LOSO): {r.label} over-predicts {r.rel_err:+.2%}"
+                   for r in sized if r.rel_err > E2E_MAX_OVER]  # fmt: skip
     return misses
 
 
-def _print_rows(results: list[RowResult], mode: str) -> None:
-    print(f"{'line':>4}  {'row':<64} {'measure':<11} {'predicted':>12} {'observed':>12} "
-          f"{'err':>8}  gate  note")  # fmt: skip
-    for r in (r for r in results if r.mode == mode):
+def _print_rows(results: list[RowResult], title: str) -> None:
+    print(f"\n== {title} ==")
+    print(f"{'line':>4}  {'row':<64} {'path':<10} {'measure':<8} {'predicted':>11} "
+          f"{'observed':>11} {'err':>8}  gate  note")  # fmt: skip
+    for r in results:
         gate = "yes" if r.gated else "no"
-        print(
-            f"{r.index:>4}  {r.label:<64} {r.measure:<11} {r.predicted:>12.2f} "
-            f"{r.observed:>12.2f} {r.rel_err:>+8.2%}  {gate:<4}  {r.note}"
-        )
+        print(f"{r.index:>4}  {r.label:<64} {r.path:<10} {r.measure:<8} {r.predicted:>11.2f} "
+              f"{r.observed:>11.2f} {r.rel_err:>+8.2%}  {gate:<4}  {r.note}")  # fmt: skip
 
 
 def _print_summary(title: str, rows: list[RowResult]) -> None:
@@ -376,30 +297,47 @@ def _print_summary(title: str, rows: list[RowResult]) -> None:
         print(f"{title}: no rows")
         return
     s = summarise(rows)
-    print(f"{title}: n={s.count} median|err|={s.median_abs:.2%} p90|err|={s.p90_abs:.2%} "
-          f"max|err|={s.max_abs:.2%} median signed={s.median_signed:+.2%} "
-          f"max over-prediction={s.max_over:+.2%}")  # fmt: skip
+    sources = len({r.source for r in rows})
+    print(f"{title}: n={s.count} sources={sources} median|err|={s.median_abs:.2%} "
+          f"p90|err|={s.p90_abs:.2%} max|err|={s.max_abs:.2%} median signed="
+          f"{s.median_signed:+.2%} max over={s.max_over:+.2%} "
+          f"max under={s.max_under:+.2%}")  # fmt: skip
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="summaries only, no per-row table")
+    args = parser.parse_args(argv)
     results, skipped = evaluate()
-    print("== mode (a): given the logged available KV memory ==")
-    _print_rows(results, "a")
-    print("\n== mode (b): end to end from model + GPU + version ==")
-    _print_rows(results, "b")
-    print("\nrows without enough inputs:")
-    for line in skipped:
-        print(f"  {line}")
+    loso = leave_one_source_out(results)
+    loso_logged = leave_one_source_out(results, "l")
+    if not args.quick:
+        _print_rows([r for r in results if r.mode == "a"], "mode (a): given the logged KV memory")
+        _print_rows(loso, "end to end, samplerPath auto, leave one source out")
+        _print_rows(loso_logged, "end to end, the sampler path the log names, LOSO")
+        print("\nrows without enough inputs:")
+        for line in skipped:
+            print(f"  {line}")
     print()
     _print_summary("mode (a) gated (V1)", [r for r in results if r.mode == "a" and r.gated])
     _print_summary("mode (a) all", [r for r in results if r.mode == "a"])
-    sized_b = [r for r in results if r.mode == "b" and r.observed > 0]
-    _print_summary("mode (b) gated", [r for r in sized_b if r.gated])
-    _print_summary("mode (b) all", sized_b)
-    naive = [r for r in results if r.mode == "n" and r.observed > 0 and r.gated]
+    model_constants = sized_gated([r for r in results if r.mode == "b"])
+    _print_summary("end to end, auto, the model's constants (gated)", model_constants)
+    _print_summary("end to end, auto, leave one source out (gated)  <- target", sized_gated(loso))
+    _print_summary("end to end, auto, LOSO, all rows", [r for r in loso if r.observed > 0])
+    _print_summary("end to end, logged sampler path, LOSO (gated)", sized_gated(loso_logged))
+    by_path: dict[str, list[RowResult]] = defaultdict(list)
+    for r in sized_gated(loso):
+        by_path[f"auto -> {r.path}"].append(r)
+    for r in sized_gated(loso_logged):
+        by_path[f"logged {r.path}"].append(r)
+    for key in sorted(by_path):
+        _print_summary(f"  per path: {key}", by_path[key])
+    naive = sized_gated([r for r in results if r.mode == "n"])
     _print_summary("naive formula, same gated rows (not a target)", naive)
-    failed = [r for r in results if r.mode == "b" and r.observed < 0]
-    for r in failed:
+    unmeasured = sorted({r.non_torch_class for r in loso if "LOSO: no other" in r.note})
+    print(f"non-torch classes no other source measures (model figure kept): {unmeasured}")
+    for r in (r for r in loso if r.observed < 0):
         verdict = "agrees" if r.predicted <= 0 else "DISAGREES"
         print(f"engine failed to start (line {r.index}): planner predicts "
               f"{r.predicted:.2f} GiB -> {verdict}")  # fmt: skip

@@ -107,7 +107,7 @@ def test_plan_request_carries_the_spec_knobs():
     assert (request.kv_cache_dtype, request.block_size_tokens) == ("fp8", 32)
     assert request.enable_prefix_caching is False
     assert (request.tensor_parallel, request.max_model_len_tokens) == (2, 8192)
-    assert (request.engine_version, request.gpu_memory_utilization) == ("0.10.2", 0.85)
+    assert (str(request.engine_version), request.gpu_memory_utilization) == ("0.10.2", 0.85)
     assert request.max_num_seqs == 64
 
 
@@ -198,3 +198,21 @@ def test_plan_deployment_warns_when_max_replicas_cannot_cover_the_peak():
     )
     result = plan_deployment(spec)
     assert any("maxReplicas 1 is below" in w for w in result.warnings)
+
+
+def test_sampler_path_and_pinned_pool_reach_the_plan_and_the_flags():
+    spec = make_spec(
+        placement={"gpuTypes": ["h100_sxm_80gb"]},
+        engine={"version": "0.11", "samplerPath": "flashinfer"},
+        kvCache={"pool": "pinned"},
+    )
+    model = find_model("meta-llama/Llama-3.1-8B-Instruct")
+    request = plan_request_for(spec, find_gpu("h100_sxm_80gb"), model)
+    assert (request.sampler_path, request.pin_kv_pool) == ("flashinfer", True)
+    result = plan_deployment(spec)
+    plan = result.selected_capacity_plan()
+    assert plan is not None and plan.sampler_path == "flashinfer"
+    pool = plan.num_blocks * plan.page_bytes * plan.group_size_layers
+    args = list(result.engine_args)
+    assert args[args.index("--kv-cache-memory-bytes") + 1] == str(pool)
+    assert "--gpu-memory-utilization" not in args

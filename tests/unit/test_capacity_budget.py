@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,7 @@ from kvscale.capacity import (
     GIB,
     CapacityInputError,
     PlanRequest,
+    SamplerPath,
     blocks_for_tokens,
     find_gpu,
     find_model,
@@ -37,8 +39,9 @@ def _request(**kw: object) -> PlanRequest:
     ("version", "util", "cudagraph_on"),
     [
         ("0.11.0", 0.9, False),
-        ("0.20.0", 0.9, False),
-        ("0.21.0", 0.92, True),
+        ("0.19.1", 0.9, False),
+        ("0.20.0", 0.92, True),  # both flip in 0.20.0 (config/cache.py, envs.py of the wheel)
+        ("0.20", 0.92, True),  # the same release spelled short
         ("0.33.0", 0.92, True),
     ],
 )
@@ -49,17 +52,39 @@ def test_vllm_defaults_by_version(version: str, util: float, cudagraph_on: bool)
     assert plan.requested_bytes == math.ceil(80 * GIB * util)
 
 
+@pytest.mark.parametrize("version", ["0.21", "0.10", "0.8"])
+def test_short_and_long_spellings_plan_the_same(version: str) -> None:
+    short = plan_capacity(_request(engine_version=version))
+    long = plan_capacity(_request(engine_version=version + ".0"))
+    assert short == replace(long, request=short.request)
+    assert plan_to_json(short) == plan_to_json(long)
+
+
 def test_vllm_budget_arithmetic_v1() -> None:
-    # H100-class (>= 70 GiB, not A100), API server: MNBT 8192, max_num_seqs 1024.
-    # activation = 0.03758 * vocab * seqs^2 + 2.56 * MNBT * hidden
-    act = int(0.03758 * 128256 * 1024 * 1024 + 2.56 * 8192 * 4096)
+    # H100-class (>= 70 GiB, not A100), API server: MNBT 8192, max_num_seqs 1024; 0.11.0 can
+    # run the sort path, the costliest: 38 B per (sequence x vocab) element, plus the forward's
+    # hidden states (8192 + 2 x 1024 rows x 4096 x 2 B); the forward peak, 6 B x 8192 x
+    # (4096 + 14336), is smaller, and the charge is the larger of the two, not their sum.
+    sampler = 38 * 1024 * 128256 + 2 * 4096 * (8192 + 2 * 1024)
+    forward = 2 * 8192 * (3 * 4096 + 3 * 14336)
+    assert forward < sampler
     non_torch = int(0.13 * GIB)
     plan = plan_capacity(_request(engine_version="0.11.0"))
     assert (plan.max_num_batched_tokens, plan.max_num_seqs) == (8192, 1024)
-    assert plan.activation_bytes == act
-    assert plan.available_kv_bytes == math.ceil(80 * GIB * 0.9) - 15 * GIB - act - non_torch
+    assert plan.sampler_path is SamplerPath.SORT
+    assert plan.activation_bytes == sampler
+    assert plan.available_kv_bytes == math.ceil(80 * GIB * 0.9) - 15 * GIB - sampler - non_torch
     # 131072 B/token * 16 = 2 MiB per block over all 32 layers
     assert plan.num_blocks == plan.available_kv_bytes // (2 * 1024**2)
+
+
+def test_observed_non_kv_replaces_the_estimate() -> None:
+    observed = 21 * GIB
+    plan = plan_capacity(_request(observed_non_kv_bytes=observed))
+    assert plan.available_kv_bytes == math.ceil(80 * GIB * 0.9) - observed
+    assert plan.non_kv_bytes == observed and plan_to_json(plan)["nonKvSource"] == "observed"
+    estimated = plan_capacity(_request())
+    assert estimated.non_kv_bytes == estimated.requested_bytes - estimated.available_kv_bytes
 
 
 @pytest.mark.parametrize(
@@ -67,6 +92,8 @@ def test_vllm_budget_arithmetic_v1() -> None:
     [
         ("H100", "0.11.0", 16384, 8192, 1024),
         ("A100-80GB", "0.11.0", 16384, 2048, 256),  # A100 excluded from the big-GPU rule
+        ("H100", "0.8.5", 16384, 8192, 1024),  # 0.8.x: by device name (H100/H200)
+        ("B200", "0.8.5", 16384, 2048, 256),  # 0.8.x: a big GPU by memory, not by name
         ("L40S", "0.11.0", 16384, 2048, 256),  # < 70 GiB
         ("H100", "0.6.4", 20000, 20000, 256),  # V0 profiles max(max_model_len, 2048)
         ("H100", "0.6.4", 1024, 2048, 256),
@@ -160,3 +187,18 @@ def test_free_fraction_engines(engine: str, frac: float, block: int) -> None:
     free_after = 80 * GIB - 15 * GIB - plan.activation_bytes - plan.non_torch_bytes
     assert plan.available_kv_bytes == int(free_after * frac)
     assert plan.block_size_tokens == block
+
+
+def test_observed_non_kv_replaces_sglangs_weights_too() -> None:
+    # SGLang: pool = mfs x free at start - (weights, or what the engine was seen to hold)
+    base = _request(engine="sglang", engine_version="0.4.9", gpu_memory_utilization=0.9)
+    estimated = plan_capacity(base)
+    observed = plan_capacity(replace(base, observed_non_kv_bytes=16 * GIB))
+    assert estimated.available_kv_bytes - observed.available_kv_bytes == 16 * GIB - 15 * GIB
+    assert plan_to_json(observed)["nonKvSource"] == "observed"
+
+
+@pytest.mark.parametrize(("engine", "version"), [("vllm", "0.11.0"), ("sglang", "0.4.9")])
+def test_non_kv_is_what_the_budget_charges_besides_the_pool(engine: str, version: str) -> None:
+    plan = plan_capacity(_request(engine=engine, engine_version=version))
+    assert plan.non_kv_bytes == plan.requested_bytes - plan.available_kv_bytes

@@ -103,3 +103,18 @@ def test_unrenderable_input_exits_2_with_one_line(
     assert out == ""
     assert err.count("\n") == 1
     assert f"{field}:" in err and "fix:" in err
+
+
+def test_pinned_pool_renders_the_planned_bytes_where_the_release_has_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "--engine-version", "0.21", "--kv-pool", "pinned", "-o", "json")
+    argv = json.loads(out)
+    assert code == 0 and "--gpu-memory-utilization" not in argv
+    main(["plan", "--model", "Qwen/Qwen3-8B", "--gpu", "h100", "--max-model-len", "32768",
+          "--engine-version", "0.21.0"])  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    pool = plan["numBlocks"] * plan["pageBytes"] * plan["groupSizeLayers"]
+    assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(pool)
+    code, out, err = run(capsys, "--engine-version", "0.9.2", "--kv-pool", "pinned")
+    assert code == 0 and "--kv-cache-memory-bytes" not in out and "0.10.2" in err

@@ -132,3 +132,42 @@ def test_plan_deployment_bad_gpu_exits_2(
     path.write_text(DEPLOYMENT.replace("NVIDIA-L40S", "NVIDIA-L40Z"))
     err = _run_bad(["-f", str(path)], capsys)
     assert "gpu" in err
+
+
+def test_short_and_full_release_spellings_plan_and_render_alike(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def both(command: str) -> list[str]:
+        outputs = []
+        for version in ("0.21", "0.21.0"):
+            code = main([command, "--model", "Qwen/Qwen3-8B", "--gpu", "H100",
+                         "--engine-version", version, "--max-model-len", "32768"])  # fmt: skip
+            assert code == 0
+            outputs.append(capsys.readouterr().out)
+        return outputs
+
+    short, full = both("plan")
+    assert short == full
+    body = json.loads(short)
+    # 0.21 is past the 0.20.0 flip: util 0.92 and the CUDA-graph estimate subtracted
+    assert body["engineVersion"] == "0.21.0" and body["gpuMemoryUtilization"] == 0.92
+    assert body["cudagraphBytes"] > 0
+    short_flags, full_flags = both("flags")
+    assert short_flags == full_flags and "--gpu-memory-utilization 0.92" in short_flags
+
+
+def test_sampler_path_flag_changes_the_activation_charge(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    charges = {}
+    for path in ("auto", "sort", "flashinfer"):
+        main(["plan", "--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--engine-version",
+              "0.11.0", "--sampler-path", path])  # fmt: skip
+        body = json.loads(capsys.readouterr().out)
+        charges[path] = (body["samplerPath"], body["activationBytes"])
+    assert charges["auto"] == charges["sort"]  # auto: the costliest path 0.11.0 can run
+    assert charges["flashinfer"][1] < charges["sort"][1]
+    code = main(["plan", "--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--engine-version",
+                 "0.11.0", "--sampler-path", "v2"])  # fmt: skip
+    assert code == 2
+    assert "--sampler-path" in capsys.readouterr().err

@@ -17,12 +17,14 @@ from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
 from kvscale.api.status import GpuPlanStatus
 from kvscale.capacity import (
     CapacityInputError,
+    EngineVersion,
     estimate_safe_concurrency,
     find_gpu,
     find_model,
     model_from_config,
     plan_capacity,
 )
+from kvscale.capacity.release import UnsupportedEngineError
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.capacity.types import (
     CapacityPlan,
@@ -34,7 +36,6 @@ from kvscale.capacity.types import (
     WorkloadProfile,
 )
 from kvscale.engines.render import render
-from kvscale.engines.versions import UnsupportedEngineError
 from kvscale.scaling.rollback import Guardrails
 from kvscale.scaling.types import Mode, ScalingConfig
 
@@ -145,7 +146,7 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         model=model,
         gpu=gpu,
         engine=spec.engine.name,
-        engine_version=spec.engine.version,
+        engine_version=EngineVersion.parse(spec.engine.version),
         tensor_parallel=spec.placement.gpus_per_replica,
         max_model_len_tokens=spec.max_context_length,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
@@ -155,6 +156,8 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         max_num_seqs=spec.engine.max_num_seqs,
         weights_bytes=spec.model.weights_bytes,
         enable_prefix_caching=spec.kv_cache.prefix_caching,
+        sampler_path=spec.engine.sampler_path,
+        pin_kv_pool=spec.kv_cache.pool == "pinned",
     )
 
 

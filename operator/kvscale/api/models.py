@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.config import JsonDict
 
 from kvscale.api.base import ApiModel, CelRule, ordered_rule
 from kvscale.api.policy import RolloutSpec, ScalingSpec
+from kvscale.capacity import CapacityInputError, EngineVersion, SamplerPath
 
 API_GROUP = "kvscale.dev"
 API_VERSION = "v1alpha1"
@@ -26,6 +27,7 @@ EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
 Quantization = Literal["fp8", "awq", "gptq", "mxfp4", "nvfp4", "bnb-4bit", "compressed-tensors"]
 DeploymentMode = Literal["managed", "adopt"]
+KvPoolSizing = Literal["profiled", "pinned"]
 
 #: LLMDeployment names: the name also names the Deployment and Service kvscale creates, and a
 #: Service name must be a DNS-1035 label. The CRD declares this on metadata.name too, so the API
@@ -208,6 +210,21 @@ class EngineSpec(ApiModel):
         ge=1,
         le=65536,
     )
+    sampler_path: SamplerPath = Field(
+        default=SamplerPath.AUTO,
+        description="vLLM top-k/top-p path its memory profile runs (sort, flashinfer, triton, "
+        "v2); auto plans with the costliest path the release can run, so the plan never "
+        "promises more KV cache than the engine gets.",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _release(cls, value: str) -> str:
+        try:
+            EngineVersion.parse(value)
+        except CapacityInputError as exc:
+            raise ValueError(f"{exc.problem}; fix: {exc.fix}") from None
+        return value
 
 
 class KvCacheSpec(ApiModel):
@@ -227,6 +244,12 @@ class KvCacheSpec(ApiModel):
         description="Fraction of KV tokens kept free when computing the safe concurrency.",
         ge=0,
         le=0.9,
+    )
+    pool: KvPoolSizing = Field(
+        default="profiled",
+        description="profiled: the engine sizes its KV pool from its own memory profile; "
+        "pinned: kvscale renders the planned KV bytes (vLLM --kv-cache-memory-bytes, from "
+        "0.10.2) so the pool is exactly the plan, guarded by the conservative non-KV estimate.",
     )
 
 
@@ -426,6 +449,29 @@ class LLMDeploymentSpec(ApiModel):
                 None
                 if s.mode == "adopt" or s.model.name is not None or s.model.uri is not None
                 else ""
+            ),
+        ),
+        CelRule(
+            rule="self.engine.name == 'vllm' || !has(self.kvCache.pool)"
+            " || self.kvCache.pool != 'pinned'",
+            message="kvCache.pool pinned renders vLLM's --kv-cache-memory-bytes; other engines "
+            "size their own pool",
+            fix="use kvCache.pool: profiled, or engine.name: vllm",
+            field="kvCache.pool",
+            violation=lambda s: (
+                None if s.engine.name == "vllm" or s.kv_cache.pool != "pinned" else s.engine.name
+            ),
+        ),
+        CelRule(
+            rule="self.engine.name == 'vllm' || !has(self.engine.samplerPath)"
+            " || self.engine.samplerPath == 'auto'",
+            message="engine.samplerPath names a vLLM sampler path",
+            fix="use engine.samplerPath: auto, or engine.name: vllm",
+            field="engine.samplerPath",
+            violation=lambda s: (
+                None
+                if s.engine.name == "vllm" or s.engine.sampler_path == "auto"
+                else s.engine.name
             ),
         ),
         CelRule(

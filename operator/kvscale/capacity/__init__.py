@@ -7,7 +7,9 @@ from kvscale.capacity.catalog import find_gpu, find_model, list_gpus, list_model
 from kvscale.capacity.concurrency import estimate_safe_concurrency
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.geometry import model_from_config
+from kvscale.capacity.nonkv import SamplerPath
 from kvscale.capacity.planner import blocks_for_tokens, plan_capacity, plan_to_json
+from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.types import (
     GIB,
     CapacityPlan,
@@ -26,11 +28,13 @@ __all__ = [
     "CapacityInputError",
     "CapacityPlan",
     "ConcurrencyVerdict",
+    "EngineVersion",
     "GpuSpec",
     "KvGroup",
     "LayerKind",
     "ModelGeometry",
     "PlanRequest",
+    "SamplerPath",
     "SloTargets",
     "WorkloadProfile",
     "blocks_for_tokens",

@@ -11,8 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kvscale.capacity import versions as v
+from kvscale.capacity import rules as v
 from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.nonkv import (
+    SamplerPath,
+    activation_peak,
+    forward_peak_bytes,
+    resolve_sampler_path,
+)
 from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest
 
 DEFAULT_VOCAB = 32000
@@ -33,6 +39,7 @@ class Budget:
     max_num_seqs: int
     block_size_tokens: int
     warnings: tuple[str, ...] = ()
+    sampler_path: SamplerPath | None = None  # vLLM V1: the path the activation charge assumed
 
 
 def total_memory_bytes(request: PlanRequest) -> int:
@@ -62,26 +69,39 @@ def check_utilization(value: float, field: str) -> float:
     return value
 
 
-def _activation_v1_bytes(model: ModelGeometry, mnbt: int, seqs: int) -> int:
-    vocab = model.vocab_size or DEFAULT_VOCAB
+def _activation_vllm(
+    request: PlanRequest, rules: v.VllmRules, mnbt: int, seqs: int
+) -> tuple[int, SamplerPath]:
+    model = request.model
     hidden = model.hidden_size or DEFAULT_HIDDEN
-    peak = (
-        v.ACT_V1_BYTES_PER_VOCAB_SEQ2 * vocab * seqs * seqs
-        + v.ACT_V1_BYTES_PER_TOKEN_HIDDEN * mnbt * hidden
+    path = resolve_sampler_path(request.sampler_path, rules.sampler_paths)
+    peak = activation_peak(
+        path,
+        max_num_seqs=seqs,
+        mnbt=mnbt,
+        vocab=model.vocab_size or DEFAULT_VOCAB,
+        hidden=hidden,
+        intermediate=model.intermediate_size or 4 * hidden,
+        tp=request.tensor_parallel,
+        dtype_bytes=model.dtype_bytes,
     )
-    return int(peak * (v.ACT_MULTIMODAL_FRAC if model.is_multimodal else 1.0))
+    return peak.peak_bytes, path
 
 
-def _activation_v0_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
+def _activation_forward_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
+    """Engines (and vLLM V0) whose profile is one forward pass over `mnbt` prompt tokens."""
     hidden = model.hidden_size or DEFAULT_HIDDEN
     inter = model.intermediate_size or 4 * hidden
-    return int(v.ACT_V0_BYTES_PER_TOKEN_WIDTH * mnbt * (hidden + inter / tp))
+    return forward_peak_bytes(mnbt, hidden, inter, tp, model.dtype_bytes)
 
 
 def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[int, int]:
     if rules.v1:
-        big = rules.gpu_batch_defaults and total >= v.BIG_GPU_MIN_BYTES
-        big = big and "a100" not in request.gpu.id.lower()
+        gpu_id = request.gpu.id.lower()
+        if rules.gpu_batch_defaults == "name":
+            big = any(name in gpu_id for name in v.BIG_GPU_NAMES)
+        else:
+            big = total >= v.BIG_GPU_MIN_BYTES and "a100" not in gpu_id
         if request.api_server:
             mnbt, seqs = v.BIG_GPU_BATCH if big else v.SMALL_GPU_BATCH
         else:
@@ -111,17 +131,20 @@ def vllm_budget(request: PlanRequest) -> Budget:
     mnbt, seqs = _vllm_batch(request, rules, total)
     weights, notes = weights_per_rank_bytes(request)
     tp = request.tensor_parallel
-    if rules.v1:
-        activation = _activation_v1_bytes(request.model, mnbt, seqs)
-    else:
-        activation = _activation_v0_bytes(request.model, mnbt, tp)
+    # V1 and V0 alike profile one forward pass over MNBT tokens, then sample min(seqs, MNBT)
+    # rows with top-k/top-p on (V0: vllm/worker/model_runner.py profile_run, the sort path)
+    activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
+    path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = int(rules.non_torch_tp1_gib * GIB)
     if tp > 1:
         non_torch += v.NON_TORCH_TP_EXTRA_BYTES
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
+    observed = request.observed_non_kv_bytes
     if request.kv_cache_memory_bytes is not None:  # --kv-cache-memory-bytes skips profiling
         available = request.kv_cache_memory_bytes
+    elif observed is not None:  # calibrated from the live engine or a startup log
+        available = requested - observed
     else:
         available = requested - weights - activation - non_torch - cudagraph
     return Budget(
@@ -137,6 +160,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
         max_num_seqs=seqs,
         block_size_tokens=request.block_size_tokens or v.VLLM_BLOCK_SIZE,
         warnings=notes,
+        sampler_path=path,
     )
 
 
@@ -152,7 +176,9 @@ def sglang_budget(request: PlanRequest) -> Budget:
     free_at_start = total - init
     weights, notes = weights_per_rank_bytes(request)
     requested = int(free_at_start * mfs)
-    available = request.kv_cache_memory_bytes or requested - weights
+    observed = request.observed_non_kv_bytes
+    non_kv = weights if observed is None else observed
+    available = request.kv_cache_memory_bytes or requested - non_kv
     chunk = request.max_num_batched_tokens or v.sglang_chunked_prefill(total)
     return Budget(
         total_bytes=total,
@@ -182,7 +208,7 @@ def free_fraction_budget(request: PlanRequest) -> Budget:
         v.TGI_PREFILL_TOKENS if is_tgi else v.TRTLLM_MAX_NUM_TOKENS
     )
     seqs = request.max_num_seqs or (v.TGI_MAX_CONCURRENT if is_tgi else v.TRTLLM_MAX_BATCH)
-    activation = _activation_v0_bytes(request.model, mnbt, tp)
+    activation = _activation_forward_bytes(request.model, mnbt, tp)
     non_torch = v.NON_TORCH_TP1_BYTES if tp == 1 else v.NON_TORCH_TP_BYTES
     free_after = total - weights - activation - non_torch
     available = request.kv_cache_memory_bytes or int(free_after * frac)

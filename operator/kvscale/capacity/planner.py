@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kvscale.capacity import versions as v
+from kvscale.capacity import rules as v
 from kvscale.capacity.budget import (
     Budget,
     describe_gib,
@@ -147,6 +147,8 @@ def _plan_warnings(request: PlanRequest, layout: KvLayout, budget: Budget) -> tu
         notes.append(f"{layout.padding_layers} padding layer(s) in the KV-cache groups")
     if request.kv_cache_memory_bytes is not None:
         notes.append("kv_cache_memory_bytes given: utilisation and profiling are ignored")
+    elif request.observed_non_kv_bytes is not None:
+        notes.append("non-KV memory from the engine's own accounting (observed), not estimated")
     return tuple(notes)
 
 
@@ -192,6 +194,7 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
         kv_groups=layout.groups,
         kv_needed_bytes=needed,
         engine_cap_seqs=_engine_cap(request, budget, tokens),
+        sampler_path=budget.sampler_path,
     )
 
 
@@ -220,7 +223,7 @@ def plan_to_json(plan: CapacityPlan) -> dict[str, Any]:
         "model": request.model.name,
         "gpu": request.gpu.id,
         "engine": request.engine,
-        "engineVersion": request.engine_version,
+        "engineVersion": str(request.engine_version),
         "tensorParallel": request.tensor_parallel,
         "maxModelLen": request.max_model_len_tokens,
         "gpuMemoryUtilization": plan.gpu_memory_utilization,
@@ -234,4 +237,7 @@ def plan_to_json(plan: CapacityPlan) -> dict[str, Any]:
         "groupSizeLayers": plan.group_size_layers,
         "blocksPerMaxLenRequest": plan.blocks_per_max_len_request,
         "kvNeededBytes": plan.kv_needed_bytes,
+        "nonKvBytes": plan.non_kv_bytes,
+        "nonKvSource": plan.non_kv_source,
+        "samplerPath": plan.sampler_path.value if plan.sampler_path else None,
     }

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from kvscale.capacity.nonkv import SamplerPath
+from kvscale.capacity.release import EngineVersion
+
 GIB = 1024**3
+DEFAULT_ENGINE_VERSION = EngineVersion.parse("0.11.0")
 
 
 class LayerKind(StrEnum):
@@ -79,7 +83,7 @@ class PlanRequest:
     model: ModelGeometry
     gpu: GpuSpec
     engine: str = "vllm"  # vllm | sglang | tgi | trtllm
-    engine_version: str = "0.11.0"
+    engine_version: EngineVersion = DEFAULT_ENGINE_VERSION  # a string is parsed on creation
     tensor_parallel: int = 1
     max_model_len_tokens: int = 8192
     gpu_memory_utilization: float | None = None  # None -> the engine version's default
@@ -94,6 +98,19 @@ class PlanRequest:
     disable_hybrid_kv_cache_manager: bool = False
     api_server: bool = True  # vLLM batch defaults differ for the API server vs the LLM class
     vllm_v0: bool | None = None  # force vLLM's V0 engine (VLLM_USE_V1=0); None: the version's
+    sampler_path: SamplerPath = SamplerPath.AUTO  # vLLM top-k/top-p path of the profile run
+    # Render the planned KV bytes as --kv-cache-memory-bytes (where the release has it), so
+    # the engine's pool is the plan; the non-KV estimate is then the out-of-memory guard.
+    pin_kv_pool: bool = False
+    # Per-rank non-KV memory the engine was seen to charge (requested - available KV bytes:
+    # weights, activation peak, non-torch, CUDA graphs) for this model, GPU type, release, TP
+    # and sampler path. When given it replaces the estimate (live calibration feeds it).
+    observed_non_kv_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        version = EngineVersion.parse(self.engine_version)
+        object.__setattr__(self, "engine_version", version)
+        object.__setattr__(self, "sampler_path", SamplerPath(self.sampler_path))
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,24 @@ class CapacityPlan:
     kv_groups: tuple[KvGroup, ...] = ()  # the engine's KV-cache groups (block allocator input)
     kv_needed_bytes: int = 0  # KV bytes one max_model_len request needs (per rank)
     engine_cap_seqs: int = 0  # the engine's own limit on running sequences
+    sampler_path: SamplerPath | None = None  # the path the activation charge assumed (vLLM V1)
+
+    @property
+    def non_kv_bytes(self) -> int:
+        """Per rank: what the budget charges besides the KV pool — observed when the request
+        carries `observed_non_kv_bytes`; else SGLang's weights (its pool is mem_fraction_static
+        x free-at-start − weights); else weights + activation + non-torch + graphs."""
+        observed = self.request.observed_non_kv_bytes
+        if observed is not None:
+            return observed
+        if self.request.engine == "sglang":
+            return self.weights_bytes
+        estimated = self.weights_bytes + self.activation_bytes + self.non_torch_bytes
+        return estimated + self.cudagraph_bytes
+
+    @property
+    def non_kv_source(self) -> str:
+        return "estimate" if self.request.observed_non_kv_bytes is None else "observed"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from kvscale.cli.common import CliError
 
 # subcommand name -> module kvscale.cli.<name>_cmd exposing `register(subparsers)` that sets `func`
-SUBCOMMANDS: tuple[str, ...] = ("plan", "flags", "validate", "crd", "simulate", "demo", "run")
+SUBCOMMANDS: tuple[str, ...] = (
+    "plan", "flags", "calibrate", "validate", "crd", "simulate", "demo", "run",
+)  # fmt: skip
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

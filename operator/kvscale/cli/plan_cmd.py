@@ -16,7 +16,9 @@ from kvscale.capacity import (
     GIB,
     CapacityInputError,
     CapacityPlan,
+    EngineVersion,
     PlanRequest,
+    SamplerPath,
     find_gpu,
     find_model,
     model_from_config,
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 ENGINES = ("vllm", "sglang", "tgi", "trtllm")
 DEFAULT_ENGINE_VERSION = {"vllm": "0.11.0", "sglang": "0.5.0", "tgi": "3.3.7", "trtllm": "1.2.0"}
+KV_POOL_CHOICES = ("profiled", "pinned")
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +60,15 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--max-num-batched-tokens", metavar="T")
     engine.add_argument("--max-num-seqs", metavar="S")
     engine.add_argument("--kv-cache-memory-bytes", metavar="N")
+    engine.add_argument(
+        "--sampler-path", choices=[p.value for p in SamplerPath], default="auto",
+        help="vLLM top-k/top-p path of the profile run (default auto: the costliest the "
+        "release can run, so the plan never over-predicts)",
+    )  # fmt: skip
+    engine.add_argument(
+        "--kv-pool", choices=KV_POOL_CHOICES, default="profiled",
+        help="pinned: render the planned KV bytes as --kv-cache-memory-bytes (vLLM >= 0.10.2)",
+    )  # fmt: skip
 
 
 def _number(value: str | None, field: str, kind: type[int] | type[float]) -> Any:
@@ -110,7 +122,9 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         model=model,
         gpu=gpu,
         engine=args.engine,
-        engine_version=args.engine_version or DEFAULT_ENGINE_VERSION[args.engine],
+        engine_version=EngineVersion.parse(
+            args.engine_version or DEFAULT_ENGINE_VERSION[args.engine]
+        ),
         tensor_parallel=_number(args.tensor_parallel, "--tensor-parallel", int),
         max_model_len_tokens=max_len if max_len is not None else model.max_position_embeddings,
         gpu_memory_utilization=util,
@@ -123,6 +137,8 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         max_num_seqs=_number(args.max_num_seqs, "--max-num-seqs", int),
         kv_cache_memory_bytes=_number(args.kv_cache_memory_bytes, "--kv-cache-memory-bytes", int),
         weights_bytes=weights,
+        sampler_path=SamplerPath(args.sampler_path),
+        pin_kv_pool=args.kv_pool == "pinned",
     )
 
 
@@ -149,6 +165,8 @@ FIELD_FLAGS = {
     "weights": "--weights-gib",
     "kvCacheDtype": "--kv-cache-dtype",
     "engineVersion": "--engine-version",
+    "engine_version": "--engine-version",
+    "samplerPath": "--sampler-path",
     "gpu": "--gpu",
     "model": "--model",
 }

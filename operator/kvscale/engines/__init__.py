@@ -4,6 +4,12 @@ One module per engine holds version tables (flags with the releases they exist i
 names, command, probe/scrape endpoints); `render` walks them identically for every engine.
 """
 
+from kvscale.capacity.release import (
+    EngineVersion,
+    SupportedVersions,
+    UnsupportedEngineError,
+    VersionRange,
+)
 from kvscale.engines.adapter import EngineEndpoints
 from kvscale.engines.metrics import EngineMetrics
 from kvscale.engines.promql import (
@@ -32,13 +38,6 @@ from kvscale.engines.render import (
     render_args,
     supported_versions,
 )
-from kvscale.engines.versions import (
-    EngineVersion,
-    SupportedVersions,
-    UnsupportedEngineError,
-    VersionRange,
-    parse_version,
-)
 
 __all__ = [
     "DEFAULT_GROUP_BY",
@@ -56,7 +55,6 @@ __all__ = [
     "engine_command",
     "engine_endpoints",
     "metric_queries",
-    "parse_version",
     "promql_cache_config",
     "promql_counter_rate",
     "promql_histogram_quantile",

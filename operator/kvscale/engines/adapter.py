@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kvscale.capacity.release import ALL_VERSIONS, SupportedVersions, VersionRange
 from kvscale.engines.flags import FlagSpec, RenderContext
 from kvscale.engines.metrics import MetricRow
-from kvscale.engines.versions import ALL_VERSIONS, SupportedVersions, VersionRange
 
 
 @dataclass(frozen=True)

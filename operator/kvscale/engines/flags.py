@@ -13,13 +13,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvscale.capacity.types import CapacityPlan
-from kvscale.engines.versions import (
+from kvscale.capacity.release import (
     ALL_VERSIONS,
     EngineVersion,
     UnsupportedEngineError,
     VersionRange,
 )
+from kvscale.capacity.types import CapacityPlan
 
 # A value function returns: None -> do not emit; True -> emit the bare switch;
 # a string -> emit "--flag value". (False is treated like None.)
@@ -116,8 +116,9 @@ def format_fraction(value: float, places: int = 3) -> str:
 
 
 def plan_non_kv_bytes(plan: CapacityPlan) -> int:
-    """Per-GPU memory the plan says is not KV: weights, activation peak, non-torch, graphs."""
-    return plan.weights_bytes + plan.activation_bytes + plan.non_torch_bytes + plan.cudagraph_bytes
+    """Per-GPU memory the plan says is not KV: weights, activation peak, non-torch, graphs
+    (or what the engine was observed to charge, when the plan was calibrated)."""
+    return plan.non_kv_bytes
 
 
 def kv_cache_dtype_is_model_width(plan: CapacityPlan) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from kvscale.engines.versions import ALL_VERSIONS, EngineVersion, VersionRange
+from kvscale.capacity.release import ALL_VERSIONS, EngineVersion, VersionRange
 
 
 @dataclass(frozen=True)

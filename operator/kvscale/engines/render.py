@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kvscale.capacity.release import EngineVersion, SupportedVersions, UnsupportedEngineError
 from kvscale.capacity.types import CapacityPlan
 from kvscale.engines import sglang, tgi, trtllm, vllm
 from kvscale.engines.adapter import EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import RenderContext, available_flag_names, render_flag_table
 from kvscale.engines.metrics import EngineMetrics, resolve_metrics
-from kvscale.engines.versions import EngineVersion, SupportedVersions, UnsupportedEngineError
 
 ADAPTERS: dict[str, EngineAdapter] = {
     adapter.name: adapter for adapter in (vllm.ADAPTER, sglang.ADAPTER, tgi.ADAPTER, trtllm.ADAPTER)
@@ -56,12 +56,12 @@ def engine_endpoints(engine: str) -> EngineEndpoints:
     return get_adapter(engine).endpoints
 
 
-def _checked(engine: str, version: str) -> tuple[EngineAdapter, EngineVersion]:
+def _checked(engine: str, version: str | EngineVersion) -> tuple[EngineAdapter, EngineVersion]:
     adapter = get_adapter(engine)
     return adapter, adapter.support.require(version)
 
 
-def engine_command(engine: str, version: str, model_ref: str) -> list[str]:
+def engine_command(engine: str, version: str | EngineVersion, model_ref: str) -> list[str]:
     """Program and model argument (the container `command`); flags come from `render`."""
     adapter, parsed = _checked(engine, version)
     for row in adapter.commands:
@@ -72,7 +72,7 @@ def engine_command(engine: str, version: str, model_ref: str) -> list[str]:
     )
 
 
-def metric_queries(engine: str, version: str) -> EngineMetrics:
+def metric_queries(engine: str, version: str | EngineVersion) -> EngineMetrics:
     """The series names this engine release exposes (None where it has no such signal)."""
     adapter, parsed = _checked(engine, version)
     return resolve_metrics(adapter.name, parsed, adapter.metrics)

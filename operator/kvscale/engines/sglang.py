@@ -14,6 +14,7 @@ Facts from engines.md §2 (sampled wheels 0.4.10.post2, 0.5.3, 0.5.9, 0.5.14, 0.
 
 from __future__ import annotations
 
+from kvscale.capacity.release import EngineVersion, SupportedVersions, VersionRange
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
     ChoiceRow,
@@ -25,7 +26,6 @@ from kvscale.engines.flags import (
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
-from kvscale.engines.versions import EngineVersion, SupportedVersions, VersionRange
 
 _R = VersionRange.of
 GIB = 1024**3

@@ -14,6 +14,12 @@ Facts: engines.md §3 (snapshot after v3.3.7; TGI is in maintenance mode).
 
 from __future__ import annotations
 
+from kvscale.capacity.release import (
+    EngineVersion,
+    SupportedVersions,
+    UnsupportedEngineError,
+    VersionRange,
+)
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
     ChoiceRow,
@@ -24,12 +30,6 @@ from kvscale.engines.flags import (
     format_fraction,
 )
 from kvscale.engines.metrics import MetricRow
-from kvscale.engines.versions import (
-    EngineVersion,
-    SupportedVersions,
-    UnsupportedEngineError,
-    VersionRange,
-)
 
 _R = VersionRange.of
 WIGGLE_ROOM_FRAC = 0.90  # env TGI_WIGGLE_ROOM default

@@ -12,6 +12,7 @@ treated like 1.2.x — conservative for flags that appeared "in the 1.3.0rc line
 
 from __future__ import annotations
 
+from kvscale.capacity.release import EngineVersion, SupportedVersions, VersionRange
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
     ChoiceRow,
@@ -23,7 +24,6 @@ from kvscale.engines.flags import (
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
-from kvscale.engines.versions import EngineVersion, SupportedVersions, VersionRange
 
 _R = VersionRange.of
 DEFAULT_TOKENS_PER_BLOCK = 32  # KvCacheConfig.tokens_per_block; YAML only

@@ -9,6 +9,12 @@ uses the upstream PR's release line where the reference gives it.
 
 from __future__ import annotations
 
+from kvscale.capacity.release import (
+    EngineVersion,
+    SupportedVersions,
+    UnsupportedEngineError,
+    VersionRange,
+)
 from kvscale.capacity.types import LayerKind
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
@@ -22,12 +28,6 @@ from kvscale.engines.flags import (
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
-from kvscale.engines.versions import (
-    EngineVersion,
-    SupportedVersions,
-    UnsupportedEngineError,
-    VersionRange,
-)
 
 _R = VersionRange.of
 KV_BYTES_FLAG = "--kv-cache-memory-bytes"
@@ -89,7 +89,21 @@ _FREE_BLOCK_SIZE = _R("0.11.0")
 
 
 def _kv_bytes_requested(ctx: RenderContext) -> int | None:
-    return ctx.plan.request.kv_cache_memory_bytes
+    """The user's KV bytes, else the planned pool when it is pinned (ADR 0012)."""
+    request = ctx.plan.request
+    if request.kv_cache_memory_bytes is not None:
+        return request.kv_cache_memory_bytes
+    if _pinnable(ctx):  # whole blocks: the engine's floor division gives back num_blocks
+        plan = ctx.plan
+        return plan.num_blocks * plan.page_bytes * plan.group_size_layers
+    return None
+
+
+def _pinnable(ctx: RenderContext) -> bool:
+    """A pinned pool renders only where the bytes flag exists and the plan leaves KV memory;
+    elsewhere the engine sizes its pool from its own profile (and a note says so)."""
+    plan = ctx.plan
+    return plan.request.pin_kv_pool and ctx.has_flag(KV_BYTES_FLAG) and plan.available_kv_bytes > 0
 
 
 def equivalent_utilization(ctx: RenderContext) -> float:
@@ -197,6 +211,12 @@ def notes(ctx: RenderContext) -> tuple[str, ...]:
     out: list[str] = []
     if ctx.plan.request.enable_prefix_caching and _has_linear_layers(ctx):
         out.append("prefix caching left to vLLM's default for a linear-attention/Mamba hybrid")
+    request = ctx.plan.request
+    if request.pin_kv_pool and request.kv_cache_memory_bytes is None and not _pinnable(ctx):
+        out.append(
+            f"kvCache.pool pinned needs vLLM ≥ 0.10.2 ({KV_BYTES_FLAG}) and a positive planned "
+            "pool; the engine sizes its pool from its own memory profile"
+        )
     if _kv_bytes_requested(ctx) is not None and not ctx.has_flag(KV_BYTES_FLAG):
         util = equivalent_utilization(ctx)
         clamp = " (clamped to 1.0: the plan's non-KV memory plus the KV bytes exceed the GPU)"

@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvscale.capacity import ModelGeometry, PlanRequest, find_gpu, find_model, model_from_config
+from kvscale.capacity import (
+    EngineVersion,
+    ModelGeometry,
+    PlanRequest,
+    find_gpu,
+    find_model,
+    model_from_config,
+)
 
 DEFAULT_SIM_GPU = "h100_sxm_80gb"
 _PROGRAM_WORDS = frozenset({"vllm", "serve", "python", "python3", "-m", "sglang.launch_server"})
@@ -130,7 +137,7 @@ def parse_engine_args(
         model=model,
         gpu=gpu_spec,
         engine=engine,
-        engine_version=version,
+        engine_version=EngineVersion.parse(version),
         max_model_len_tokens=ns.max_model_len_tokens or model.max_position_embeddings,
         kv_cache_memory_bytes=getattr(ns, "kv_cache_memory_bytes", None),
         **{name: getattr(ns, name) for name in _PLAN_FIELDS},

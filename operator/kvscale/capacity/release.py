@@ -1,15 +1,18 @@
-"""Engine version numbers, version ranges and the typed error for what we cannot render.
+"""Engine releases: the one version type, version ranges, and the error for what we cannot do.
 
 Engine releases are spelled many ways ("0.10.1.1", "v0.11.0", "0.6.4.post1", "1.3.0rc21",
-"0.6.3+cu118"). Flags and metric names appear and disappear at specific releases, so every
-table in this package keys on a `VersionRange` of parsed `EngineVersion`s instead of on
-string comparisons or if-chains.
+"0.6.3+cu118", "0.21" for "0.21.0"). The capacity planner's behaviour tables, the engines'
+flag and metric tables, the CLI and the API all parse with `EngineVersion` and key on it (or
+on a `VersionRange` of it), never on strings or tuples, so every spelling of one release
+plans and renders the same.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from kvscale.capacity.errors import CapacityInputError
 
 _VERSION_RE = re.compile(
     r"""^\s*v?
@@ -33,31 +36,32 @@ _PHASE_RANK: dict[str, int] = {
 }
 
 
-class UnsupportedEngineError(ValueError):
-    """The engine, its version or a plan value cannot be rendered; names the field and the fix."""
+class UnsupportedEngineError(CapacityInputError):
+    """The engine, its version or a plan value cannot be handled; names the field and the fix."""
 
-    def __init__(self, field_name: str, problem: str, fix: str) -> None:
-        super().__init__(f"{field_name}: {problem}; fix: {fix}")
-        self.field = field_name
-        self.problem = problem
-        self.fix = fix
+
+# The spelling `str()` gives each phase rank (PEP 440 normal form).
+_PHASE_TEXT: dict[int, str] = {-4: ".dev", -3: "a", -2: "b", -1: "rc", 0: "", 1: ".post"}
 
 
 @dataclass(frozen=True, order=True)
 class EngineVersion:
     """A parsed release number, ordered like PEP 440 (1.3.0rc2 < 1.3.0 < 1.3.0.post1).
 
-    Trailing zeros do not matter for ordering or equality: "0.10" == "0.10.0".
+    Trailing zeros do not matter for ordering or equality: "0.21" == "0.21.0", and `str()`
+    gives one spelling for both ("0.21.0"), so plans and messages do not depend on how the
+    user wrote the release.
     """
 
     release: tuple[int, ...]  # trailing zeros stripped
     phase_rank: int = 0  # <0 pre-release, 0 final, 1 post-release
     phase_number: int = 0
-    text: str = field(default="", compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> EngineVersion:
+    def parse(cls, text: str | EngineVersion) -> EngineVersion:
         """Parse a release string; raises `UnsupportedEngineError` naming `engine_version`."""
+        if isinstance(text, EngineVersion):
+            return text
         match = _VERSION_RE.match(text)
         if match is None:
             raise UnsupportedEngineError(
@@ -70,15 +74,14 @@ class EngineVersion:
             parts.pop()
         phase = (match.group("phase") or "").lower()
         number = int(match.group("num") or 0)
-        return cls(tuple(parts), _PHASE_RANK[phase], number, text.strip().lstrip("vV"))
+        return cls(tuple(parts), _PHASE_RANK[phase], number)
 
     def __str__(self) -> str:
-        return self.text or ".".join(str(p) for p in self.release)
-
-
-def parse_version(text: str | EngineVersion) -> EngineVersion:
-    """Accept a string or an already parsed version."""
-    return text if isinstance(text, EngineVersion) else EngineVersion.parse(text)
+        padded = self.release + (0,) * max(0, 3 - len(self.release))
+        suffix = _PHASE_TEXT[self.phase_rank]
+        if self.phase_rank:
+            suffix += str(self.phase_number)
+        return ".".join(str(p) for p in padded) + suffix
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class SupportedVersions:
     def contains(self, version: EngineVersion) -> bool:
         return self.minimum <= version < self.below
 
-    def require(self, version_text: str) -> EngineVersion:
+    def require(self, version_text: str | EngineVersion) -> EngineVersion:
         """Parse and check; the error says which range is supported."""
         version = EngineVersion.parse(version_text)
         if not self.contains(version):

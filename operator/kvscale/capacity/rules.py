@@ -1,65 +1,77 @@
-"""Engine-version rules and the calibrated non-KV memory model, as tables.
+"""Engine-release rules and the non-KV memory constants, as tables.
 
 Every behaviour that changed between engine releases is one row here; the planner looks the
-row up once and never branches on version numbers itself. Sources: reference notes on
-vLLM's memory profiling (PR numbers in docs/capacity.md) and the development observations
-in bench/data/vllm_kv_observations.csv (calibration in docs/adr/0001-capacity-model.md).
+row up once (by `EngineVersion`, so "0.21" and "0.21.0" are one release) and never branches
+on version numbers itself. Sources: vLLM's own wheels (`pip download vllm==X --no-deps`; file
+and release cited per row), the reference notes on vLLM's memory profiling and the measured
+logs in bench/data (docs/adr/0001-capacity-model.md, docs/adr/0012-physical-non-kv-model.md).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.nonkv import SamplerPath
+from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.types import GIB
 
-Version = tuple[int, ...]
-
-
-def parse_version(text: str) -> Version:
-    """'v0.10.1.1 (V1)' -> (0, 10, 1, 1); the leading dotted number is what counts."""
-    match = re.search(r"\d+(?:\.\d+)*", text or "")
-    if match is None:
-        raise CapacityInputError(
-            "engineVersion", f"cannot read a version from {text!r}", "use a release like 0.11.0"
-        )
-    return tuple(int(p) for p in match.group().split("."))
+_S, _F, _T, _V2 = SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2
 
 
 @dataclass(frozen=True)
 class VllmRules:
     """What one range of vLLM releases does when it sizes the KV cache."""
 
-    since: Version
+    since: EngineVersion
     v1: bool  # V1 engine (chunked prefill always on, shared block pool)
     default_util: float  # --gpu-memory-utilization default
     cudagraph_subtracted: bool  # CUDA-graph memory estimated and taken from the budget
     hybrid_manager: bool  # sliding-window groups drop out-of-window blocks (HMA)
     chunked_local_in_hma: bool  # Llama-4 chunked layers handled by HMA (else paid in full)
-    gpu_batch_defaults: bool  # >=70 GiB and not A100 -> 8192 tokens / 1024 seqs
+    gpu_batch_defaults: str  # "" none | "name": H100/H200 by device name | "memory": >=70 GiB
     token_formula: str  # blocks | groups | concurrency  ("GPU KV cache size" line)
     legacy_profile: bool  # V0 before 0.6.4: peak from free-memory deltas
     v0_chunked_above_tokens: int | None  # V0 turns chunked prefill on above this max_model_len
     non_torch_tp1_gib: float  # non-torch memory the profile charges at TP 1
+    sampler_paths: tuple[SamplerPath, ...]  # top-k/top-p paths this release can run
 
 
-# Ascending by `since`; the last row whose `since` <= the version applies.
+def _row(since: str, *cells: object) -> VllmRules:
+    return VllmRules(EngineVersion.parse(since), *cells)  # type: ignore[arg-type]
+
+
+# Ascending by `since`; the last row whose `since` <= the version applies. Sampler paths:
+# 0.8.4-0.11.0 FlashInfer by default when it imports, else PyTorch sort
+# (v1/sample/ops/topk_topp_sampler.py 0.11.0, `elif envs.VLLM_USE_FLASHINFER_SAMPLER is not
+# False`); 0.11.1-0.16 sort, FlashInfer opt-in (`if envs.VLLM_USE_FLASHINFER_SAMPLER:`);
+# >= 0.17 Triton top-k/top-p from 8 rows (`apply_top_k_top_p`, 0.20.0), FlashInfer opt-in;
+# Model Runner V2 (v1/worker/gpu/, allow-listed models) from 0.23 (approximate).
+# 0.20.0: util 0.92 (config/cache.py L66) and VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default
+# "1" (envs.py L1725; subtracted in v1/worker/gpu_worker.py L401) — both read in the 0.20.0
+# wheel. 0.8.0-0.9.0 charge the CUDA context as non-torch (total − torch allocated); from
+# 0.9.1 only the increase since start-up counts. 0.8.x picks the big-GPU batch defaults by
+# device name (H100/H200); later releases by memory (>= 70 GiB and not an A100).
 VLLM_RULES: tuple[VllmRules, ...] = (
-    VllmRules((0,), False, 0.9, False, False, False, False, "blocks", True, None, 0.8),
-    VllmRules((0, 6, 0), False, 0.9, False, False, False, False, "blocks", True, 32768, 0.8),
-    VllmRules((0, 6, 4), False, 0.9, False, False, False, False, "blocks", False, 32768, 0.4),
-    VllmRules((0, 8, 0), True, 0.9, False, False, False, True, "blocks", False, None, 0.13),
-    VllmRules((0, 10, 0), True, 0.9, False, True, False, True, "groups", False, None, 0.13),
-    VllmRules((0, 21, 0), True, 0.92, True, True, False, True, "groups", False, None, 0.13),
-    VllmRules((0, 23, 0), True, 0.92, True, True, True, True, "concurrency", False, None, 0.13),
-)
+    _row("0", False, 0.9, False, False, False, "", "blocks", True, None, 0.8, (_S,)),
+    _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, 0.8, (_S,)),
+    _row("0.6.4", False, 0.9, False, False, False, "", "blocks", False, 32768, 0.4, (_S,)),
+    _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F)),
+    _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
+    _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.13, (_S, _F)),
+    _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F)),
+    _row("0.17.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_T, _F)),
+    _row("0.20.0", True, 0.92, True, True, False, "memory", "groups", False, None, 0.13, (_T, _F)),
+    _row(
+        "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.13,
+        (_T, _F, _V2),
+    ),
+)  # fmt: skip
 
 
-def vllm_rules(version: str, force_v0: bool | None = None) -> VllmRules:
+def vllm_rules(version: EngineVersion | str, force_v0: bool | None = None) -> VllmRules:
     """The row for `version`; `force_v0` selects the last V0 row for V1-era releases that
     still shipped V0 (VLLM_USE_V1=0, up to 0.10.x)."""
-    parsed = parse_version(version)
+    parsed = EngineVersion.parse(version)
     chosen = VLLM_RULES[0]
     for rules in VLLM_RULES:
         if rules.since <= parsed and (not force_v0 or not rules.v1):
@@ -69,6 +81,7 @@ def vllm_rules(version: str, force_v0: bool | None = None) -> VllmRules:
 
 # --- vLLM batch defaults (EngineArgs.get_batch_defaults, OpenAI API server) ----------------
 BIG_GPU_MIN_BYTES = 70 * GIB
+BIG_GPU_NAMES = ("h100", "h200")  # 0.8.x: the big-GPU defaults by device name
 BIG_GPU_BATCH = (8192, 1024)  # (max_num_batched_tokens, max_num_seqs)
 SMALL_GPU_BATCH = (2048, 256)
 LLM_CLASS_BIG_GPU_BATCH = (16384, 1024)
@@ -78,19 +91,7 @@ V0_MIN_BATCHED_TOKENS = 2048  # V0 without chunked prefill: max(max_model_len, 2
 VLLM_BLOCK_SIZE = 16
 HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a multiple of 16
 
-# --- calibrated non-KV memory (per rank) ---------------------------------------------------
-# V1 activation peak = sampler term + forward term. The sampler dummy run dominates; across the
-# three batch configurations observed (1024 seqs/8192 tokens, 1024/1024, 256/2048) it grows
-# with vocab x max_num_seqs^2 and hardly with the batched tokens. Fit (docs/adr/0001): 7 rows,
-# residuals < 0.1 GiB.
-ACT_V1_BYTES_PER_VOCAB_SEQ2 = 0.03758
-ACT_V1_BYTES_PER_TOKEN_HIDDEN = 2.56
-# Multimodal models: the profiled peak was 0.44x the text-model figure (Mistral-Small-3.2,
-# 2.12 GiB vs 4.8 predicted); one observation, so treat it as indicative.
-ACT_MULTIMODAL_FRAC = 0.44
-# V0 (no chunked prefill) profiles a full batch of max_num_batched_tokens prompt tokens:
-# peak ~ tokens x (hidden + intermediate); fit on vllm#10517 (20k and 29k tokens, 2 rows).
-ACT_V0_BYTES_PER_TOKEN_WIDTH = 6.12
+# --- non-KV memory besides the activation peak (per rank; the peak is in nonkv.py) ---------
 # Non-torch memory (CUDA context after the baseline, NCCL, custom all-reduce buffers): the
 # TP-1 figure is per era (VllmRules.non_torch_tp1_gib: V1 0.13 from llm-d; V0 >= 0.6.4 0.4 from
 # vllm#10517/#10360, which count cuBLAS workspaces too; legacy V0 0.8 from PR#4454, PR#2031 and
@@ -99,8 +100,8 @@ ACT_V0_BYTES_PER_TOKEN_WIDTH = 6.12
 NON_TORCH_TP1_BYTES = int(0.13 * GIB)
 NON_TORCH_TP_EXTRA_BYTES = int(0.42 * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES
-# CUDA-graph memory estimate subtracted from >= 0.21 (indicative; the real estimate is
-# measured by capturing two graphs per mode and extrapolating).
+# CUDA-graph memory estimate subtracted from 0.20.0 on (indicative; the engine measures it by
+# capturing two graphs per mode and extrapolating; llm-d's 0.11.0 logs show 0.39-1.03 GiB).
 CUDAGRAPH_DENSE_BYTES = int(0.5 * GIB)
 CUDAGRAPH_MOE_BYTES = int(1.0 * GIB)
 CUDAGRAPH_REF_SEQS = 512  # the estimate grows with the number of capture sizes
@@ -108,7 +109,7 @@ CUDAGRAPH_REF_SEQS = 512  # the estimate grows with the number of capture sizes
 # --- SGLang ----------------------------------------------------------------------------------
 SGLANG_MFS_BY_TP: tuple[tuple[int, float], ...] = ((1, 0.88), (2, 0.87), (4, 0.85), (8, 0.81))
 SGLANG_MFS_MIN = 0.79  # TP16 and beyond
-SGLANG_AUTO_MFS_SINCE: Version = (0, 5, 0)  # reserve-based auto fraction
+SGLANG_AUTO_MFS_SINCE = EngineVersion.parse("0.5.0")  # reserve-based auto fraction
 SGLANG_INIT_TP1_BYTES = int(0.5 * GIB)  # CUDA context + NCCL before the free-memory probe
 SGLANG_INIT_TP_BYTES = int(0.85 * GIB)
 SGLANG_CHUNKED_PREFILL_BY_GIB: tuple[tuple[float, int], ...] = (
@@ -130,9 +131,9 @@ TRTLLM_MAX_BATCH = 2048
 TRTLLM_MAX_NUM_TOKENS = 8192
 
 
-def sglang_default_mfs(version: str, tp: int, gpu_bytes: int) -> float:
+def sglang_default_mfs(version: EngineVersion, tp: int, gpu_bytes: int) -> float:
     """SGLang's default mem_fraction_static: by TP in old releases, reserve-based in new ones."""
-    if parse_version(version) < SGLANG_AUTO_MFS_SINCE:
+    if version < SGLANG_AUTO_MFS_SINCE:
         for max_tp, frac in SGLANG_MFS_BY_TP:
             if tp <= max_tp:
                 return frac

@@ -1,0 +1,125 @@
+"""vLLM's profiled activation peak, from the tensors its profile run allocates.
+
+`profile_run` runs the model once on `max_num_batched_tokens` (MNBT) tokens and then the
+sampler once on a dummy batch of S = min(max_num_seqs, MNBT) requests (vllm 0.11.0
+`v1/worker/gpu_model_runner.py` L3391-3397 and L2977; 0.20.0 `v1/worker/gpu/model_runner.py`
+`_dummy_sampler_run`). The profiler records the *peak* of torch allocations, so the
+activation charge is max(forward peak, sampler peak), never their sum. Every sampler tensor
+is `[S, vocab]` or `[S]`: the charge is linear in S, and its bytes per element depend on the
+top-k/top-p path the release runs (docs/adr/0012-physical-non-kv-model.md).
+
+No constant here is fitted to the bench rows; each is a sum of tensor widths read in the
+source, cross-checked against logs in the ADR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kvscale.capacity.errors import CapacityInputError
+
+
+class SamplerPath(StrEnum):
+    """The top-k/top-p implementation the sampler's dummy run goes through."""
+
+    AUTO = "auto"  # the largest charge among the paths the release can run (safe side)
+    SORT = "sort"  # PyTorch sort (`apply_top_k_top_p`, v1/sample/ops/topk_topp_sampler.py)
+    FLASHINFER = "flashinfer"  # flashinfer top_k_top_p_sampling_from_logits
+    TRITON = "triton"  # in-place Triton kernel (`apply_top_k_top_p_triton`, >= 0.17)
+    V2 = "v2"  # Model Runner V2 (v1/worker/gpu/sample): no top-k/top-p in the dummy run
+
+
+# Bytes per [S x vocab] element live at the sampler's peak (widths from the source):
+# every path keeps the model-dtype logits (2, `compute_logits`, still referenced by
+# `_dummy_sampler_run`) and their fp32 copy (4, `logits.to(torch.float32)`, sampler.py).
+# sort: + sorted values fp32 (4) + int64 indices (8) + the int64 index iota the sort reads (8)
+#   + the radix sort's key/value double buffers (4 + 8)                        = 38
+#   (measured 38.4-38.9 on four vLLM 0.11.0 H100 logs at 1,024 sequences, including the
+#   MNBT x hidden states the formula below adds separately)
+# flashinfer: + top-k masked logits fp32 (4) + softmax probs fp32 (4)          = 14
+# triton: masks in place; + softmax probs fp32 (4) + exponential noise q (4,
+#   `random_sample`)                                                           = 14
+# v2: the dummy batch keeps top_k = vocab, top_p = 1, so top-k/top-p is skipped; the Gumbel
+#   sampler reduces per block                                                  = 6
+SAMPLER_BYTES_PER_ELEMENT: dict[SamplerPath, int] = {
+    SamplerPath.SORT: 2 + 4 + 4 + 8 + 8 + 4 + 8,
+    SamplerPath.FLASHINFER: 2 + 4 + 4 + 4,
+    SamplerPath.TRITON: 2 + 4 + 4 + 4,
+    SamplerPath.V2: 2 + 4,
+}
+# The Triton kernel runs from 8 rows; below, the sort path (apply_top_k_top_p, 0.20.0).
+TRITON_MIN_ROWS = 8
+# Forward pass of a dense decoder layer, per token, in activation-dtype elements: the
+# residual, the normed input and the layer output (3 x hidden); the gate/up projection
+# (2 x intermediate / TP) and the SiLU-and-mul output (1 x intermediate / TP).
+FORWARD_HIDDEN_TENSORS = 3
+FORWARD_INTERMEDIATE_TENSORS = 3
+# Hidden states of the dummy batch held while the sampler runs: the forward's output
+# (MNBT rows) plus the sampled rows and their random stand-in (2 x S rows).
+SAMPLER_HELD_HIDDEN_ROWS_PER_SEQ = 2
+
+
+@dataclass(frozen=True)
+class ActivationPeak:
+    """The two peaks the profiler can see, and which path produced the sampler's."""
+
+    sampler_path: SamplerPath
+    sampler_bytes: int
+    forward_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.sampler_bytes, self.forward_bytes)
+
+
+def resolve_sampler_path(requested: SamplerPath, runnable: tuple[SamplerPath, ...]) -> SamplerPath:
+    """`auto` -> the runnable path with the largest charge; a named path must be runnable."""
+    if requested is SamplerPath.AUTO:
+        return max(runnable, key=SAMPLER_BYTES_PER_ELEMENT.__getitem__)
+    if requested not in runnable:
+        names = ", ".join(p.value for p in runnable)
+        raise CapacityInputError(
+            "samplerPath",
+            f"this engine release cannot run the {requested.value} sampler path",
+            f"use auto or one of: {names}",
+        )
+    return requested
+
+
+def sampler_peak_bytes(
+    path: SamplerPath, rows: int, vocab: int, *, hidden: int, mnbt: int, dtype_bytes: int
+) -> int:
+    """Bytes live while the dummy sampler runs on `rows` requests."""
+    if path is SamplerPath.TRITON and rows < TRITON_MIN_ROWS:
+        path = SamplerPath.SORT
+    held = dtype_bytes * hidden * (mnbt + SAMPLER_HELD_HIDDEN_ROWS_PER_SEQ * rows)
+    return SAMPLER_BYTES_PER_ELEMENT[path] * rows * vocab + held
+
+
+def forward_peak_bytes(mnbt: int, hidden: int, intermediate: int, tp: int, dtype_bytes: int) -> int:
+    """Bytes live at the widest point of one decoder layer over `mnbt` tokens (per rank)."""
+    width = FORWARD_HIDDEN_TENSORS * hidden + FORWARD_INTERMEDIATE_TENSORS * intermediate / tp
+    return int(dtype_bytes * mnbt * width)
+
+
+def activation_peak(
+    path: SamplerPath,
+    *,
+    max_num_seqs: int,
+    mnbt: int,
+    vocab: int,
+    hidden: int,
+    intermediate: int,
+    tp: int,
+    dtype_bytes: int,
+) -> ActivationPeak:
+    """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two."""
+    rows = min(max_num_seqs, mnbt)
+    return ActivationPeak(
+        sampler_path=path,
+        sampler_bytes=sampler_peak_bytes(
+            path, rows, vocab, hidden=hidden, mnbt=mnbt, dtype_bytes=dtype_bytes
+        ),
+        forward_bytes=forward_peak_bytes(mnbt, hidden, intermediate, tp, dtype_bytes),
+    )

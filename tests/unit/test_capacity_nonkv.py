@@ -1,0 +1,149 @@
+"""The physical non-KV model: sampler paths by release, max(forward, sampler), extrapolation."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from kvscale.capacity import (
+    GIB,
+    CapacityInputError,
+    ModelGeometry,
+    PlanRequest,
+    SamplerPath,
+    find_gpu,
+    find_model,
+    plan_capacity,
+)
+from kvscale.capacity.nonkv import (
+    SAMPLER_BYTES_PER_ELEMENT,
+    ActivationPeak,
+    activation_peak,
+    resolve_sampler_path,
+)
+from kvscale.capacity.rules import vllm_rules
+
+QWEN3_8B = find_model("Qwen/Qwen3-8B")  # vocab 151936, hidden 4096, intermediate 12288
+LLAMA_70B = find_model("meta-llama/Llama-3.1-70B-Instruct")  # hidden 8192, intermediate 28672
+H100 = find_gpu("H100")
+
+
+def _peak(
+    model: ModelGeometry, path: SamplerPath, seqs: int, mnbt: int, tp: int = 1
+) -> ActivationPeak:
+    assert model.vocab_size and model.hidden_size and model.intermediate_size
+    return activation_peak(
+        path,
+        max_num_seqs=seqs,
+        mnbt=mnbt,
+        vocab=model.vocab_size,
+        hidden=model.hidden_size,
+        intermediate=model.intermediate_size,
+        tp=tp,
+        dtype_bytes=model.dtype_bytes,
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "auto_path", "runnable"),
+    [
+        ("0.8.5", SamplerPath.SORT, {SamplerPath.SORT, SamplerPath.FLASHINFER}),
+        ("0.11.0", SamplerPath.SORT, {SamplerPath.SORT, SamplerPath.FLASHINFER}),
+        ("0.16.0", SamplerPath.SORT, {SamplerPath.SORT, SamplerPath.FLASHINFER}),
+        ("0.17", SamplerPath.TRITON, {SamplerPath.TRITON, SamplerPath.FLASHINFER}),
+        (
+            "0.27.0",
+            SamplerPath.TRITON,
+            {SamplerPath.TRITON, SamplerPath.FLASHINFER, SamplerPath.V2},
+        ),
+    ],
+)
+def test_auto_takes_the_costliest_path_the_release_can_run(
+    version: str, auto_path: SamplerPath, runnable: set[SamplerPath]
+) -> None:
+    paths = vllm_rules(version).sampler_paths
+    assert set(paths) == runnable
+    chosen = resolve_sampler_path(SamplerPath.AUTO, paths)
+    assert chosen is auto_path
+    assert all(SAMPLER_BYTES_PER_ELEMENT[chosen] >= SAMPLER_BYTES_PER_ELEMENT[p] for p in paths)
+
+
+@pytest.mark.parametrize("path", [SamplerPath.FLASHINFER, SamplerPath.V2, SamplerPath.SORT])
+def test_auto_never_plans_more_kv_than_a_named_path(path: SamplerPath) -> None:
+    base = PlanRequest(model=QWEN3_8B, gpu=H100, engine_version="0.11.0", max_num_seqs=256)
+    auto = plan_capacity(base)
+    if path not in vllm_rules("0.11.0").sampler_paths:
+        with pytest.raises(CapacityInputError) as info:
+            plan_capacity(PlanRequest(**{**base.__dict__, "sampler_path": path}))
+        assert info.value.field == "samplerPath" and "auto" in info.value.fix
+        return
+    named = plan_capacity(PlanRequest(**{**base.__dict__, "sampler_path": path}))
+    assert auto.available_kv_bytes <= named.available_kv_bytes
+    assert named.sampler_path is path
+
+
+def test_the_profiler_sees_the_larger_peak_not_the_sum() -> None:
+    # Few sequences, many batched tokens on a wide model: the forward pass dominates.
+    forward_heavy = _peak(LLAMA_70B, SamplerPath.TRITON, seqs=16, mnbt=32768)
+    assert forward_heavy.forward_bytes > forward_heavy.sampler_bytes
+    assert forward_heavy.peak_bytes == forward_heavy.forward_bytes
+    # Many sequences, the sort path: the sampler dominates.
+    sampler_heavy = _peak(QWEN3_8B, SamplerPath.SORT, seqs=1024, mnbt=8192)
+    assert sampler_heavy.peak_bytes == sampler_heavy.sampler_bytes
+
+
+@pytest.mark.parametrize("path", [SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON,
+                                  SamplerPath.V2])  # fmt: skip
+@pytest.mark.parametrize("mnbt", [2048, 8192, 32768])
+def test_sampler_is_linear_in_sequences(path: SamplerPath, mnbt: int) -> None:
+    seqs = [64, 256, 448, 640, 1024, 1408, 2048]
+    sampler = [_peak(QWEN3_8B, path, s, mnbt).sampler_bytes for s in seqs]
+    slopes = {
+        (b - a) / (s1 - s0)
+        for (a, b), (s0, s1) in zip(pairwise(sampler), pairwise(seqs), strict=True)
+    }
+    # one slope (within float rounding of the division): no seqs^2 term anywhere
+    assert max(slopes) - min(slopes) < 1e-6 * max(slopes)
+    # the slope is the path's bytes per element over the vocabulary (+ two held hidden rows)
+    expected = SAMPLER_BYTES_PER_ELEMENT[path] * 151936 + 2 * 4096 * 2
+    assert min(slopes) == pytest.approx(expected)
+
+
+# Bounds from the physics, per (sequences, batched tokens): every path keeps at least the
+# model-dtype logits and their fp32 copy (6 B per sequence x vocab element); none keeps more
+# than the sort path's 38 B, the MNBT + 2S held hidden rows, or one dense layer's widest point.
+@pytest.mark.parametrize("seqs", [64, 128, 256, 512, 1024, 2048])
+@pytest.mark.parametrize("mnbt", [2048, 4096, 8192, 16384, 32768])
+@pytest.mark.parametrize("model", [QWEN3_8B, LLAMA_70B], ids=["qwen3-8b", "llama-70b"])
+def test_activation_is_sane_from_64_to_2048_seqs_and_2k_to_32k_tokens(
+    seqs: int, mnbt: int, model: ModelGeometry
+) -> None:
+    vocab, hidden, inter = (
+        model.vocab_size or 0,
+        model.hidden_size or 0,
+        model.intermediate_size or 0,
+    )
+    rows = min(seqs, mnbt)
+    lower = 6 * rows * vocab
+    upper = max(38 * rows * vocab + 2 * hidden * (mnbt + 2 * rows), 6 * mnbt * (hidden + inter))
+    for path in (SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2):
+        peak = _peak(model, path, seqs, mnbt).peak_bytes
+        assert lower <= peak <= upper
+        # and never a GPU's worth: even 2,048 sort rows of a 152k vocabulary stay < 12 GiB
+        assert peak < 12 * GIB
+
+
+@pytest.mark.parametrize("mnbt", [2048, 4096, 8192, 16384, 32768])
+def test_forward_grows_linearly_with_batched_tokens_and_shrinks_with_tp(mnbt: int) -> None:
+    one = _peak(LLAMA_70B, SamplerPath.V2, 1, mnbt, tp=1).forward_bytes
+    double = _peak(LLAMA_70B, SamplerPath.V2, 1, 2 * mnbt).forward_bytes
+    assert double == 2 * one
+    tp4 = _peak(LLAMA_70B, SamplerPath.V2, 1, mnbt, tp=4).forward_bytes
+    assert 6 * mnbt * 8192 < tp4 < one  # the intermediate is split over ranks, hidden is not
+
+
+def test_fewer_than_eight_rows_take_the_sort_path_on_triton_releases() -> None:
+    small = _peak(QWEN3_8B, SamplerPath.TRITON, seqs=4, mnbt=8192)
+    as_sort = _peak(QWEN3_8B, SamplerPath.SORT, seqs=4, mnbt=8192)
+    assert small.sampler_bytes == as_sort.sampler_bytes
