@@ -111,6 +111,7 @@ class EngineRunner:
     time_scale: float = 1.0
     namespaces: set[str] = field(default_factory=set)
     engines: dict[str, Engine] = field(default_factory=dict)  # by pod uid
+    sim_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by namespace
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -149,6 +150,13 @@ class EngineRunner:
     def forget_namespace(self, namespace: str) -> None:
         with self._lock:
             self.namespaces.discard(namespace)
+            self.sim_flags.pop(namespace, None)
+
+    def set_sim_flags(self, namespace: str, *flags: str) -> None:
+        """Simulator flags for the engines started from now on in `namespace` (e.g.
+        `--sim-kv-pool-fraction 0.9`: engines that hold less KV than the plan)."""
+        with self._lock:
+            self.sim_flags[namespace] = flags
 
     def engines_of(self, namespace: str, llmd: str) -> list[Engine]:
         with self._lock:
@@ -259,6 +267,8 @@ class EngineRunner:
             "--time-scale",
             f"{self.time_scale:g}",
         ]
+        with self._lock:
+            argv += self.sim_flags.get(pod.metadata.namespace, ())
         model_config = (spec.get("model") or {}).get("config")
         if model_config:
             config_path = self.work_dir / f"{pod.metadata.namespace}_{pod.metadata.name}.json"

@@ -13,6 +13,7 @@ from kvscale.capacity.budget import (
     sglang_budget,
     vllm_budget,
 )
+from kvscale.capacity.calibration import with_observed_non_kv
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.kvlayout import KvLayout, blocks_for_request, build_layout
 from kvscale.capacity.types import CapacityPlan, KvGroup, LayerKind, PlanRequest
@@ -53,6 +54,7 @@ def validate_request(request: PlanRequest) -> None:
     _positive(request.kv_cache_memory_bytes, "kvCacheMemoryBytes", "omit it or give bytes > 0")
     _positive(request.gpu_memory_bytes, "gpuMemoryGiB", "omit it or give the device memory")
     _positive(request.weights_bytes, "weightsGiB", "omit it or give the checkpoint size")
+    _positive(request.observed_non_kv_bytes, "observedNonKvBytes", "omit it to use the model")
 
 
 def _layout_for(request: PlanRequest, block_size: int) -> KvLayout:
@@ -116,6 +118,8 @@ def _not_fitting_reason(request: PlanRequest, budget: Budget, needed: int, fitti
     if budget.available_kv_bytes <= 0:
         parts = budget.weights_bytes + budget.activation_bytes + budget.non_torch_bytes
         parts += budget.cudagraph_bytes
+        if request.observed_non_kv_bytes is not None:  # what a live engine was seen to use
+            parts = request.observed_non_kv_bytes
         return (
             f"weights, activations and runtime overhead need {describe_gib(parts)} per GPU but "
             f"the budget is {describe_gib(budget.requested_bytes)}; no memory is left for the "
@@ -147,13 +151,18 @@ def _plan_warnings(request: PlanRequest, layout: KvLayout, budget: Budget) -> tu
         notes.append(f"{layout.padding_layers} padding layer(s) in the KV-cache groups")
     if request.kv_cache_memory_bytes is not None:
         notes.append("kv_cache_memory_bytes given: utilisation and profiling are ignored")
+    elif request.observed_non_kv_bytes is not None:
+        notes.append(
+            f"non-KV overhead {describe_gib(request.observed_non_kv_bytes)} as observed on live"
+            " engines of this model, GPU type, release and batch shape (not the model's estimate)"
+        )
     return tuple(notes)
 
 
 def plan_capacity(request: PlanRequest) -> CapacityPlan:
     """Plan one replica of `request.model` on `request.gpu` with `request.engine`."""
     validate_request(request)
-    budget = ENGINE_BUDGETS[request.engine](request)
+    budget = with_observed_non_kv(request, ENGINE_BUDGETS[request.engine](request))
     layout = _layout_for(request, budget.block_size_tokens)
     available = max(budget.available_kv_bytes, 0)
     num_blocks = available // layout.page_bytes // layout.group_size_layers

@@ -94,6 +94,9 @@ class PlanRequest:
     disable_hybrid_kv_cache_manager: bool = False
     api_server: bool = True  # vLLM batch defaults differ for the API server vs the LLM class
     vllm_v0: bool | None = None  # force vLLM's V0 engine (VLLM_USE_V1=0); None: the version's
+    # non-KV bytes per rank a live engine of the same model, GPU type, release, TP, sampler
+    # path and batch shape was seen to use (capacity.calibration); replaces the modelled sum
+    observed_non_kv_bytes: int | None = None
 
 
 @dataclass(frozen=True)
