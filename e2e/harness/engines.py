@@ -77,20 +77,27 @@ class Engine:
         busy = self.metric_sum(self.metrics.num_requests_running, self.metrics.num_requests_waiting)
         return busy == 0
 
-    def metric_sum(self, *names: str | None) -> float | None:
-        """The sum of the named series on the engine's own /metrics (None: no answer)."""
+    def samples(self) -> list[Any] | None:
+        """Every sample on the engine's own /metrics (None: no answer)."""
         try:
             with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
                 text = response.read().decode()
         except OSError:
             return None
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metric_sum(self, *names: str | None) -> float | None:
+        """The sum of the named series on the engine's own /metrics (None: no answer)."""
+        samples = self.samples()
+        if samples is None:
+            return None
         wanted = {name for name in names if name}
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name in wanted
-        )
+        return sum(sample.value for sample in samples if sample.name in wanted)
+
+    def info_labels(self, name: str | None) -> dict[str, str] | None:
+        """The labels of an info gauge (e.g. cache_config_info) on the engine's own /metrics."""
+        found = [s for s in self.samples() or () if name and s.name == name]
+        return dict(found[0].labels) if found else None
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is None:
