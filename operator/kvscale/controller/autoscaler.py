@@ -283,40 +283,30 @@ class Autoscaler:
         signals = reading.signals
         status = body.get("status") or {}
         calibration = status.get("calibration")
-        if signals is None or signals.num_gpu_blocks is None or not calibration:
+        if not calibration or signals is None:
             return
-        if signals.block_size_tokens is None:
+        if signals.num_gpu_blocks is None or signals.block_size_tokens is None:
             return
         meta = body.get("metadata") or {}
-        source = f"{meta.get('namespace')}/{meta.get('name')}"
-        record_key = str(calibration.get("recordKey") or "")
-        recorded = self.record.entries.get(record_key)
         step = step_calibration(
             spec,
             calibration,
             LivePool(signals.num_gpu_blocks, signals.block_size_tokens),
             unsettled=unsettled_reason(spec, deployment, status),
-            recorded=None if recorded is None else recorded.observed_non_kv_bytes,
-            source=source,
+            recorded=self.record.recorded_bytes(str(calibration.get("recordKey") or "")),
+            source=f"{meta.get('namespace')}/{meta.get('name')}",
             now=_utc(self.clock()),
         )
         if step is None:
             return
-        condition, event = step.condition, step.event
-        live = dict(step.status)
         if step.entry is not None and step.record_key:
             failure = await self.record.write(step.record_key, step.entry)
             if failure is not None:
-                live.pop("recordedTime", None)
-                message = condition.message.split("; recorded as ")[0] + f"; {failure}"
-                condition = ConditionUpdate(
-                    condition.type, condition.status, condition.reason, message[:4096]
-                )
-                event = None
-        patch.status["calibration"] = live
-        self._write_conditions(body, patch, [condition])
-        if event is not None:
-            post_event(body, event)
+                step = step.not_recorded(failure)
+        patch.status["calibration"] = step.status
+        self._write_conditions(body, patch, [step.condition])
+        if step.event is not None:
+            post_event(body, step.event)
 
     def _write_conditions(
         self, body: Mapping[str, Any], patch: Any, updates: Iterable[ConditionUpdate]

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -122,6 +122,11 @@ class CalibrationRecord:
         entry = self.entries.get(key.record_key())
         return entry.observed_non_kv_bytes if entry is not None and entry.matches(key) else None
 
+    def recorded_bytes(self, record_key: str) -> int | None:
+        """What the last read or write holds under `record_key` (None: nothing)."""
+        entry = self.entries.get(record_key)
+        return None if entry is None else entry.observed_non_kv_bytes
+
     async def write(self, record_key: str, entry: RecordEntry) -> str | None:
         """Merge one entry into the ConfigMap (created on first use); an error comes back as
         text for the condition, never raised."""
@@ -137,7 +142,7 @@ class CalibrationRecord:
             except NotFoundError:
                 await self.kube.create(_configmap(namespace, name, {record_key: value}))
         except KubeError as error:
-            return f"not recorded in ConfigMap {namespace}/{name}: {error}"
+            return f"ConfigMap {namespace}/{name}: {error}"
         self.entries[record_key] = entry
         return None
 
@@ -168,6 +173,14 @@ class CalibrationStep:
     record_key: str | None = None
     entry: RecordEntry | None = None
     event: EventNote | None = None
+    drift: str = ""  # the drift, with the numbers (the condition message without its outcome)
+
+    def not_recorded(self, why: str) -> CalibrationStep:
+        """This step when the entry is not (or could not be) written: said in the condition,
+        no Event, no record time."""
+        status = {k: v for k, v in self.status.items() if k != "recordedTime"}
+        condition = replace(self.condition, message=f"{self.drift}; not recorded: {why}"[:4096])
+        return CalibrationStep(status, condition, drift=self.drift)
 
 
 def basis_of(calibration: Mapping[str, Any]) -> PoolBasis | None:
@@ -270,21 +283,21 @@ def step_calibration(
         f" {_gib(calibration.get('plannedNonKvBytes'))} planned"
     )
     record_key = str(calibration.get("recordKey") or "")
-    key = _key_of(calibration)
-    why_not = unsettled
-    if implied is None:
-        why_not = "the pool is pinned (kvCacheMemoryBytes): it implies no overhead"
-    elif implied <= 0:
-        why_not = "the implied overhead is not positive: the report does not fit the plan"
-    elif not record_key or key is None:
-        why_not = "status.calibration names no tuple to share it under"
-    if why_not is not None or implied is None or key is None:
-        text = f"{message}; not recorded: {why_not}"
-        return CalibrationStep(status, ConditionUpdate(KV_CALIBRATED, FALSE, KV_DRIFT, text))
     text = f"{message}; recorded as {record_key}: this and new deployments of it plan from it"
-    condition = ConditionUpdate(KV_CALIBRATED, FALSE, KV_DRIFT, text[:4096])
+    drifted = CalibrationStep(
+        status, ConditionUpdate(KV_CALIBRATED, FALSE, KV_DRIFT, text[:4096]), drift=message
+    )
+    key = _key_of(calibration)
+    if unsettled is not None:
+        return drifted.not_recorded(unsettled)
+    if implied is None:
+        return drifted.not_recorded("the pool is pinned (kvCacheMemoryBytes): it implies nothing")
+    if implied <= 0:
+        return drifted.not_recorded("the implied overhead is not positive: a report off the plan")
+    if not record_key or key is None:
+        return drifted.not_recorded("status.calibration names no tuple to share it under")
     if recorded == implied:
-        return CalibrationStep(status, condition)
+        return drifted
     entry = RecordEntry(
         key=key,
         observed_non_kv_bytes=implied,
@@ -296,7 +309,7 @@ def step_calibration(
     )
     event = EventNote("Warning" if drift < 0 else "Normal", KV_DRIFT, text[:1024])
     status["recordedTime"] = now.isoformat()
-    return CalibrationStep(status, condition, record_key, entry, event)
+    return replace(drifted, record_key=record_key, entry=entry, event=event)
 
 
 def _key_of(calibration: Mapping[str, Any]) -> CalibrationKeyStatus | None:
