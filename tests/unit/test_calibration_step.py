@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import pytest
 
 from kvscale.api.calibration import key_of
@@ -14,6 +15,7 @@ from kvscale.api.convert import plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.capacity.calibration import LivePool
 from kvscale.controller import kube
+from kvscale.controller.autoscaler import Autoscaler
 from kvscale.controller.calibration import (
     KV_CALIBRATED,
     KV_DRIFT,
@@ -24,6 +26,7 @@ from kvscale.controller.calibration import (
     step_calibration,
     unsettled_reason,
 )
+from kvscale.controller.conditions import ConditionUpdate
 from kvscale.controller.desired import compute_desired
 from kvscale.controller.settings import CalibrationSettings, Settings
 from samples import llama8b_spec
@@ -305,3 +308,17 @@ def test_the_reconcile_writes_the_planned_half() -> None:
     assert calibration["nonKvSource"] == "model"
     assert calibration["plannedNumBlocks"] == desired.status["plans"][0]["numBlocks"]
     assert "liveNumBlocks" not in calibration  # the live half is the autoscaler's
+
+
+def test_conditions_written_twice_in_one_tick_keep_both() -> None:
+    """The calibration condition and a scaling condition of the same tick both reach status."""
+    autoscaler = Autoscaler.__new__(Autoscaler)  # only the clock is used
+    autoscaler.clock = NOW.timestamp
+    body: dict[str, Any] = {"metadata": {"generation": 1}, "status": {"conditions": []}}
+    patch = kopf.Patch()
+    autoscaler._write_conditions(body, patch, [ConditionUpdate("ScalingActive", "True", "Acting")])
+    drift = ConditionUpdate(KV_CALIBRATED, "False", KV_DRIFT, "live 9 vs planned 10")
+    autoscaler._write_conditions(body, patch, [drift])
+    written = {c["type"]: c["reason"] for c in patch["status"]["conditions"]}
+    assert written["ScalingActive"] == "Acting"
+    assert written[KV_CALIBRATED] == KV_DRIFT
