@@ -106,6 +106,7 @@ def test_an_overhead_already_recorded_is_not_written_again() -> None:
         ({"unsettled": "a rollout is in progress"}, "a rollout is in progress"),
         ({"pinned": True}, "the pool is pinned"),
         ({"no_key": True}, "status.calibration names no tuple"),
+        ({"garbage_key": True}, "status.calibration names no tuple"),
     ],
 )
 def test_drift_that_cannot_stand_for_the_plan_is_shown_not_recorded(
@@ -116,6 +117,8 @@ def test_drift_that_cannot_stand_for_the_plan_is_shown_not_recorded(
         del calibration["requestedBytes"]
     if edit.pop("no_key", False):
         del calibration["key"]
+    if edit.pop("garbage_key", False):
+        calibration["key"] = "l4"
     result = step(calibration, short_pool(calibration, 0.8), **edit)
     assert result.condition.reason == KV_DRIFT
     assert f"not recorded: {why}" in result.condition.message

@@ -265,12 +265,14 @@ def step_calibration(
         "observedTime": now.isoformat(),
     }
     tolerance = spec.kv_cache.calibration_tolerance
+    within = f"{tolerance * 100:g}%"
+    key = _key_of(calibration)
     figures = (
         f"live {live.num_blocks:,} blocks ({live_tokens:,} tokens) vs planned"
         f" {basis.planned_num_blocks:,} ({basis.planned_kv_tokens:,} tokens)"
     )
     if abs(drift) <= tolerance:
-        message = f"{figures}: {drift:+.1%}, within {tolerance:.0%}{_observed_note(calibration)}"
+        message = f"{figures}: {drift:+.1%}, within {within}{_observed_note(calibration)}"
         return CalibrationStep(
             status, ConditionUpdate(KV_CALIBRATED, TRUE, LIVE_POOL_MATCHES_PLAN, message)
         )
@@ -278,8 +280,8 @@ def step_calibration(
     message = (
         f"live KV pool {live.num_blocks:,} blocks ({live_tokens:,} tokens) is {abs(drift):.1%}"
         f" {side} the plan's {basis.planned_num_blocks:,} blocks ({basis.planned_kv_tokens:,}"
-        f" tokens) on {calibration.get('key', {}).get('gpuType', '?')} (tolerance"
-        f" {tolerance:.0%}); implied non-KV overhead {_gib(implied)} vs"
+        f" tokens) on {key.gpu_type if key else '?'} (tolerance {within});"
+        f" implied non-KV overhead {_gib(implied)} vs"
         f" {_gib(calibration.get('plannedNonKvBytes'))} planned"
     )
     record_key = str(calibration.get("recordKey") or "")
@@ -287,7 +289,6 @@ def step_calibration(
     drifted = CalibrationStep(
         status, ConditionUpdate(KV_CALIBRATED, FALSE, KV_DRIFT, text[:4096]), drift=message
     )
-    key = _key_of(calibration)
     if unsettled is not None:
         return drifted.not_recorded(unsettled)
     if implied is None:
@@ -313,7 +314,8 @@ def step_calibration(
 
 
 def _key_of(calibration: Mapping[str, Any]) -> CalibrationKeyStatus | None:
+    raw = calibration.get("key")
     try:
-        return CalibrationKeyStatus.model_validate(calibration.get("key"))
+        return CalibrationKeyStatus.model_validate(raw) if isinstance(raw, Mapping) else None
     except ValidationError:
         return None
