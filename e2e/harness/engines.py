@@ -77,20 +77,27 @@ class Engine:
         busy = self.metric_sum(self.metrics.num_requests_running, self.metrics.num_requests_waiting)
         return busy == 0
 
-    def metric_sum(self, *names: str | None) -> float | None:
-        """The sum of the named series on the engine's own /metrics (None: no answer)."""
+    def samples(self) -> list[Any] | None:
+        """Every sample on the engine's own /metrics (None: no answer)."""
         try:
             with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
                 text = response.read().decode()
         except OSError:
             return None
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metric_sum(self, *names: str | None) -> float | None:
+        """The sum of the named series on the engine's own /metrics (None: no answer)."""
+        samples = self.samples()
+        if samples is None:
+            return None
         wanted = {name for name in names if name}
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name in wanted
-        )
+        return sum(sample.value for sample in samples if sample.name in wanted)
+
+    def info_labels(self, name: str | None) -> dict[str, str] | None:
+        """The labels of an info gauge (e.g. cache_config_info) on the engine's own /metrics."""
+        found = [s for s in self.samples() or () if name and s.name == name]
+        return dict(found[0].labels) if found else None
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is None:
@@ -111,6 +118,7 @@ class EngineRunner:
     time_scale: float = 1.0
     namespaces: set[str] = field(default_factory=set)
     engines: dict[str, Engine] = field(default_factory=dict)  # by pod uid
+    sim_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by namespace
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -149,6 +157,13 @@ class EngineRunner:
     def forget_namespace(self, namespace: str) -> None:
         with self._lock:
             self.namespaces.discard(namespace)
+            self.sim_flags.pop(namespace, None)
+
+    def set_sim_flags(self, namespace: str, *flags: str) -> None:
+        """Simulator flags for the engines started from now on in `namespace` (e.g.
+        `--sim-kv-pool-fraction 0.9`: engines that hold less KV than the plan)."""
+        with self._lock:
+            self.sim_flags[namespace] = flags
 
     def engines_of(self, namespace: str, llmd: str) -> list[Engine]:
         with self._lock:
@@ -259,6 +274,8 @@ class EngineRunner:
             "--time-scale",
             f"{self.time_scale:g}",
         ]
+        with self._lock:
+            argv += self.sim_flags.get(pod.metadata.namespace, ())
         model_config = (spec.get("model") or {}).get("config")
         if model_config:
             config_path = self.work_dir / f"{pod.metadata.namespace}_{pod.metadata.name}.json"

@@ -138,7 +138,7 @@ def test_cluster_scope_grants_workloads_cluster_wide() -> None:
     cluster_rules = rules_of(objects, "ClusterRole")
     assert {"create", "patch"} <= granted(cluster_rules, "apps", "deployments")
     assert {"patch"} <= granted(cluster_rules, "kvscale.dev", "llmdeployments/status")
-    assert by_kind(objects, "Role") == []
+    assert [r["metadata"]["name"] for r in by_kind(objects, "Role")] == ["kvscale-calibration"]
 
 
 def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
@@ -151,7 +151,7 @@ def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
         "list",
         "watch",
     }
-    roles = by_kind(objects, "Role")
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "kvscale"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert {"create", "patch"} <= granted(role["rules"], "apps", "deployments")
@@ -163,10 +163,38 @@ def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
     assert env["KVSCALE_NAMESPACES"] == "team-a,team-b"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_calibration_record_is_granted_by_name_in_the_release_namespace(mode: str) -> None:
+    """The operator writes one ConfigMap (docs/adr/0013): get/patch by name, create (which
+    cannot be limited by name) in the release namespace only, where the env points it."""
+    objects = render(MODES[mode])
+    (role,) = [
+        r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-calibration")
+    ]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    by_verbs = {tuple(rule["verbs"]): rule for rule in role["rules"]}
+    assert by_verbs[("get", "patch")]["resourceNames"] == ["kvscale-calibration"]
+    assert "resourceNames" not in by_verbs[("create",)]
+    (binding,) = [
+        b
+        for b in by_kind(objects, "RoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["subjects"][0]["namespace"] == NAMESPACE
+    (deployment,) = by_kind(objects, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KVSCALE_CALIBRATION_NAMESPACE"] == NAMESPACE
+    assert env["KVSCALE_CALIBRATION_CONFIGMAP"] == "kvscale-calibration"
+
+
 @pytest.mark.parametrize(
     "values",
     [
         {"scope": "everything"},
+        {"calibration": {"configMapName": "Not_A_Name", "refreshSeconds": 30}},
         {"replicaCount": 0},
         {"prometheus": {"url": "not a url"}},
         {"unknownKey": True},

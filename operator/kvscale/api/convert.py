@@ -13,8 +13,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from kvscale.api.calibration import CalibrationLookup, calibrated_plan, planned_calibration
 from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
-from kvscale.api.status import GpuPlanStatus
+from kvscale.api.status import CalibrationStatus, GpuPlanStatus
 from kvscale.capacity import (
     CapacityInputError,
     EngineVersion,
@@ -22,7 +23,6 @@ from kvscale.capacity import (
     find_gpu,
     find_model,
     model_from_config,
-    plan_capacity,
 )
 from kvscale.capacity.release import UnsupportedEngineError
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
@@ -251,6 +251,7 @@ class DeploymentPlanResult:
     engine_args: tuple[str, ...] = ()  # rendered for the selected GPU type
     engine_command: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    calibration: CalibrationStatus | None = None  # the selected plan's, planned half
 
     def selected_plan(self) -> GpuPlanStatus | None:
         return next((p for p in self.plans if p.gpu_type == self.selected_gpu_type), None)
@@ -263,15 +264,22 @@ class DeploymentPlanResult:
 
 
 def _plan_one(
-    spec: LLMDeploymentSpec, index: int, gpu_type: str, model: ModelGeometry
-) -> tuple[GpuPlanStatus, CapacityPlan]:
+    spec: LLMDeploymentSpec,
+    index: int,
+    gpu_type: str,
+    model: ModelGeometry,
+    lookup: CalibrationLookup | None,
+) -> tuple[GpuPlanStatus, CapacityPlan, CapacityPlan]:
     gpu_path = f"spec.placement.gpuTypes[{index}]"
     try:
         gpu = find_gpu(gpu_type)
     except CapacityInputError as exc:
         raise SpecError(gpu_path, exc.problem, exc.fix) from exc
+    model_ref = model_ref_of(spec.model)
     try:
-        plan = plan_capacity(plan_request_for(spec, gpu, model))
+        plan, modelled = calibrated_plan(
+            spec, plan_request_for(spec, gpu, model), model_ref, lookup
+        )
         verdict = estimate_safe_concurrency(
             plan, workload_profile_of(spec), slo_targets_of(spec), spec.kv_cache.headroom_fraction
         )
@@ -301,8 +309,10 @@ def _plan_one(
             round(prefill_capacity_tokens_per_s(plan), 1) if plan.fits else None
         ),
         warnings=[*plan.warnings, *_prefill_step_warning(spec, plan, verdict)],
+        observed_non_kv_bytes=plan.request.observed_non_kv_bytes,
+        modelled_kv_cache_tokens=(None if modelled is plan else modelled.kv_cache_tokens),
     )
-    return status, plan
+    return status, plan, modelled
 
 
 def _prefill_step_warning(
@@ -389,9 +399,14 @@ def select_gpu_type(plans: tuple[GpuPlanStatus, ...]) -> tuple[str | None, str]:
 
 
 def plan_deployment(
-    spec: LLMDeploymentSpec, configmap_loader: ConfigMapLoader | None = None
+    spec: LLMDeploymentSpec,
+    configmap_loader: ConfigMapLoader | None = None,
+    calibration: CalibrationLookup | None = None,
 ) -> DeploymentPlanResult:
     """Plan every candidate GPU type of `spec`, select one and render its engine args.
+
+    With a `calibration` lookup, a GPU type whose tuple the cluster has seen live is planned
+    from the observed non-KV overhead instead of the model's.
 
     Raises `SpecError` for inputs that cannot be planned at all (unknown model or GPU type,
     unsupported engine release, context longer than the model supports). A spec that fits no
@@ -405,14 +420,20 @@ def plan_deployment(
             f" ({model.max_position_embeddings})",
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
-    pairs = [_plan_one(spec, i, g, model) for i, g in enumerate(spec.placement.gpu_types)]
-    plans = tuple(p for p, _ in pairs)
-    capacity_plans = tuple(c for _, c in pairs)
+    triples = [
+        _plan_one(spec, i, g, model, calibration) for i, g in enumerate(spec.placement.gpu_types)
+    ]
+    plans = tuple(p for p, _, _ in triples)
+    capacity_plans = tuple(c for _, c, _ in triples)
     selected, reason = select_gpu_type(plans)
     result = DeploymentPlanResult(model, plans, capacity_plans, selected, reason)
     chosen = result.selected_capacity_plan()
     if chosen is None:
         return result
+    modelled = next(m for _, c, m in triples if c is chosen)
+    result = replace(
+        result, calibration=planned_calibration(spec, chosen, modelled, model_ref_of(spec.model))
+    )
     try:
         rendered = render(
             chosen,

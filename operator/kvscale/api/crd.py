@@ -64,6 +64,8 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
     {"name": "KV Util", "type": "number", "jsonPath": ".status.kvUtilization"},
     {"name": "Safe Conc", "type": "number", "jsonPath": ".status.safeConcurrency"},
+    {"name": "Planned KV", "type": "integer", "jsonPath": ".status.calibration.plannedKvTokens"},
+    {"name": "Live KV", "type": "integer", "jsonPath": ".status.calibration.liveKvTokens"},
     {
         "name": "Ready",
         "type": "string",

@@ -251,6 +251,17 @@ class KvCacheSpec(ApiModel):
         "pinned: kvscale renders the planned KV bytes (vLLM --kv-cache-memory-bytes, from "
         "0.10.2) so the pool is exactly the plan, guarded by the conservative non-KV estimate.",
     )
+    calibration_tolerance: float = Field(
+        default=0.02,
+        description=(
+            "Relative gap between the KV blocks the engines report and the plan beyond which"
+            " the operator records the engines' non-KV overhead cluster-wide and re-plans"
+            " from it (KvCalibrated=False until the plan matches); smaller gaps are shown, not"
+            " acted on."
+        ),
+        ge=0,
+        le=0.5,
+    )
 
 
 class Toleration(ApiModel):

@@ -53,6 +53,7 @@ def validate_request(request: PlanRequest) -> None:
     _positive(request.kv_cache_memory_bytes, "kvCacheMemoryBytes", "omit it or give bytes > 0")
     _positive(request.gpu_memory_bytes, "gpuMemoryGiB", "omit it or give the device memory")
     _positive(request.weights_bytes, "weightsGiB", "omit it or give the checkpoint size")
+    _positive(request.observed_non_kv_bytes, "observedNonKvBytes", "omit it to use the model")
 
 
 def _layout_for(request: PlanRequest, block_size: int) -> KvLayout:
@@ -116,6 +117,8 @@ def _not_fitting_reason(request: PlanRequest, budget: Budget, needed: int, fitti
     if budget.available_kv_bytes <= 0:
         parts = budget.weights_bytes + budget.activation_bytes + budget.non_torch_bytes
         parts += budget.cudagraph_bytes
+        if request.observed_non_kv_bytes is not None:  # what a live engine was seen to use
+            parts = request.observed_non_kv_bytes
         return (
             f"weights, activations and runtime overhead need {describe_gib(parts)} per GPU but "
             f"the budget is {describe_gib(budget.requested_bytes)}; no memory is left for the "
@@ -148,7 +151,10 @@ def _plan_warnings(request: PlanRequest, layout: KvLayout, budget: Budget) -> tu
     if request.kv_cache_memory_bytes is not None:
         notes.append("kv_cache_memory_bytes given: utilisation and profiling are ignored")
     elif request.observed_non_kv_bytes is not None:
-        notes.append("non-KV memory from the engine's own accounting (observed), not estimated")
+        notes.append(
+            f"non-KV overhead {describe_gib(request.observed_non_kv_bytes)} as observed on live"
+            " engines of this model, GPU type, release and batch shape (not the model's estimate)"
+        )
     return tuple(notes)
 
 

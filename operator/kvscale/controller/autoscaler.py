@@ -30,6 +30,7 @@ import kopf
 from kvscale.api.convert import to_guardrails, to_scaling_config
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.api.status import Condition
+from kvscale.capacity.calibration import LivePool
 from kvscale.controller import conditions
 from kvscale.controller.autoscaler_metrics import AutoscalerMetrics
 from kvscale.controller.autoscaler_status import (
@@ -45,6 +46,7 @@ from kvscale.controller.autoscaler_status import (
     scale_event,
     scaling_condition,
 )
+from kvscale.controller.calibration import CalibrationRecord, step_calibration, unsettled_reason
 from kvscale.controller.conditions import ConditionUpdate
 from kvscale.controller.desired import SpecInvalidError, parse_spec
 from kvscale.controller.events import EventNote, post_event
@@ -140,6 +142,7 @@ class Autoscaler:
         cache: SignalsCache,
         metrics: AutoscalerMetrics,
         memory: RolloutMemory,
+        record: CalibrationRecord | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.settings = settings
@@ -147,6 +150,7 @@ class Autoscaler:
         self.cache = cache
         self.metrics = metrics
         self.memory = memory
+        self.record = record or CalibrationRecord(kube, settings.calibration)
         self.clock = clock
 
     def is_due(self, raw_spec: Mapping[str, Any], status: Mapping[str, Any], now_s: float) -> bool:
@@ -196,6 +200,7 @@ class Autoscaler:
             return
         self._write_tick(body, patch, plan, reading)
         self.metrics.record_decision(namespace, name, plan.decision, plan.counts, reading)
+        await self._calibrate(body, patch, spec, deployment, reading)
         if spec.mode != "managed" or not spec.rollout.enabled:
             # Rollback off (or adopt mode): the apply guard must not hold anything back.
             self.memory.update(namespace, name, enabled=False, state=RolloutState(), stored=None)
@@ -265,16 +270,57 @@ class Autoscaler:
         if plan.event is not None:
             post_event(body, plan.event)
 
+    async def _calibrate(
+        self,
+        body: Mapping[str, Any],
+        patch: Any,
+        spec: LLMDeploymentSpec,
+        deployment: Mapping[str, Any],
+        reading: SignalsReading,
+    ) -> None:
+        """Compare the engines' pool with the plan; record the overhead past the tolerance.
+        No pool in this reading (missing, NaN, stale): status and record stay as they are."""
+        signals = reading.signals
+        status = body.get("status") or {}
+        calibration = status.get("calibration")
+        if not calibration or signals is None:
+            return
+        if signals.num_gpu_blocks is None or signals.block_size_tokens is None:
+            return
+        meta = body.get("metadata") or {}
+        step = step_calibration(
+            spec,
+            calibration,
+            LivePool(signals.num_gpu_blocks, signals.block_size_tokens),
+            unsettled=unsettled_reason(spec, deployment, status),
+            recorded=self.record.recorded_bytes(str(calibration.get("recordKey") or "")),
+            source=f"{meta.get('namespace')}/{meta.get('name')}",
+            now=_utc(self.clock()),
+        )
+        if step is None:
+            return
+        if step.entry is not None and step.record_key:
+            failure = await self.record.write(step.record_key, step.entry)
+            if failure is not None:
+                step = step.not_recorded(failure)
+        patch.status["calibration"] = step.status
+        self._write_conditions(body, patch, [step.condition])
+        if step.event is not None:
+            post_event(body, step.event)
+
     def _write_conditions(
         self, body: Mapping[str, Any], patch: Any, updates: Iterable[ConditionUpdate]
     ) -> None:
         """Merge into the conditions list only when something but the time changed (the
-        reconcile writes the same list; fewer writes, fewer lost updates)."""
+        reconcile writes the same list; fewer writes, fewer lost updates). Updates made earlier
+        in the same tick are kept: they are the base when the patch already holds a list."""
         status = body.get("status") or {}
         meta = body.get("metadata") or {}
         previous = conditions.parse_conditions(status.get("conditions"))
+        pending = patch.status.get("conditions")
+        base = previous if pending is None else conditions.parse_conditions(pending)
         merged = conditions.apply_updates(
-            previous,
+            base,
             list(updates),
             now=_utc(self.clock()),
             generation=meta.get("generation"),
@@ -369,7 +415,13 @@ def register(
     interval_s = settings.reconcile.scaling_interval_s
     cache = SignalsCache(source, interval_s=interval_s, metrics=metrics, clock=clock)
     autoscaler = Autoscaler(
-        settings, inner, cache=cache, metrics=metrics, memory=memory, clock=clock
+        settings,
+        inner,
+        cache=cache,
+        metrics=metrics,
+        memory=memory,
+        record=controller.calibration_record(),
+        clock=clock,
     )
     group, version, plural = LLM_DEPLOYMENTS.group, LLM_DEPLOYMENTS.version, LLM_DEPLOYMENTS.plural
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kvscale.api.calibration import CalibrationLookup
 from kvscale.api.convert import ConfigMapLoader, SpecError, model_ref_of, plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.capacity import find_gpu
@@ -96,11 +97,13 @@ def compute_desired(
     raw_spec: Mapping[str, Any],
     settings: Settings,
     configmap_loader: ConfigMapLoader | None = None,
+    calibration: CalibrationLookup | None = None,
 ) -> Desired:
-    """Validate, plan every GPU type, select one and describe the workload to run."""
+    """Validate, plan every GPU type (from the calibration record's overhead where it has
+    the tuple), select one and describe the workload to run."""
     spec = parse_spec(raw_spec)
     try:
-        result = plan_deployment(spec, configmap_loader)
+        result = plan_deployment(spec, configmap_loader, calibration)
     except SpecError as exc:
         raise SpecInvalidError(str(exc)) from exc
     selected = result.selected_plan()
@@ -132,6 +135,11 @@ def compute_desired(
             "safeConcurrency": selected.safe_concurrency,
             "engineArgs": list(result.engine_args),
             "engineImage": image,
+            "calibration": (
+                None
+                if result.calibration is None
+                else result.calibration.model_dump(by_alias=True, exclude_none=True, mode="json")
+            ),
         }
     )
     if spec.mode == "adopt":

@@ -111,6 +111,7 @@ _BY_KIND: dict[tuple[str, str], ResourceRef] = {
     for r in (
         DEPLOYMENTS,
         SERVICES,
+        CONFIGMAPS,
         PDBS,
         POD_MONITORS,
         LLM_DEPLOYMENTS,

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kvscale.api.calibration import CalibrationLookup
 from kvscale.api.convert import ConfigMapLoader, SpecError
 from kvscale.api.models import ConfigMapRef
 from kvscale.api.status import Condition
 from kvscale.controller import builders, conditions
+from kvscale.controller.calibration import CalibrationRecord
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate, Reason
 from kvscale.controller.desired import Desired, SpecInvalidError, compute_desired
 from kvscale.controller.events import EventNote
@@ -60,6 +62,19 @@ class Controller:
     clock: Callable[[], datetime] = _now
     _pod_monitor_served: tuple[float, bool] | None = None
     _last_events: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    _record: CalibrationRecord | None = None
+
+    def calibration_record(self) -> CalibrationRecord:
+        """The cluster-wide calibration record (one per process, shared with the autoscaler)."""
+        if self._record is None:
+            self._record = CalibrationRecord(self.kube, self.settings.calibration)
+        return self._record
+
+    async def calibration_lookup(self) -> CalibrationLookup:
+        """The record's lookup after a refresh (a failed read keeps the last good one)."""
+        record = self.calibration_record()
+        await record.refresh()
+        return record.lookup
 
     def first_time(self, namespace: str, name: str, note: EventNote) -> bool:
         """True once per (object, reason, message): concurrent triggers post one Event.
@@ -258,7 +273,8 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
     try:
         raw_spec = body.get("spec") or {}
         loader = await _configmap_loader(ctl, namespace, raw_spec)
-        desired = compute_desired(meta, raw_spec, ctl.settings, loader)
+        lookup = await ctl.calibration_lookup()
+        desired = compute_desired(meta, raw_spec, ctl.settings, loader, lookup)
     except SpecInvalidError as error:
         ctl.metrics.invalid_specs.labels(namespace, name).set(1)
         update, events = _invalid_outcome(error, previous)

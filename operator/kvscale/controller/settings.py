@@ -114,6 +114,20 @@ class PeeringSettings:
 
 
 @dataclass(frozen=True)
+class CalibrationSettings:
+    """Where the cluster-wide KV calibration record lives (docs/adr/0013)."""
+
+    # Namespace of the record (KVSCALE_CALIBRATION_NAMESPACE, default "kvscale-system"): the
+    # operator's own, so one namespaced Role grants it and no tenant namespace holds it.
+    namespace: str = "kvscale-system"
+    # ConfigMap name (KVSCALE_CALIBRATION_CONFIGMAP, default "kvscale-calibration").
+    configmap: str = "kvscale-calibration"
+    # Seconds a read of the record is reused by the reconciles (KVSCALE_CALIBRATION_REFRESH_S,
+    # default 30): one GET per interval however many LLMDeployments plan from it.
+    refresh_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """All operator settings, grouped."""
 
@@ -122,6 +136,7 @@ class Settings:
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     peering: PeeringSettings = field(default_factory=PeeringSettings)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     # kopf posts k8s Events for its own log records at or above this level (KVSCALE_EVENT_LEVEL,
     # default WARNING): handler chatter stays in logs, problems reach `kubectl describe`.
     event_level: int = logging.WARNING
@@ -216,6 +231,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             name=env.get("KVSCALE_PEERING_NAME", "").strip() or "kvscale",
             standalone=_bool(env, "KVSCALE_STANDALONE", False),
             lifetime_s=_int(env, "KVSCALE_PEERING_LIFETIME_S", 60),
+        ),
+        calibration=CalibrationSettings(
+            namespace=env.get("KVSCALE_CALIBRATION_NAMESPACE", "").strip() or "kvscale-system",
+            configmap=env.get("KVSCALE_CALIBRATION_CONFIGMAP", "").strip() or "kvscale-calibration",
+            refresh_s=_float(env, "KVSCALE_CALIBRATION_REFRESH_S", 30.0, 0.0),
         ),
         event_level=_level(env, "KVSCALE_EVENT_LEVEL", logging.WARNING),
     )

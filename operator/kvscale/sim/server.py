@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from kvscale.capacity import CapacityInputError, plan_capacity
+from kvscale.capacity import CapacityInputError, CapacityPlan, plan_capacity
+from kvscale.capacity.calibration import modelled_non_kv_bytes, pool_pinned
+from kvscale.capacity.release import EngineVersion
 from kvscale.engines import EngineMetrics, UnsupportedEngineError, metric_queries
 from kvscale.sim.engine import EngineSim, SimRequest
 from kvscale.sim.engine_args import EngineArgs, EngineArgsError, parse_engine_args
@@ -50,14 +53,31 @@ from kvscale.sim.stats import Histogram
 GPU_ENV = "KVSCALE_SIM_GPU"
 _POLL_S = 0.002  # wall seconds between engine advances while busy
 _CHARS_PER_TOKEN = 4  # prompt text -> tokens when the prompt is not token ids
+# First release seen exporting the pool in tokens on cache_config_info (0.32.0's /metrics).
+_VLLM_TOKENS_LABELS_FROM = EngineVersion.parse("0.32.0")
+
+
+def engine_plan(args: EngineArgs, kv_pool_fraction: float = 1.0) -> CapacityPlan:
+    """The plan the engine really runs. With `kv_pool_fraction` < 1 its non-KV overhead is
+    larger than the planner's model by (1 - fraction) of the modelled pool, as a sampler path
+    or runtime allocation the model misses would make it: the engine then holds that fraction
+    of the planned blocks, and reports it (a pinned pool is not profiled: unchanged)."""
+    plan = plan_capacity(args.request)
+    if kv_pool_fraction >= 1.0 or pool_pinned(args.request):
+        return plan
+    missed = int(max(plan.available_kv_bytes, 0) * (1.0 - kv_pool_fraction))
+    observed = modelled_non_kv_bytes(plan) + missed
+    return plan_capacity(replace(args.request, observed_non_kv_bytes=observed))
 
 
 class SimServer:
     """One engine, its clock and its HTTP surface."""
 
-    def __init__(self, args: EngineArgs, time_scale: float = 1.0) -> None:
+    def __init__(
+        self, args: EngineArgs, time_scale: float = 1.0, kv_pool_fraction: float = 1.0
+    ) -> None:
         self.args = args
-        self.plan = plan_capacity(args.request)
+        self.plan = engine_plan(args, kv_pool_fraction)
         self.engine = EngineSim(build_engine_config(self.plan))
         self.metrics: EngineMetrics = metric_queries(args.engine, args.version)
         self.time_scale = time_scale
@@ -315,18 +335,36 @@ def _histogram(
 
 
 def _cache_info(srv: SimServer, names: EngineMetrics) -> GaugeMetricFamily:
+    """The info gauge with the engine's own label names: vLLM exports every CacheConfig field
+    as a string ("None" when unset) plus `engine`; SGLang 0.5.9-0.5.13 `page_size`/`num_pages`."""
     plan = srv.plan
     info = {
         names.cache_info_blocks_label or "num_gpu_blocks": str(plan.num_blocks),
         names.cache_info_block_size_label or "block_size": str(plan.block_size_tokens),
-        "cache_dtype": plan.request.kv_cache_dtype,
-        "gpu_memory_utilization": str(plan.gpu_memory_utilization),
-        "enable_prefix_caching": str(plan.request.enable_prefix_caching),
-        "engine": "0",
     }
+    if srv.args.engine == "vllm":
+        info |= _vllm_cache_labels(srv)
     g = GaugeMetricFamily(str(names.cache_config_info), "Cache config", labels=list(info))
     g.add_metric(list(info.values()), 1.0)
     return g
+
+
+def _vllm_cache_labels(srv: SimServer) -> dict[str, str]:
+    plan, request = srv.plan, srv.plan.request
+    labels = {
+        "cache_dtype": request.kv_cache_dtype,
+        "gpu_memory_utilization": str(plan.gpu_memory_utilization),
+        "enable_prefix_caching": str(request.enable_prefix_caching),
+        "kv_cache_memory_bytes": str(request.kv_cache_memory_bytes),
+        "num_gpu_blocks_override": "None",
+        "num_cpu_blocks": "0",
+        "sliding_window": str(request.model.sliding_window_tokens),
+        "engine": "0",
+    }
+    if EngineVersion.parse(srv.args.version) >= _VLLM_TOKENS_LABELS_FROM:
+        labels["kv_cache_size_tokens"] = str(plan.kv_cache_tokens)
+        labels["kv_cache_max_concurrency"] = f"{plan.max_concurrency:.2f}"
+    return labels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-gpu", help=f"catalog GPU id (default: ${GPU_ENV} or h100_sxm_80gb)")
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated s per wall s")
     p.add_argument("--sim-model-config", type=Path, help="HF config.json of a non-catalog model")
+    p.add_argument(
+        "--sim-kv-pool-fraction",
+        type=float,
+        default=1.0,
+        help="hold this fraction (0-1] of the planned KV pool: a non-KV overhead the model misses",
+    )
     p.add_argument("engine_args", nargs=argparse.REMAINDER, help="-- then the engine command")
     return p
 
@@ -351,7 +395,11 @@ def build_server(argv: Sequence[str]) -> tuple[SimServer, argparse.Namespace]:
         parsed = parse_engine_args(
             ns.engine, ns.engine_version, engine_argv, gpu, ns.sim_model_config
         )
-        server = SimServer(parsed, ns.time_scale)
+        if not 0 < ns.sim_kv_pool_fraction <= 1:
+            raise EngineArgsError(
+                f"--sim-kv-pool-fraction: {ns.sim_kv_pool_fraction} is not in (0, 1]"
+            )
+        server = SimServer(parsed, ns.time_scale, ns.sim_kv_pool_fraction)
     except (CapacityInputError, UnsupportedEngineError) as exc:
         raise EngineArgsError(str(exc)) from exc
     return server, ns
