@@ -178,3 +178,37 @@ async def test_deployment_warnings_reach_the_status_and_clear_when_resolved() ->
     outcome = await reconcile(ctl, body(roomy, outcome.status))
     assert not [w for w in outcome.status["warnings"] if "maxReplicas" in w]
     assert isinstance(outcome.status["warnings"], list)
+
+
+async def test_an_unanticipated_planning_failure_is_a_condition_an_event_and_permanent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planner bug (here: the planner runs out of memory) leaves the object with a Planned
+    condition and a Warning Event, applies nothing, and asks kopf not to retry."""
+
+    def exhausted(*_: Any, **__: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr("kvscale.controller.desired.plan_deployment", exhausted)
+    client = MemoryKube()
+    ctl = controller(client)
+    outcome = await reconcile(ctl, body(SPEC))
+    assert conditions_of(outcome.status)["Planned"] == ("False", "PlanningFailed")
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PlanningFailed")]
+    assert outcome.permanent_error is not None
+    assert outcome.permanent_error.startswith("spec: planning failed (MemoryError")
+    assert client.objects == {}
+    again = await reconcile(ctl, body(SPEC, outcome.status))
+    assert again.events == ()
+
+
+async def test_a_hostile_inline_config_is_an_invalid_spec_naming_the_key() -> None:
+    """NaN in an inline config.json: before, a ValueError escaped reconcile (no status at all)."""
+    config = json.loads(llama_config_text())
+    config["num_key_value_heads"] = float("nan")
+    spec = {**SPEC, "model": {"config": json.dumps(config), "uri": "/models/llama"}}
+    outcome = await reconcile(controller(MemoryKube()), body(spec))
+    assert conditions_of(outcome.status)["Planned"] == ("False", "InvalidSpec")
+    message = next(c["message"] for c in outcome.status["conditions"] if c["type"] == "Planned")
+    assert message.startswith("spec.model.config (config.num_key_value_heads): must be a finite")
+    assert outcome.permanent_error is None

@@ -9,6 +9,7 @@ server and `kvscale validate` agree. ConfigMaps in the same file satisfy `config
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -59,6 +60,20 @@ _TYPE_NAMES: dict[str, str] = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
 }
+
+
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxstring, _ECHO.maxother = 1, 60, 60
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 4
+
+
+def echo(value: Any) -> str:
+    """A bounded repr of a user's value for a problem line.
+
+    Bounded in work as well as length: a YAML alias bomb (a few lines that expand to millions
+    of nested items) is echoed as `[[[...], ...], ...]`, never walked.
+    """
+    return _ECHO.repr(value)
 
 
 @dataclass(frozen=True)
@@ -140,17 +155,21 @@ def _describe_error(error: ErrorDetails) -> tuple[tuple[int | str, ...], str, st
         return loc, "unknown field", f"remove it or fix the spelling; fields here: {known}"
     if kind in ("literal_error", "enum") and schema and "enum" in schema:
         choices = ", ".join(str(v) for v in schema["enum"])
-        return loc, f"{got!r} is not allowed", f"use one of: {choices}"
+        return loc, f"{echo(got)} is not allowed", f"use one of: {choices}"
     if kind in _BOUND_ERRORS:
         key, symbol = _BOUND_ERRORS[kind]
-        return loc, f"must be {symbol} {ctx[key]} (got {got!r})", f"use a value {symbol} {ctx[key]}"
+        return (
+            loc,
+            f"must be {symbol} {ctx[key]} (got {echo(got)})",
+            f"use a value {symbol} {ctx[key]}",
+        )
     if kind in _LENGTH_ERRORS:
         key, relation, unit = _LENGTH_ERRORS[kind]
         return loc, f"must have {relation} {ctx[key]} {unit}", f"use {relation} {ctx[key]} {unit}"
     if kind == "string_pattern_mismatch":
-        return loc, f"{got!r} has the wrong format", f"match the pattern {ctx['pattern']}"
+        return loc, f"{echo(got)} has the wrong format", f"match the pattern {ctx['pattern']}"
     if kind in _TYPE_NAMES:
-        return loc, f"must be {_TYPE_NAMES[kind]} (got {got!r})", f"write {_TYPE_NAMES[kind]}"
+        return loc, f"must be {_TYPE_NAMES[kind]} (got {echo(got)})", f"write {_TYPE_NAMES[kind]}"
     return loc, error["msg"], _explain_fix(loc)
 
 
@@ -181,7 +200,9 @@ def _check_envelope(doc: Mapping[str, Any]) -> list[Problem]:
     if doc.get("apiVersion") != API_VERSION_FULL:
         problems.append(
             Problem(
-                "apiVersion", f"{doc.get('apiVersion')!r} is not served", f"use {API_VERSION_FULL}"
+                "apiVersion",
+                f"{echo(doc.get('apiVersion'))} is not served",
+                f"use {API_VERSION_FULL}",
             )
         )
     metadata = doc.get("metadata")
@@ -194,7 +215,7 @@ def _check_envelope(doc: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "metadata.name",
-                f"{name!r} is not a valid name (it also names the Deployment and Service)",
+                f"{echo(name)} is not a valid name (it also names the Deployment and Service)",
                 "start with a letter; use lower-case letters, digits and '-', at most 63",
             )
         )

@@ -1,6 +1,8 @@
 """`kvscale` command line: one module per subcommand, registered here.
 
-Exit codes: 0 success, 2 bad input (one line naming the field and the fix), 1 other failure.
+Exit codes: 0 success, 2 bad input (one line naming the field and the fix), 1 other failure,
+141 when the reader of stdout went away (`kvscale plan … | head`), as a shell reports a writer
+that SIGPIPE ended, without a traceback.
 Only the module of the subcommand being run is imported, so `kvscale plan` does not pay for
 kopf, the Kubernetes client or matplotlib.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +19,7 @@ from kvscale.cli.common import CliError
 
 # subcommand name -> module kvscale.cli.<name>_cmd exposing `register(subparsers)` that sets `func`
 SUBCOMMANDS: tuple[str, ...] = ("plan", "flags", "validate", "crd", "simulate", "demo", "run")
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -41,7 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args))
+        code = int(func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+        return code
+    except BrokenPipeError:
+        # Nobody reads the rest: send what is still buffered nowhere so the interpreter's
+        # final flush does not raise again, and exit as a writer ended by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except CliError as exc:
         print(f"kvscale {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -34,6 +34,7 @@ class Reason:
     PLAN_COMPUTED = "PlanComputed"
     PLAN_CHANGED = "PlanChanged"
     INVALID_SPEC = "InvalidSpec"
+    PLANNING_FAILED = "PlanningFailed"
     KV_CACHE_FITS = "KvCacheFits"
     NO_GPU_FITS = "NoGpuTypeFits"
     NOT_PLANNED = "NotPlanned"

@@ -39,6 +39,16 @@ DEFAULT_IMAGES: dict[str, str] = {
 class SpecInvalidError(ValueError):
     """The spec cannot be deployed; the message names the field and the fix (one line)."""
 
+    reason: str = Reason.INVALID_SPEC
+
+
+class PlanningFailedError(SpecInvalidError):
+    """Planning raised an error no check anticipated (a planner bug, or an input the bounds
+    missed). Reported like an invalid spec, and never retried: the same spec fails the same
+    way, so a retry loop would only repeat the work (or the allocation) that failed."""
+
+    reason = Reason.PLANNING_FAILED
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -97,7 +107,29 @@ def compute_desired(
     settings: Settings,
     configmap_loader: ConfigMapLoader | None = None,
 ) -> Desired:
-    """Validate, plan every GPU type, select one and describe the workload to run."""
+    """Validate, plan every GPU type, select one and describe the workload to run.
+
+    Every failure is a `SpecInvalidError`: the expected ones name the field, anything else
+    becomes a `PlanningFailedError` (a condition and an Event, never an operator crash).
+    """
+    try:
+        return _compute_desired(meta, raw_spec, settings, configmap_loader)
+    except SpecInvalidError:
+        raise
+    except Exception as exc:  # a planner bug or a hostile input: report it, do not crash
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        raise PlanningFailedError(
+            f"spec: planning failed ({detail}); fix: check spec.model and its config.json for"
+            " values no real model has, and report the spec to the kvscale maintainers"
+        ) from exc
+
+
+def _compute_desired(
+    meta: Mapping[str, Any],
+    raw_spec: Mapping[str, Any],
+    settings: Settings,
+    configmap_loader: ConfigMapLoader | None,
+) -> Desired:
     spec = parse_spec(raw_spec)
     try:
         result = plan_deployment(spec, configmap_loader)

@@ -74,6 +74,9 @@ async def run_reconcile(ctl: Controller, trigger: str, body: kopf.Body) -> None:
     finally:
         ctl.metrics.duration.observe(time.perf_counter() - started)
     _post_events(body, outcome)
+    if outcome.permanent_error is not None:  # in status and an Event already; never retried
+        ctl.metrics.reconciles.labels(trigger, "error").inc()
+        raise kopf.PermanentError(outcome.permanent_error)
     ctl.metrics.reconciles.labels(trigger, "ok").inc()
 
 

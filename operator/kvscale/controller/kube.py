@@ -38,6 +38,10 @@ class KubeError(Exception):
         self.status = status
 
 
+class ClusterConfigError(KubeError):
+    """Neither an in-cluster service account nor a usable kubeconfig: nothing to connect to."""
+
+
 class NotFoundError(KubeError):
     """The object (or the resource type) does not exist."""
 
@@ -309,10 +313,15 @@ def connect(
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration
             )
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
+        except k8s_config.ConfigException as in_cluster:
+            try:
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            except (k8s_config.ConfigException, OSError) as exc:
+                raise ClusterConfigError(
+                    f"no cluster to connect to ({in_cluster}; kubeconfig: {exc})"
+                ) from exc
     return ApiClientKube(
         k8s_client.ApiClient(configuration),
         apply_mode=apply_mode,

@@ -4,7 +4,9 @@
 diff), applies what kvscale owns and reports. It imports no kopf: the kopf handlers in
 `kvscale.controller.handlers` call it and translate its `Outcome` (status patch, Events) and its
 transient errors. A spec that cannot work never raises: it becomes `Planned=False` with reason
-`InvalidSpec` plus a Warning Event, and the last good workload keeps running untouched.
+`InvalidSpec` plus a Warning Event, and the last good workload keeps running untouched. A
+planning failure nothing anticipated is reported the same way (reason `PlanningFailed`) and
+marked permanent, so kopf does not retry the same failure.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from kvscale.api.models import ConfigMapRef
 from kvscale.api.status import Condition
 from kvscale.controller import builders, conditions
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate, Reason
-from kvscale.controller.desired import Desired, SpecInvalidError, compute_desired
+from kvscale.controller.desired import (
+    Desired,
+    PlanningFailedError,
+    SpecInvalidError,
+    compute_desired,
+)
 from kvscale.controller.events import EventNote
 from kvscale.controller.kube import (
     CONFIGMAPS,
@@ -44,6 +51,7 @@ class Outcome:
 
     status: JsonDict
     events: tuple[EventNote, ...] = ()
+    permanent_error: str | None = None  # set: the handler reports it and kopf does not retry
 
 
 def _now() -> datetime:
@@ -135,11 +143,11 @@ def _replica_status(name: str, deployment: Mapping[str, Any] | None) -> JsonDict
 def _invalid_outcome(
     error: SpecInvalidError, previous: list[Condition]
 ) -> tuple[ConditionUpdate, tuple[EventNote, ...]]:
-    """Planned=False/InvalidSpec; a Warning Event unless status already reports this error."""
-    update = ConditionUpdate(conditions.PLANNED, FALSE, Reason.INVALID_SPEC, str(error))
+    """Planned=False with the error's reason; a Warning Event unless status already says it."""
+    update = ConditionUpdate(conditions.PLANNED, FALSE, error.reason, str(error))
     old = conditions.find_condition(previous, conditions.PLANNED)
-    repeated = old is not None and old.reason == Reason.INVALID_SPEC and old.message == str(error)
-    events = () if repeated else (EventNote("Warning", Reason.INVALID_SPEC, str(error)),)
+    repeated = old is not None and old.reason == error.reason and old.message == str(error)
+    events = () if repeated else (EventNote("Warning", error.reason, str(error)),)
     return update, events
 
 
@@ -255,11 +263,14 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
     events: tuple[EventNote, ...] = ()
     patch: JsonDict = {}
     deployment: JsonDict | None
+    permanent_error: str | None = None
     try:
         raw_spec = body.get("spec") or {}
         loader = await _configmap_loader(ctl, namespace, raw_spec)
         desired = compute_desired(meta, raw_spec, ctl.settings, loader)
     except SpecInvalidError as error:
+        if isinstance(error, PlanningFailedError):
+            permanent_error = str(error)
         ctl.metrics.invalid_specs.labels(namespace, name).set(1)
         update, events = _invalid_outcome(error, previous)
         updates.append(update)
@@ -270,6 +281,7 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
     else:
         ctl.metrics.invalid_specs.labels(namespace, name).set(0)
         ctl.forget_event(namespace, name, Reason.INVALID_SPEC)
+        ctl.forget_event(namespace, name, Reason.PLANNING_FAILED)
         patch.update(desired.status)
         updates.extend([desired.planned, desired.capacity])
         events = _plan_change_event(status, desired)
@@ -297,4 +309,4 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
         patch["observedGeneration"] = generation
     patch.update(_replica_status(name, deployment))
     fresh = tuple(e for e in events if ctl.first_time(namespace, name, e))
-    return Outcome(status=patch, events=fresh)
+    return Outcome(status=patch, events=fresh, permanent_error=permanent_error)
