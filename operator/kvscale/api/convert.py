@@ -56,7 +56,7 @@ _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
     "weightsbytes": "spec.model.weightsBytes",
     "weightsgib": "spec.model.weightsBytes",
     "engine": "spec.engine.name",
-    "engineversion": "spec.engine.version",
+    "engineversion": "spec.engine.release",
     "port": "spec.engine.port",
     "modelref": "spec.model.uri",
 }
@@ -145,7 +145,7 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         model=model,
         gpu=gpu,
         engine=spec.engine.name,
-        engine_version=spec.engine.version,
+        engine_version=spec.engine.release,
         tensor_parallel=spec.placement.gpus_per_replica,
         max_model_len_tokens=spec.max_context_length,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,

@@ -14,6 +14,7 @@ from pydantic.config import JsonDict
 
 from kvscale.api.base import ApiModel, CelRule, ordered_rule
 from kvscale.api.policy import RolloutSpec, ScalingSpec
+from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION, describe_defaults
 
 API_GROUP = "kvscale.dev"
 API_VERSION = "v1alpha1"
@@ -26,6 +27,11 @@ EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
 Quantization = Literal["fp8", "awq", "gptq", "mxfp4", "nvfp4", "bnb-4bit", "compressed-tensors"]
 DeploymentMode = Literal["managed", "adopt"]
+DEFAULT_MODE: DeploymentMode = "managed"
+#: `spec.mode` as the spec's CEL rules read it: the API server evaluates the rules of an object
+#: whose nested defaults may not be filled yet, and `self.mode` of an absent key is the error
+#: "no such key: mode", printed beside whatever the user really got wrong.
+_CEL_MODE = f"(has(self.mode) ? self.mode : '{DEFAULT_MODE}')"
 
 #: LLMDeployment names: the name also names the Deployment and Service kvscale creates, and a
 #: Service name must be a DNS-1035 label. The CRD declares this on metadata.name too, so the API
@@ -170,9 +176,12 @@ class EngineSpec(ApiModel):
     """The serving engine that runs each replica."""
 
     name: EngineName = Field(default="vllm", description="Serving engine.")
-    version: str = Field(
-        default="0.11.0",
-        description="Engine version; selects the flag names and defaults kvscale renders.",
+    version: str | None = Field(
+        default=None,
+        description=(
+            "Engine version; selects the flag names and defaults kvscale renders. Defaults to"
+            f" the engine's own default release ({describe_defaults()})."
+        ),
         max_length=64,
         pattern=_VERSION,
     )
@@ -208,6 +217,11 @@ class EngineSpec(ApiModel):
         ge=1,
         le=65536,
     )
+
+    @property
+    def release(self) -> str:
+        """`version`, or this engine's default release when it is not given."""
+        return self.version or DEFAULT_ENGINE_VERSION[self.name]
 
 
 class KvCacheSpec(ApiModel):
@@ -358,7 +372,7 @@ class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLM serving workload whose limit is KV-cache memory."""
 
     mode: DeploymentMode = Field(
-        default="managed",
+        default=DEFAULT_MODE,
         description="managed: kvscale owns the Deployment; adopt: kvscale reads/patches targetRef.",
     )
     target_ref: TargetRef | None = Field(
@@ -409,7 +423,7 @@ class LLMDeploymentSpec(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="self.mode == 'adopt' ? has(self.targetRef) : !has(self.targetRef)",
+            rule=f"{_CEL_MODE} == 'adopt' ? has(self.targetRef) : !has(self.targetRef)",
             message="targetRef is required in adopt mode and not allowed in managed mode",
             fix="set mode: adopt with a targetRef, or delete targetRef",
             field="targetRef",
@@ -418,7 +432,7 @@ class LLMDeploymentSpec(ApiModel):
             ),
         ),
         CelRule(
-            rule="self.mode == 'adopt' || has(self.model.name) || has(self.model.uri)",
+            rule=f"{_CEL_MODE} == 'adopt' || has(self.model.name) || has(self.model.uri)",
             message="managed mode needs model.uri when the model comes from config or configMapRef",
             fix="set model.uri to the Hugging Face id or path the engine should load",
             field="model.uri",

@@ -8,6 +8,8 @@ server and `kvscale validate` agree. ConfigMaps in the same file satisfy `config
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import reprlib
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from kvscale.api.base import CROSS_FIELD_ERROR
@@ -151,6 +154,9 @@ def _describe_error(error: ErrorDetails) -> tuple[tuple[int | str, ...], str, st
         return loc, "required field is missing", f"add {loc[-1]}{what}"
     if kind == "extra_forbidden":
         parent = _schema_at(loc[:-1]) or {}
+        camel = to_camel(str(loc[-1]))
+        if camel != loc[-1] and camel in parent.get("properties", {}):
+            return loc, "unknown field", f"write {camel} (the API spells its fields in camelCase)"
         known = ", ".join(parent.get("properties", {}))
         return loc, "unknown field", f"remove it or fix the spelling; fields here: {known}"
     if kind in ("literal_error", "enum") and schema and "enum" in schema:
@@ -182,15 +188,61 @@ def problems_from_validation_error(exc: ValidationError, prefix: str = "spec") -
     return problems
 
 
-def parse_spec(raw: Any) -> tuple[LLMDeploymentSpec | None, list[Problem]]:
-    """Schema + cross-field validation of a `spec` mapping.
+def drop_nulls(value: Any, schema: Mapping[str, Any] | None) -> Any:
+    """`value` without the null fields the API server drops before defaulting.
 
-    Strict: no `"8192"` -> 8192, `8192.0` -> 8192 or `"yes"` -> true, because the API server
-    refuses every such value ("must be of type integer"); a lax check here would pass a
-    manifest that `kubectl apply` then rejects.
+    The server deletes a null whose schema is known (a property or a map value; not nullable
+    in this CRD) and then fills the field's default, if any; Helm templating leaves such
+    nulls behind. Nulls in lists and under unknown keys stay, and fail as they do there.
     """
+    memo: dict[tuple[int, int], Any] = {}
+
+    def walk(node: Any, sub: Mapping[str, Any] | None) -> Any:
+        key = (id(node), id(sub))
+        if key not in memo:  # YAML aliases share nodes: each is rewritten once
+            if isinstance(node, Mapping):
+                memo[key] = {
+                    k: walk(v, _field_schema(sub, k))
+                    for k, v in node.items()
+                    if v is not None or _field_schema(sub, k) is None
+                }
+            elif isinstance(node, list):
+                items = sub.get("items") if sub else None
+                memo[key] = [walk(item, items) for item in node]
+            else:
+                memo[key] = node
+        return memo[key]
+
+    return walk(value, schema)
+
+
+def _field_schema(schema: Mapping[str, Any] | None, key: str) -> Mapping[str, Any] | None:
+    if schema is None:
+        return None
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    if key in properties:
+        return properties[key]  # type: ignore[no-any-return]
+    extra = schema.get("additionalProperties")
+    return extra if isinstance(extra, Mapping) else None
+
+
+def spec_from_wire(raw: Any, *, strict: bool = True) -> LLMDeploymentSpec:
+    """The spec as the API server reads it: camelCase names only (the Python attribute names
+    are unknown fields there too), null fields dropped; `ValidationError` otherwise.
+
+    Strict by default: no `"8192"` -> 8192 or `"yes"` -> true, because the API server refuses
+    such values ("must be of type integer"); a lax check here would pass a manifest that
+    `kubectl apply` then rejects.
+    """
+    return LLMDeploymentSpec.model_validate(
+        drop_nulls(raw, _spec_schema()), strict=strict, by_alias=True, by_name=False
+    )
+
+
+def parse_spec(raw: Any) -> tuple[LLMDeploymentSpec | None, list[Problem]]:
+    """Schema + cross-field validation of a `spec` mapping, as the API server sees it."""
     try:
-        return LLMDeploymentSpec.model_validate(raw, strict=True), []
+        return spec_from_wire(raw), []
     except ValidationError as exc:
         return None, problems_from_validation_error(exc)
 
@@ -285,29 +337,103 @@ class ManifestError(ValueError):
     """The file is not YAML or holds no LLMDeployment."""
 
 
+class KubectlYamlLoader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1, reading numbers as kubectl does.
+
+    kubectl parses YAML with go-yaml, whose floats need no dot (`1e5` is 100000.0; PyYAML's
+    YAML 1.1 resolver leaves it a string), and sends JSON, where an integral float is written
+    as an integer: `maxContextLength: 1e5` reaches the API server as 100000 and is admitted.
+    """
+
+
+KubectlYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+_JSON_INTEGRAL_FLOAT_MAX = 1e21  # Go's JSON encoder writes integral floats below this as integers
+
+
+def as_sent_by_kubectl(value: Any) -> Any:
+    """`value` after kubectl's JSON encoding: integral floats become integers."""
+    memo: dict[int, Any] = {}
+
+    def walk(node: Any) -> Any:
+        if id(node) in memo:  # YAML aliases share nodes: each is rewritten once
+            return memo[id(node)]
+        if isinstance(node, Mapping):
+            result: Any = {key: walk(item) for key, item in node.items()}
+        elif isinstance(node, list):
+            result = [walk(item) for item in node]
+        elif (
+            isinstance(node, float)
+            and math.isfinite(node)
+            and node.is_integer()
+            and abs(node) < _JSON_INTEGRAL_FLOAT_MAX
+        ):
+            result = int(node)
+        else:
+            return node
+        memo[id(node)] = result
+        return result
+
+    return walk(value)
+
+
 def load_documents(text: str) -> list[Any]:
-    """All non-empty YAML documents of `text`."""
+    """All non-empty YAML documents of `text`, as kubectl would send them."""
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        docs = list(yaml.load_all(text, Loader=KubectlYamlLoader))
     except yaml.YAMLError as exc:
         raise ManifestError(f"not valid YAML: {exc}".replace("\n", " ")) from exc
+    return [as_sent_by_kubectl(doc) for doc in docs if doc is not None]
+
+
+_OTHER_KINDS_OK = ("ConfigMap",)  # read by configMapRef; anything not kvscale's is skipped
+
+
+def _misplaced_kind(doc: Any, index: int) -> DocumentResult | None:
+    """A document meant as an LLMDeployment that the API server would not serve as one."""
+    if not isinstance(doc, Mapping):
+        what = type(doc).__name__
+        problem = Problem(f"document {index}", f"is a {what}, not an object", "remove it")
+        return DocumentResult(index, f"document {index}", (problem,))
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    ours = isinstance(api_version, str) and api_version.split("/")[0] == API_GROUP
+    looks_like = isinstance(kind, str) and (
+        difflib.SequenceMatcher(None, kind.lower(), KIND.lower()).ratio() >= 0.9  # not Deployment
+    )
+    if kind == KIND or not (ours or looks_like or kind is None):
+        return None
+    metadata = doc.get("metadata")
+    name = str(metadata.get("name")) if isinstance(metadata, Mapping) else f"document {index}"
+    if kind is None:
+        problem = Problem("kind", "required field is missing", f"add kind: {KIND}")
+    else:
+        served = f"served by {API_VERSION_FULL}" if ours else "a kind kvscale serves"
+        problem = Problem("kind", f"{echo(kind)} is not {served}", f"write kind: {KIND}")
+    return DocumentResult(index, name, (problem,))
 
 
 def validate_documents(docs: Sequence[Any]) -> list[DocumentResult]:
     """Validate every LLMDeployment in `docs`; ConfigMaps among them serve configMapRefs.
 
-    Other kinds (e.g. the Deployment an adopt example targets) are skipped.
+    Every document is looked at: one that is not an object, has no kind, or is kvscale's
+    group (or spelled like an LLMDeployment) with another kind is a problem, as the API
+    server would refuse it. Other kinds (the Deployment an adopt example targets) are skipped.
     """
     configmaps = {
         str(d.get("metadata", {}).get("name")): dict(d.get("data") or {})
         for d in docs
-        if isinstance(d, Mapping) and d.get("kind") == "ConfigMap"
+        if isinstance(d, Mapping) and d.get("kind") in _OTHER_KINDS_OK
     }
-    results = [
-        validate_document(doc, i, configmaps)
-        for i, doc in enumerate(docs)
-        if isinstance(doc, Mapping) and doc.get("kind") == KIND
-    ]
+    results = []
+    for i, doc in enumerate(docs):
+        misplaced = _misplaced_kind(doc, i)
+        if misplaced is not None:
+            results.append(misplaced)
+        elif doc.get("kind") == KIND:
+            results.append(validate_document(doc, i, configmaps))
     if not results:
         raise ManifestError(f"no {KIND} document found; fix: check kind: {KIND}")
     return results

@@ -25,13 +25,13 @@ from kvscale.capacity import (
 )
 from kvscale.capacity.types import ModelGeometry
 from kvscale.cli.common import CliError
+from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
 
 if TYPE_CHECKING:
     from kvscale.api.status import GpuPlanStatus
     from kvscale.api.validation import DocumentResult
 
 ENGINES = ("vllm", "sglang", "tgi", "trtllm")
-DEFAULT_ENGINE_VERSION = {"vllm": "0.11.0", "sglang": "0.5.0", "tgi": "3.3.7", "trtllm": "1.2.0"}
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:

@@ -179,7 +179,7 @@ class Autoscaler:
         pods = _pods_of(pods_index, namespace, name)
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         key = DeploymentKey(namespace, name)
-        target = DeploymentTarget(namespace, name, spec.engine.name, spec.engine.version, ready)
+        target = DeploymentTarget(namespace, name, spec.engine.name, spec.engine.release, ready)
         self.cache.track(target)
         self._record_plan(namespace, name, status)
         reading = self.cache.reading(key)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from kvscale.api.convert import ConfigMapLoader, SpecError, model_ref_of, plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
+from kvscale.api.validation import spec_from_wire
 from kvscale.capacity import find_gpu
 from kvscale.controller.conditions import (
     CAPACITY_SUFFICIENT,
@@ -64,7 +65,7 @@ class Desired:
 def parse_spec(raw: Mapping[str, Any]) -> LLMDeploymentSpec:
     """Validate with the API models; the first error becomes a one-line SpecInvalidError."""
     try:
-        return LLMDeploymentSpec.model_validate(dict(raw))
+        return spec_from_wire(raw, strict=False)  # the server checked types; read as it did
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
@@ -82,7 +83,7 @@ def resolve_image(spec: LLMDeploymentSpec, settings: Settings) -> str:
         return spec.engine.image
     template = DEFAULT_IMAGES.get(spec.engine.name)
     if template:
-        return template.format(version=spec.engine.version)
+        return template.format(version=spec.engine.release)
     if settings.reconcile.default_engine_image:
         return settings.reconcile.default_engine_image
     raise SpecInvalidError(
@@ -173,7 +174,7 @@ def _compute_desired(
     workload = Workload(
         owner=Owner(str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid", ""))),
         engine=spec.engine.name,
-        engine_version=spec.engine.version,
+        engine_version=spec.engine.release,
         image=image,
         command=result.engine_command,
         args=result.engine_args,
