@@ -10,6 +10,7 @@ first in `spec.placement.gpuTypes`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -44,6 +45,7 @@ ConfigMapLoader = Callable[[ConfigMapRef], str]
 # Planner input names (CLI-flag or PlanRequest spelling, normalised) -> the CR field to blame.
 _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
     "tensorparallel": "spec.placement.gpusPerReplica",
+    "tensorparallelsize": "spec.placement.gpusPerReplica",
     "gpuspreplica": "spec.placement.gpusPerReplica",
     "maxmodellen": "spec.maxContextLength",
     "maxmodellentokens": "spec.maxContextLength",
@@ -72,13 +74,23 @@ class SpecError(ValueError):
         self.fix = fix
 
 
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
 def _spec_path_for(planner_field: str, default: str) -> str:
     key = "".join(ch for ch in planner_field.lower() if ch.isalnum())
     return _PLANNER_FIELD_TO_SPEC_PATH.get(key, default)
 
 
+def in_spec_terms(text: str) -> str:
+    """A planner message with the engine flags it names written as the CR fields to change
+    ('lower --max-model-len to 9000' -> 'lower spec.maxContextLength to 9000')."""
+    return _FLAG.sub(lambda m: _spec_path_for(m.group(), m.group()), text)
+
+
 def _as_spec_error(exc: CapacityInputError | UnsupportedEngineError, default: str) -> SpecError:
-    return SpecError(_spec_path_for(exc.field, default), exc.problem, exc.fix)
+    path = _spec_path_for(exc.field, default)
+    return SpecError(path, in_spec_terms(exc.problem), in_spec_terms(exc.fix))
 
 
 def model_ref_of(source: ModelSource) -> str:
@@ -104,7 +116,9 @@ def _geometry_from_text(text: str, source: ModelSource, path: str) -> ModelGeome
             config, name=model_ref_of(source) or "inline-config", weights_bytes=source.weights_bytes
         )
     except CapacityInputError as exc:
-        raise SpecError(f"{path} ({exc.field})", exc.problem, exc.fix) from exc
+        raise SpecError(
+            f"{path} ({exc.field})", in_spec_terms(exc.problem), in_spec_terms(exc.fix)
+        ) from exc
 
 
 def resolve_model(
@@ -259,14 +273,34 @@ class DeploymentPlanResult:
         return None
 
 
+def resolve_gpu_types(spec: LLMDeploymentSpec) -> tuple[list[tuple[int, GpuSpec]], list[str]]:
+    """The distinct catalog GPUs of spec.placement.gpuTypes (index of first mention each) and
+    a warning per entry that names a GPU listed before under another name ('h100' and
+    'NVIDIA-H100-80GB-HBM3' are one GPU: it is planned once)."""
+    distinct: dict[str, tuple[int, GpuSpec]] = {}
+    warnings = []
+    for index, name in enumerate(spec.placement.gpu_types):
+        path = f"spec.placement.gpuTypes[{index}]"
+        try:
+            gpu = find_gpu(name)
+        except CapacityInputError as exc:
+            raise SpecError(path, exc.problem, exc.fix) from exc
+        if gpu.id in distinct:
+            first = distinct[gpu.id][0]
+            warnings.append(
+                f"{path} {name!r} is {gpu.id}, as gpuTypes[{first}]"
+                f" {spec.placement.gpu_types[first]!r}: planned once; fix: delete {path}"
+            )
+        else:
+            distinct[gpu.id] = (index, gpu)
+    return list(distinct.values()), warnings
+
+
 def _plan_one(
-    spec: LLMDeploymentSpec, index: int, gpu_type: str, model: ModelGeometry
+    spec: LLMDeploymentSpec, index: int, gpu: GpuSpec, model: ModelGeometry
 ) -> tuple[GpuPlanStatus, CapacityPlan]:
     gpu_path = f"spec.placement.gpuTypes[{index}]"
-    try:
-        gpu = find_gpu(gpu_type)
-    except CapacityInputError as exc:
-        raise SpecError(gpu_path, exc.problem, exc.fix) from exc
+    gpu_type = spec.placement.gpu_types[index]
     try:
         plan = plan_capacity(plan_request_for(spec, gpu, model))
         verdict = estimate_safe_concurrency(
@@ -275,7 +309,7 @@ def _plan_one(
     except CapacityInputError as exc:
         raise _as_spec_error(exc, gpu_path) from exc
     safe = float(verdict.safe_concurrency) if plan.fits else 0.0
-    reason = plan.reason
+    reason = in_spec_terms(plan.reason)
     if plan.fits and safe <= 0:
         reason = _no_safe_concurrency(spec, verdict)
     status = GpuPlanStatus(
@@ -297,7 +331,10 @@ def _plan_one(
         prefill_tokens_per_second=(
             round(prefill_capacity_tokens_per_s(plan), 1) if plan.fits else None
         ),
-        warnings=[*plan.warnings, *_prefill_step_warning(spec, plan, verdict)],
+        warnings=[
+            *(in_spec_terms(w) for w in plan.warnings),
+            *_prefill_step_warning(spec, plan, verdict),
+        ],
     )
     return status, plan
 
@@ -385,6 +422,17 @@ def select_gpu_type(plans: tuple[GpuPlanStatus, ...]) -> tuple[str | None, str]:
     return best.gpu_type, f"{best.gpu_type}: {why}{detail}"
 
 
+def _replicas_warning(spec: LLMDeploymentSpec) -> tuple[str, ...]:
+    running, s = spec.desired_replicas(), spec.scaling
+    if spec.replicas is None or spec.replicas == running:
+        return ()
+    return (
+        f"spec.replicas {spec.replicas} is outside [spec.scaling.minReplicas {s.min_replicas},"
+        f" spec.scaling.maxReplicas {s.max_replicas}]: {running} run; fix: scale within the"
+        " bounds or change them",
+    )
+
+
 def plan_deployment(
     spec: LLMDeploymentSpec, configmap_loader: ConfigMapLoader | None = None
 ) -> DeploymentPlanResult:
@@ -402,11 +450,14 @@ def plan_deployment(
             f" ({model.max_position_embeddings})",
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
-    pairs = [_plan_one(spec, i, g, model) for i, g in enumerate(spec.placement.gpu_types)]
+    gpus, alias_warnings = resolve_gpu_types(spec)
+    pairs = [_plan_one(spec, i, gpu, model) for i, gpu in gpus]
     plans = tuple(p for p, _ in pairs)
     capacity_plans = tuple(c for _, c in pairs)
     selected, reason = select_gpu_type(plans)
-    result = DeploymentPlanResult(model, plans, capacity_plans, selected, reason)
+    result = DeploymentPlanResult(
+        model, plans, capacity_plans, selected, reason, warnings=tuple(alias_warnings)
+    )
     chosen = result.selected_capacity_plan()
     if chosen is None:
         return result
@@ -423,15 +474,17 @@ def plan_deployment(
         result,
         engine_args=rendered.argv,
         engine_command=rendered.command,
-        warnings=rendered.warnings + _capacity_warnings(spec, result),
+        warnings=result.warnings + rendered.warnings + _capacity_warnings(spec, result),
     )
 
 
 def _capacity_warnings(spec: LLMDeploymentSpec, result: DeploymentPlanResult) -> tuple[str, ...]:
+    replicas = _replicas_warning(spec)
     chosen = result.selected_plan()
     if chosen is None or chosen.replicas_for_peak <= spec.scaling.max_replicas:
-        return ()
+        return replicas
     return (
+        *replicas,
         f"spec.scaling.maxReplicas {spec.scaling.max_replicas} is below the"
         f" {chosen.replicas_for_peak} replicas the peak of"
         f" {spec.workload.peak_requests_per_second:g} requests/s needs on {chosen.gpu_type}",

@@ -14,14 +14,10 @@ from pydantic.config import JsonDict
 
 from kvscale.api.base import ApiModel, CelRule, ordered_rule
 from kvscale.api.policy import RolloutSpec, ScalingSpec
+from kvscale.api.vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION, describe_defaults
 
-API_GROUP = "kvscale.dev"
-API_VERSION = "v1alpha1"
-KIND = "LLMDeployment"
-PLURAL = "llmdeployments"
-SINGULAR = "llmdeployment"
-SHORT_NAMES = ("llmd",)
+__all__ = ["API_GROUP", "API_VERSION", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR"]  # re-exported
 
 EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
@@ -459,5 +455,11 @@ class LLMDeploymentSpec(ApiModel):
     )
 
     def desired_replicas(self) -> int:
-        """spec.replicas when set, else the scaling floor (what a fresh deployment starts with)."""
-        return self.replicas if self.replicas is not None else self.scaling.min_replicas
+        """spec.replicas within [scaling.minReplicas, scaling.maxReplicas], else the floor.
+
+        Clamped here, before anything is applied: a `kubectl scale --replicas=50` past
+        maxReplicas 8 never reaches the Deployment (whose ReplicaSet would create every pod).
+        """
+        if self.replicas is None:
+            return self.scaling.min_replicas
+        return min(max(self.replicas, self.scaling.min_replicas), self.scaling.max_replicas)

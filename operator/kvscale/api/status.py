@@ -14,20 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from kvscale.api.base import ApiModel
+from kvscale.api.vocabulary import ConditionType
+
+__all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
 
 _Line = Annotated[str, Field(max_length=4096)]
 _Hash = Annotated[str, Field(max_length=128)]
-
-
-class ConditionType:
-    """Condition types kvscale sets (Ready summarises the others)."""
-
-    READY = "Ready"
-    PLANNED = "Planned"
-    CAPACITY_SUFFICIENT = "CapacitySufficient"
-    ADOPTED = "Adopted"
-    SCALING_ACTIVE = "ScalingActive"
-    ROLLED_BACK = "RolledBack"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

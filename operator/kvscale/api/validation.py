@@ -26,16 +26,13 @@ from kvscale.api.base import CROSS_FIELD_ERROR
 from kvscale.api.convert import DeploymentPlanResult, SpecError, plan_deployment
 from kvscale.api.crd import build_structural_schema
 from kvscale.api.models import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
     OBJECT_NAME_MAX_LENGTH,
     OBJECT_NAME_PATTERN,
     ConfigMapRef,
     LLMDeploymentSpec,
 )
+from kvscale.api.vocabulary import API_GROUP, API_VERSION_FULL, KIND
 
-API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
 _OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
 _BOUND_ERRORS: dict[str, tuple[str, str]] = {  # pydantic error type -> (ctx key, symbol)
     "greater_than_equal": ("ge", "≥"),

@@ -74,11 +74,12 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kvscale.capacity import plan_capacity
-    from kvscale.cli.plan_cmd import plan_request_from_args
+    from kvscale.cli.plan_cmd import check_fits, plan_request_from_args
 
     try:
         request = plan_request_from_args(args)
         plan = plan_capacity(request)
+        check_fits(plan, args)
         rendered = render(
             plan,
             model_ref=args.model_ref or request.model.name,

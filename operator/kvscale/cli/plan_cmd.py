@@ -57,6 +57,18 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--max-num-batched-tokens", metavar="T")
     engine.add_argument("--max-num-seqs", metavar="S")
     engine.add_argument("--kv-cache-memory-bytes", metavar="N")
+    parser.add_argument(
+        "--allow-unfit",
+        action="store_true",
+        help="exit 0 even when one request at --max-model-len does not fit (default: exit 2)",
+    )
+
+
+def check_fits(plan: CapacityPlan, args: argparse.Namespace) -> None:
+    """A plan that does not fit is an error (exit 2, the reason and fix) unless --allow-unfit:
+    an engine started with it would refuse to start or preempt every long request."""
+    if not plan.fits and not args.allow_unfit:
+        raise CliError(f"does not fit: {plan.reason} (or pass --allow-unfit to print it anyway)")
 
 
 def _number(value: str | None, field: str, kind: type[int] | type[float]) -> Any:
@@ -221,6 +233,7 @@ def _print_deployments(results: list[DocumentResult], output: str) -> None:
                     "name": result.name,
                     "selectedGpuType": plan.selected_gpu_type,
                     "selectionReason": plan.selection_reason,
+                    "warnings": list(plan.warnings),
                     "gpuTypes": [
                         s.model_dump(by_alias=True) | {"plan": plan_to_json(c)} for s, c in pairs
                     ],
@@ -232,7 +245,11 @@ def _print_deployments(results: list[DocumentResult], output: str) -> None:
         print(f"{result.name}:")
         print(format_table(rows, TABLE_COLUMNS))
         print(f"selected {plan.selection_reason}")
+        for warning in plan.warnings:
+            print(f"warning: {warning}")
         for status in plan.plans:
+            for warning in status.warnings:
+                print(f"warning: {status.gpu_type}: {warning}")
             if not status.fits:
                 print(f"{status.gpu_type}: {status.reason}", file=sys.stderr)
     if output == "json":
@@ -249,6 +266,9 @@ def run_plan(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
     else:
         print(format_table([[k, json.dumps(val)] for k, val in body.items()], ("FIELD", "VALUE")))
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    check_fits(plan, args)  # after printing: the plan (fits: false, reason) is the report
     return 0
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kvscale.api.vocabulary import ConditionType, MetricsReason, ScalingReason
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
 from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
@@ -24,27 +25,9 @@ from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
 JsonDict = dict[str, Any]
 
 HISTORY_MAX = 20  # decisions kept in status.autoscaler.history (newest last)
-METRICS_AVAILABLE = "MetricsAvailable"  # condition: the last read produced usable signals
-SCALING_ACTIVE = "ScalingActive"  # condition: the autoscaler acts (auto) / recommends
-
-
-class MetricsReason:
-    """Reasons of the MetricsAvailable condition (CamelCase constants)."""
-
-    OK = "SignalsRead"
-    PARTIAL = "SignalsPartial"
-    NO_SAMPLES = "NoUsableSamples"
-    READ_FAILED = "ReadFailed"
-    AWAITING = "AwaitingFirstRead"
-    NOT_CONFIGURED = "PrometheusNotConfigured"
-
-
-class ScalingReason:
-    """Reasons of the ScalingActive condition."""
-
-    ACTING = "Acting"
-    RECOMMENDING = "RecommendOnly"
-    HOLDING = "HoldingOnMissingData"
+METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
+SCALING_ACTIVE = ConditionType.SCALING_ACTIVE
+__all__ = ["MetricsReason", "ScalingReason"]  # re-exported: declared in kvscale.api.vocabulary
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Every way a spec can be wrong ends here as one `SpecInvalidError` naming the fie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from kvscale.capacity import find_gpu
 from kvscale.controller.conditions import (
     CAPACITY_SUFFICIENT,
     FALSE,
+    PLAN_WARNINGS,
     PLANNED,
     TRUE,
     ConditionUpdate,
@@ -60,6 +61,7 @@ class Desired:
     planned: ConditionUpdate
     capacity: ConditionUpdate
     workload: Workload | None  # None: adopt mode, or no GPU type fits
+    warned: ConditionUpdate | None = None  # PlanWarnings (None: nothing was planned)
 
 
 def parse_spec(raw: Mapping[str, Any]) -> LLMDeploymentSpec:
@@ -151,7 +153,7 @@ def _compute_desired(
         capacity = ConditionUpdate(
             CAPACITY_SUFFICIENT, FALSE, Reason.NO_GPU_FITS, result.selection_reason
         )
-        return Desired(spec, status, planned, capacity, None)
+        return Desired(spec, status, planned, capacity, None, _warnings_condition(status))
     capacity = ConditionUpdate(
         CAPACITY_SUFFICIENT,
         TRUE,
@@ -167,8 +169,9 @@ def _compute_desired(
             "engineImage": image,
         }
     )
+    warned = _warnings_condition(status, selected.gpu_type, selected.warnings)
     if spec.mode == "adopt":
-        return Desired(spec, status, planned, capacity, None)
+        return Desired(spec, status, planned, capacity, None, warned)
     gpu = find_gpu(selected.gpu_type)
     endpoints = engine_endpoints(spec.engine.name)
     workload = Workload(
@@ -189,4 +192,20 @@ def _compute_desired(
         tolerations=_tolerations(spec),
         spec_hash=_spec_hash(raw_spec),
     )
-    return Desired(spec, status, planned, capacity, workload)
+    return Desired(spec, status, planned, capacity, workload, warned)
+
+
+WARNINGS_MESSAGE_MAX = 2000  # characters of the PlanWarnings message (status.warnings has all)
+
+
+def _warnings_condition(
+    status: Mapping[str, Any], gpu_type: str | None = None, gpu_warnings: Sequence[str] = ()
+) -> ConditionUpdate:
+    """PlanWarnings: True while the deployment or its selected GPU type's plan warns."""
+    lines = [*status.get("warnings", ()), *(f"{gpu_type}: {w}" for w in gpu_warnings)]
+    if not lines:
+        return ConditionUpdate(PLAN_WARNINGS, FALSE, Reason.NO_WARNINGS, "")
+    message = "; ".join(lines)
+    if len(message) > WARNINGS_MESSAGE_MAX:
+        message = message[: WARNINGS_MESSAGE_MAX - 1] + "…"
+    return ConditionUpdate(PLAN_WARNINGS, TRUE, Reason.PLANNER_WARNINGS, message)

@@ -21,6 +21,8 @@ from typing import Any
 
 import kopf
 
+from kvscale.api import vocabulary
+from kvscale.api.vocabulary import API_GROUP, API_VERSION
 from kvscale.controller.events import post_event
 from kvscale.controller.kube import (
     CLUSTER_PEERINGS,
@@ -33,7 +35,7 @@ from kvscale.controller.kube import (
 )
 from kvscale.controller.reconcile import Controller, Outcome, reconcile
 
-GROUP, VERSION, PLURAL = "kvscale.dev", "v1alpha1", "llmdeployments"
+GROUP, VERSION, PLURAL = API_GROUP, API_VERSION, vocabulary.PLURAL
 logger = logging.getLogger(__name__)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from kvscale.api.vocabulary import API_GROUP, API_VERSION, KIND, PLURAL
 from kvscale.controller.settings import ApplyMode
 
 JsonDict = dict[str, Any]
@@ -105,7 +106,7 @@ SERVICES = ResourceRef("", "v1", "services", "Service")
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 PDBS = ResourceRef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 POD_MONITORS = ResourceRef("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor")
-LLM_DEPLOYMENTS = ResourceRef("kvscale.dev", "v1alpha1", "llmdeployments", "LLMDeployment")
+LLM_DEPLOYMENTS = ResourceRef(API_GROUP, API_VERSION, PLURAL, KIND)
 CLUSTER_PEERINGS = ResourceRef("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", False)
 PEERINGS = ResourceRef("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 

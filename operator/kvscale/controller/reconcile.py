@@ -164,6 +164,14 @@ def _plan_change_event(status: Mapping[str, Any], desired: Desired) -> tuple[Eve
     return (EventNote("Normal", Reason.PLAN_CHANGED, message),)
 
 
+def _warnings_event(warned: ConditionUpdate, previous: list[Condition]) -> tuple[EventNote, ...]:
+    """A Warning Event when the planner's warnings appear or change (not on every reconcile)."""
+    old = conditions.find_condition(previous, conditions.PLAN_WARNINGS)
+    if warned.status != TRUE or (old is not None and old.message == warned.message):
+        return ()
+    return (EventNote("Warning", warned.reason, warned.message),)
+
+
 async def _configmap_loader(
     ctl: Controller, namespace: str, raw_spec: Mapping[str, Any]
 ) -> ConfigMapLoader | None:
@@ -242,13 +250,13 @@ async def _reconcile_adopted(
             conditions.WORKLOAD_READY, FALSE, Reason.ADOPT_TARGET_MISSING, message
         )
         return None, [missing], (EventNote("Warning", Reason.ADOPT_TARGET_MISSING, message),)
-    want = desired.spec.replicas
+    want = desired.spec.desired_replicas() if desired.spec.replicas is not None else None
     current = (deployment.get("spec") or {}).get("replicas")
     if want is not None and want != current:
         await ctl.kube.patch_merge(
             DEPLOYMENTS, namespace, target.name, {"spec": {"replicas": want}}, subresource="scale"
         )
-    adopted = ConditionUpdate("Adopted", TRUE, Reason.ADOPTED, f"adopted {target.name}")
+    adopted = ConditionUpdate(conditions.ADOPTED, TRUE, Reason.ADOPTED, f"adopted {target.name}")
     return deployment, [adopted], ()
 
 
@@ -285,6 +293,9 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
         patch.update(desired.status)
         updates.extend([desired.planned, desired.capacity])
         events = _plan_change_event(status, desired)
+        if desired.warned is not None:
+            updates.append(desired.warned)
+            events += _warnings_event(desired.warned, previous)
         if desired.spec.mode == "adopt":
             deployment, extra, adopt_events = await _reconcile_adopted(ctl, desired, namespace)
             updates.extend(extra)

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kvscale.api.vocabulary import ConditionType, Reason
 from kvscale.controller.autoscaler_status import PodFacts, selected_plan_figure
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
 from kvscale.controller.events import EventNote
@@ -47,8 +48,8 @@ from kvscale.scaling.types import Signals
 
 JsonDict = dict[str, Any]
 ANNOTATION_LAST_KNOWN_GOOD = "kvscale.dev/last-known-good"
-ROLLED_BACK = "RolledBack"  # condition type
-ROLLOUT_STARTED = "RolloutStarted"  # Event reason: a new revision is baking
+ROLLED_BACK = ConditionType.ROLLED_BACK
+ROLLOUT_STARTED = Reason.ROLLOUT_STARTED
 logger = logging.getLogger(__name__)
 
 
