@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench bench-quick demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ test: check e2e
 
 bench: install
 	$(BIN)/python bench/capacity_accuracy.py
+
+# Every benchmark in bench/ at its smoke size (`--quick`), so none can rot unnoticed (~5 min;
+# operator_scale needs the `prometheus` binary on PATH).
+bench-quick: install
+	set -e; for bench in bench/*.py; do echo "== $$bench --quick"; $(BIN)/python $$bench --quick; done
 
 demo: install
 	$(BIN)/kvscale demo

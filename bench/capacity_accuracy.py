@@ -6,11 +6,12 @@ Mode (b): end to end from model + GPU + version + flags, predict the available K
 (tests the budget: weights, activation, non-torch, CUDA graphs).
 
 Prints one line per row and the error summary; exits 1 when a target is missed.
-Run: .venv/bin/python bench/capacity_accuracy.py
+Run: .venv/bin/python bench/capacity_accuracy.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import statistics
@@ -382,6 +383,13 @@ def _print_summary(title: str, rows: list[RowResult]) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run for CI; the full set already takes about a second, so it is the same",
+    )
+    parser.parse_args()
     results, skipped = evaluate()
     print("== mode (a): given the logged available KV memory ==")
     _print_rows(results, "a")
