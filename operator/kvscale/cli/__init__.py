@@ -13,13 +13,28 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kvscale.cli.common import CliError
 
 # subcommand name -> module kvscale.cli.<name>_cmd exposing `register(subparsers)` that sets `func`
 SUBCOMMANDS: tuple[str, ...] = ("plan", "flags", "validate", "crd", "simulate", "demo", "run")
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
+
+
+#: Packages of the optional extra `sim` (the simulator): the operator installs without them.
+SIM_EXTRA_PACKAGES = frozenset({"numpy", "matplotlib"})
+
+
+def _needs_extra(name: str, missing: str) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        raise CliError(
+            f"{name}: needs the simulator's dependencies ({missing} is not installed);"
+            " fix: pip install 'kvscale[sim]'"
+        )
+
+    run.needs_extra = True  # type: ignore[attr-defined]
+    return run
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -30,7 +45,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS if only is None else (only,):
-        module = importlib.import_module(f"kvscale.cli.{name}_cmd")
+        try:
+            module = importlib.import_module(f"kvscale.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:  # an operator image without the `sim` extra
+            if exc.name not in SIM_EXTRA_PACKAGES:
+                raise
+            stub = sub.add_parser(name, help=f"(needs kvscale[sim]: {exc.name} is missing)")
+            stub.set_defaults(func=_needs_extra(name, exc.name))
+            continue
         module.register(sub)
     return parser
 
@@ -39,8 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = args_list[0] if args_list else None
     parser = build_parser(first if first in SUBCOMMANDS else None)
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
     func = getattr(args, "func", None)
+    if unknown and not getattr(func, "needs_extra", False):  # a stub takes any arguments
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if func is None:
         parser.print_help()
         return 2
