@@ -232,11 +232,10 @@ def to_scaling_config(
 
 
 def to_guardrails(spec: LLMDeploymentSpec) -> Guardrails:
-    """spec.rollout (+ the SLOs) as the rollback guardrails.
-
-    The rollback core has one regression factor for both latencies; the stricter (smaller)
-    of maxTtftRegressionFactor and maxItlRegressionFactor is used.
-    """
+    """spec.rollout (+ the SLOs) as the rollback guardrails: each latency keeps its own
+    regression factor (maxTtftRegressionFactor, maxItlRegressionFactor); the core's
+    `baseline_factor_max` (for a rate already over its limit before the change) stays the
+    core default, which is also the CRD's default for both latency factors."""
     r = spec.rollout
     return Guardrails(
         bake_window_s=float(r.bake_window_seconds),
@@ -244,7 +243,8 @@ def to_guardrails(spec: LLMDeploymentSpec) -> Guardrails:
         rejections_per_s_max=r.max_rejections_per_second,
         ttft_p95_target_s=spec.slo.ttft_p95_seconds,
         itl_p95_target_s=spec.slo.itl_p95_seconds,
-        baseline_factor_max=min(r.max_ttft_regression_factor, r.max_itl_regression_factor),
+        ttft_baseline_factor_max=r.max_ttft_regression_factor,
+        itl_baseline_factor_max=r.max_itl_regression_factor,
         restarts_max=r.max_restarts,
         plan_drift_frac=r.plan_drift_fraction,
     )
