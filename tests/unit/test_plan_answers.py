@@ -110,3 +110,13 @@ def test_messages_about_a_cr_name_its_fields_not_cli_flags():
 def test_cli_messages_keep_naming_cli_flags(capsys):
     assert main(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "l4"]) == 2
     assert "lower --max-model-len to" in capsys.readouterr().err
+
+
+def test_renderer_errors_name_the_cli_flag_like_planner_errors(capsys):
+    """One error type, one field lookup: an unsupported release is `--engine-version` on the
+    command line (before: the Python attribute `engine_version`)."""
+    argv = ["flags", "--model", "Qwen/Qwen3-8B", "--gpu", "l4", "--max-model-len", "8192"]
+    assert main([*argv, "--engine", "sglang", "--engine-version", "0.3.0"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "kvscale flags: --engine-version: sglang 0.3.0 is not supported"
+    )

@@ -24,6 +24,7 @@ from kvscale.capacity import (
     model_from_config,
     plan_capacity,
 )
+from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.capacity.types import (
     CapacityPlan,
@@ -42,7 +43,7 @@ from kvscale.scaling.types import Mode, ScalingConfig
 #: Reads the config.json text a ConfigMapRef points at (the operator passes a cluster reader).
 ConfigMapLoader = Callable[[ConfigMapRef], str]
 
-# Planner input names (CLI-flag or PlanRequest spelling, normalised) -> the CR field to blame.
+# Planner input names (any spelling: `field_key`) -> the CR field to blame.
 _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
     "tensorparallel": "spec.placement.gpusPerReplica",
     "tensorparallelsize": "spec.placement.gpusPerReplica",
@@ -58,28 +59,25 @@ _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
     "weightsbytes": "spec.model.weightsBytes",
     "weightsgib": "spec.model.weightsBytes",
     "engine": "spec.engine.name",
-    "engineversion": "spec.engine.release",
+    "engineversion": "spec.engine.version",
     "port": "spec.engine.port",
     "modelref": "spec.model.uri",
 }
 
 
-class SpecError(ValueError):
-    """A spec that is well-formed but cannot be planned; names the CR field and the fix."""
+class SpecError(InputError):
+    """A spec that is well-formed but cannot be planned; `field` is the CR path."""
 
-    def __init__(self, path: str, problem: str, fix: str) -> None:
-        super().__init__(f"{path}: {problem}; fix: {fix}")
-        self.path = path
-        self.problem = problem
-        self.fix = fix
+    @property
+    def path(self) -> str:
+        return self.field
 
 
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 
 
 def _spec_path_for(planner_field: str, default: str) -> str:
-    key = "".join(ch for ch in planner_field.lower() if ch.isalnum())
-    return _PLANNER_FIELD_TO_SPEC_PATH.get(key, default)
+    return _PLANNER_FIELD_TO_SPEC_PATH.get(field_key(planner_field), default)
 
 
 def in_spec_terms(text: str) -> str:
@@ -88,7 +86,7 @@ def in_spec_terms(text: str) -> str:
     return _FLAG.sub(lambda m: _spec_path_for(m.group(), m.group()), text)
 
 
-def _as_spec_error(exc: CapacityInputError | UnsupportedEngineError, default: str) -> SpecError:
+def _as_spec_error(exc: InputError, default: str) -> SpecError:
     path = _spec_path_for(exc.field, default)
     return SpecError(path, in_spec_terms(exc.problem), in_spec_terms(exc.fix))
 

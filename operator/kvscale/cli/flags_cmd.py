@@ -17,9 +17,9 @@ import shlex
 import sys
 from typing import Any
 
-from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.errors import InputError
 from kvscale.cli.common import CliError
-from kvscale.engines import UnsupportedEngineError, render
+from kvscale.engines import render
 
 
 def register(subparsers: Any) -> None:
@@ -74,7 +74,7 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kvscale.capacity import plan_capacity
-    from kvscale.cli.plan_cmd import check_fits, plan_request_from_args
+    from kvscale.cli.plan_cmd import check_fits, flag_of, plan_request_from_args
 
     try:
         request = plan_request_from_args(args)
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
             served_model_name=args.served_model_name,
             swap_space_gib=args.swap_space_gib,
         )
-    except (UnsupportedEngineError, CapacityInputError) as exc:
-        raise CliError(str(exc)) from exc
+    except InputError as exc:  # planner and renderer alike: the field in CLI terms
+        raise CliError(f"{flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from exc
     argv = rendered.argv if args.args_only else rendered.full_argv
     for warning in rendered.warnings:
         print(f"warning: {warning}", file=sys.stderr)

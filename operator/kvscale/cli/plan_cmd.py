@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from kvscale.capacity import (
     GIB,
-    CapacityInputError,
     CapacityPlan,
     PlanRequest,
     find_gpu,
@@ -23,6 +22,7 @@ from kvscale.capacity import (
     plan_capacity,
     plan_to_json,
 )
+from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.types import ModelGeometry
 from kvscale.cli.common import CliError
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
@@ -143,32 +143,36 @@ def plan_request_from_args(args: argparse.Namespace) -> PlanRequest:
     try:
         request = _build_request(args)
         plan_capacity(request)  # validates geometry x parallelism x lengths
-    except CapacityInputError as exc:
-        raise CliError(f"{_flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from None
+    except InputError as exc:
+        raise CliError(f"{flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from None
     return request
 
 
+# Planner field names (any spelling: `field_key`) -> the flag the user typed.
 FIELD_FLAGS = {
-    "tensorParallel": "--tensor-parallel",
-    "maxModelLen": "--max-model-len",
-    "blockSize": "--block-size",
-    "maxNumBatchedTokens": "--max-num-batched-tokens",
-    "maxNumSeqs": "--max-num-seqs",
-    "kvCacheMemoryBytes": "--kv-cache-memory-bytes",
-    "gpuMemoryGiB": "--gpu-memory-gib",
-    "gpuMemoryUtilization": "--gpu-memory-utilization",
-    "weightsGiB": "--weights-gib",
-    "weights": "--weights-gib",
-    "kvCacheDtype": "--kv-cache-dtype",
-    "engineVersion": "--engine-version",
-    "gpu": "--gpu",
-    "model": "--model",
+    field_key(name): flag
+    for flag, names in {
+        "--tensor-parallel": ("tensor_parallel",),
+        "--max-model-len": ("max_model_len", "max_model_len_tokens"),
+        "--block-size": ("block_size", "block_size_tokens"),
+        "--max-num-batched-tokens": ("max_num_batched_tokens",),
+        "--max-num-seqs": ("max_num_seqs",),
+        "--kv-cache-memory-bytes": ("kv_cache_memory_bytes",),
+        "--gpu-memory-gib": ("gpu_memory_gib", "gpu_memory_bytes"),
+        "--gpu-memory-utilization": ("gpu_memory_utilization",),
+        "--weights-gib": ("weights_gib", "weights", "weights_bytes"),
+        "--kv-cache-dtype": ("kv_cache_dtype",),
+        "--engine-version": ("engine_version",),
+        "--gpu": ("gpu",),
+        "--model": ("model",),
+    }.items()
+    for name in names
 }
 
 
-def _flag_of(field: str) -> str:
+def flag_of(field: str) -> str:
     """The flag the user typed for a planner field (config keys are kept as they are)."""
-    return FIELD_FLAGS.get(field, field)
+    return FIELD_FLAGS.get(field_key(field), field)
 
 
 # --- LLMDeployment YAML ------------------------------------------------------------------------

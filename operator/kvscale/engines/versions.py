@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from kvscale.capacity.errors import InputError
+
 _VERSION_RE = re.compile(
     r"""^\s*v?
     (?P<release>\d+(?:\.\d+)*)
@@ -33,14 +35,8 @@ _PHASE_RANK: dict[str, int] = {
 }
 
 
-class UnsupportedEngineError(ValueError):
+class UnsupportedEngineError(InputError):
     """The engine, its version or a plan value cannot be rendered; names the field and the fix."""
-
-    def __init__(self, field_name: str, problem: str, fix: str) -> None:
-        super().__init__(f"{field_name}: {problem}; fix: {fix}")
-        self.field = field_name
-        self.problem = problem
-        self.fix = fix
 
 
 @dataclass(frozen=True, order=True)
