@@ -9,12 +9,14 @@ server: add it here (and regenerate the CRD) before writing it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
+from pydantic.alias_generators import to_snake
 
 from kvscale.api.base import ApiModel
 from kvscale.api.vocabulary import ConditionType
+from kvscale.scaling.signals import SIGNAL_FIELDS
 
 __all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
 
@@ -113,40 +115,27 @@ class RecommendationSample(StatusModel):
     replicas: int = Field(description="Recommended replicas.", ge=0)
 
 
-class SignalsStatus(StatusModel):
-    """The serving signals the last decision saw; unknown stays null (never 0)."""
+def _signals_status_model() -> type[StatusModel]:
+    """`SignalsStatus` from the signal table: one nullable, non-negative field per row."""
+    fields: dict[str, Any] = {
+        to_snake(f.status_key): (
+            int | None if f.integer else float | None,
+            Field(default=None, description=f.description, ge=0),
+        )
+        for f in SIGNAL_FIELDS
+    }
+    return create_model(
+        "SignalsStatus",
+        __base__=StatusModel,
+        __doc__="The serving signals the last decision saw; unknown stays null (never 0).",
+        **fields,
+    )
 
-    pods_expected: int | None = Field(default=None, description="Pods that should report.", ge=0)
-    pods_reporting: int | None = Field(default=None, description="Pods with a fresh sample.", ge=0)
-    kv_usage: float | None = Field(
-        default=None, description="Mean KV-cache usage, fraction 0-1.", ge=0
-    )
-    requests_running: float | None = Field(
-        default=None, description="Requests being served, all pods.", ge=0
-    )
-    requests_waiting: float | None = Field(
-        default=None, description="Requests queued, all pods.", ge=0
-    )
-    preemptions_per_second: float | None = Field(
-        default=None, description="Preemptions per second, all pods.", ge=0
-    )
-    rejections_per_second: float | None = Field(
-        default=None, description="Requests refused or aborted per second, all pods.", ge=0
-    )
-    ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.", ge=0)
-    itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.", ge=0)
-    queue_time_p95_seconds: float | None = Field(
-        default=None, description="Queue time p95, seconds.", ge=0
-    )
-    prompt_tokens_per_second: float | None = Field(
-        default=None, description="Prompt tokens prefilled per second, all pods.", ge=0
-    )
-    num_gpu_blocks: int | None = Field(
-        default=None, description="KV blocks per pod the engine reports.", ge=0
-    )
-    block_size_tokens: int | None = Field(
-        default=None, description="Tokens per KV block the engine reports.", ge=0
-    )
+
+if TYPE_CHECKING:
+    SignalsStatus = StatusModel
+else:
+    SignalsStatus = _signals_status_model()
 
 
 class DecisionRecord(StatusModel):

@@ -20,6 +20,7 @@ from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling import reasons
+from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
 
 JsonDict = dict[str, Any]
@@ -163,20 +164,8 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
     }
 
 
-_SIGNAL_FIELDS: tuple[tuple[str, str], ...] = (  # status key, Signals attribute
-    ("podsExpected", "pods_expected"),
-    ("podsReporting", "pods_reporting"),
-    ("kvUsage", "kv_usage_frac"),
-    ("requestsRunning", "num_requests_running"),
-    ("requestsWaiting", "num_requests_waiting"),
-    ("preemptionsPerSecond", "preemptions_per_s"),
-    ("rejectionsPerSecond", "rejections_per_s"),
-    ("ttftP95Seconds", "ttft_p95_s"),
-    ("itlP95Seconds", "itl_p95_s"),
-    ("queueTimeP95Seconds", "queue_time_p95_s"),
-    ("promptTokensPerSecond", "prompt_tokens_per_s"),
-    ("numGpuBlocks", "num_gpu_blocks"),
-    ("blockSizeTokens", "block_size_tokens"),
+_SIGNAL_FIELDS: tuple[tuple[str, str], ...] = tuple(  # status key, Signals attribute
+    (f.status_key, f.attribute) for f in SIGNAL_FIELDS
 )
 
 
