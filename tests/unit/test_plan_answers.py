@@ -5,6 +5,7 @@ once, the closest GPU name is suggested, and CR-context messages name CR fields.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import pytest
 
@@ -120,3 +121,23 @@ def test_renderer_errors_name_the_cli_flag_like_planner_errors(capsys):
     assert capsys.readouterr().err.startswith(
         "kvscale flags: --engine-version: sglang 0.3.0 is not supported"
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--weights-gib", "nan", "--weights-gib: 'nan' is not a finite number"),
+        ("--gpu-memory-gib", "inf", "--gpu-memory-gib: 'inf' is not a finite number"),
+        ("--gpu-memory-gib", "1e308", "--gpu-memory-gib: 1e308 GiB is outside (0, 1048576]"),
+        ("--gpu-memory-utilization", "nan", "--gpu-memory-utilization: 'nan' is not a finite"),
+        ("--swap-space-gib", "nan", "argument --swap-space-gib: 'nan' is not a finite number"),
+    ],
+)
+def test_non_finite_or_absurd_flag_values_are_one_line_exit_2(flag, value, says, capsys):
+    """Before: ValueError/OverflowError tracebacks, or `--swap-space nan` rendered."""
+    argv = ["flags", "--model", "Qwen/Qwen3-8B", "--gpu", "h100", "--max-model-len", "8192"]
+    with pytest.raises(SystemExit) if flag == "--swap-space-gib" else nullcontext():
+        assert main([*argv, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert "Traceback" not in err

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from kvscale.capacity.errors import InputError
-from kvscale.cli.common import CliError
+from kvscale.cli.common import CliError, finite_float
 from kvscale.engines import render
 
 
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--served-model-name", help="name clients use in requests")
     parser.add_argument(
         "--swap-space-gib",
-        type=float,
+        type=finite_float,
         help="vLLM --swap-space in GiB (rendered only for releases before 0.18, which had it)",
     )
     parser.add_argument(

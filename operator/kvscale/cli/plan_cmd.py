@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,13 +72,29 @@ def check_fits(plan: CapacityPlan, args: argparse.Namespace) -> None:
         raise CliError(f"does not fit: {plan.reason} (or pass --allow-unfit to print it anyway)")
 
 
+MAX_GIB = 2**20  # a GiB figure above 1 PiB is a typo (and `inf` or `nan` is never a size)
+
+
 def _number(value: str | None, field: str, kind: type[int] | type[float]) -> Any:
     if value is None:
         return None
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise CliError(f"{field}: {value!r} is not a number; fix: pass e.g. 8192") from None
+    if not math.isfinite(number):
+        raise CliError(f"{field}: {value!r} is not a finite number; fix: pass e.g. 0.9")
+    return number
+
+
+def _gib_bytes(value: str | None, field: str) -> int | None:
+    """A size given in GiB, as bytes; within (0, MAX_GIB]."""
+    gib = _number(value, field, float)
+    if gib is None:
+        return None
+    if not 0 < gib <= MAX_GIB:
+        raise CliError(f"{field}: {value} GiB is outside (0, {MAX_GIB}]; fix: pass the size in GiB")
+    return int(gib * GIB)
 
 
 def _load_json(path: str) -> Mapping[str, Any]:
@@ -107,13 +124,11 @@ def _resolve_model(args: argparse.Namespace, weights_bytes: int | None) -> Model
 
 
 def _build_request(args: argparse.Namespace) -> PlanRequest:
-    weights_gib = _number(args.weights_gib, "--weights-gib", float)
-    weights = int(weights_gib * GIB) if weights_gib is not None else None
+    weights = _gib_bytes(args.weights_gib, "--weights-gib")
     model = _resolve_model(args, weights)
     if not args.gpu:
         raise CliError("--gpu: missing; fix: pass --gpu NAME (e.g. H100, NVIDIA-L40S)")
     gpu = find_gpu(args.gpu)
-    memory_gib = _number(args.gpu_memory_gib, "--gpu-memory-gib", float)
     max_len = _number(args.max_model_len, "--max-model-len", int)
     util = _number(args.gpu_memory_utilization, "--gpu-memory-utilization", float)
     if util is not None and not 0 < util <= 1:
@@ -126,7 +141,7 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         tensor_parallel=_number(args.tensor_parallel, "--tensor-parallel", int),
         max_model_len_tokens=max_len if max_len is not None else model.max_position_embeddings,
         gpu_memory_utilization=util,
-        gpu_memory_bytes=int(memory_gib * GIB) if memory_gib is not None else None,
+        gpu_memory_bytes=_gib_bytes(args.gpu_memory_gib, "--gpu-memory-gib"),
         kv_cache_dtype=args.kv_cache_dtype,
         block_size_tokens=_number(args.block_size, "--block-size", int),
         max_num_batched_tokens=_number(
