@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kvscale.api.convert import ConfigMapLoader, SpecError, model_ref_of, plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.api.validation import spec_from_wire
+from kvscale.api.wire import spec_from_wire
 from kvscale.capacity import find_gpu
 from kvscale.controller.conditions import (
     CAPACITY_SUFFICIENT,
