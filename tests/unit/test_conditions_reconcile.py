@@ -249,3 +249,25 @@ async def test_planner_warnings_are_a_condition_and_one_event_until_they_change(
     loose = {**SPEC, "slo": {"itlP95Seconds": 0.5, "ttftP95Seconds": 5}}
     calm = await reconcile(ctl, body(loose, second.status))
     assert conditions_of(calm.status)["PlanWarnings"] == ("False", "NoWarnings")
+
+
+async def test_every_object_passes_the_template_guard_before_it_is_applied() -> None:
+    """The rollout guard is a step of the reconcile (`Controller.template_guard`), not a
+    client swapped in behind its back: what it returns is what reaches the API."""
+    client = MemoryKube()
+    ctl = controller(client)
+    seen: list[str] = []
+
+    async def guard(obj: dict[str, Any]) -> dict[str, Any]:
+        seen.append(obj["kind"])
+        if obj["kind"] != "Deployment":
+            return obj
+        kept = copy.deepcopy(obj)
+        kept["spec"]["template"]["metadata"]["annotations"]["guarded"] = "yes"
+        return kept
+
+    ctl.template_guard = guard
+    await reconcile(ctl, body(SPEC))
+    assert sorted(seen) == sorted(kind for kind, _, _ in client.objects)
+    (deployment,) = [o for (kind, _, _), o in client.objects.items() if kind == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["guarded"] == "yes"

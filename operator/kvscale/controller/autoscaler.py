@@ -58,7 +58,7 @@ from kvscale.controller.kube import (
 from kvscale.controller.reconcile import Controller
 from kvscale.controller.rollout_wiring import (
     ANNOTATION_LAST_KNOWN_GOOD,
-    RolloutGuardKube,
+    RolloutGuard,
     RolloutMemory,
     decode_last_known_good,
     load_rollout_state,
@@ -354,9 +354,9 @@ def register(
 ) -> Autoscaler | None:
     """Register the signal cache, the pod index, the autoscaling timer and cleanup handlers.
 
-    Also wraps `controller.kube` in `RolloutGuardKube`, so the reconcile never re-applies a pod
-    template the rollout refused. Returns None (and registers nothing) when there is no
-    metrics source: without Prometheus the operator only plans and runs workloads.
+    Also sets `controller.template_guard` to the rollout guard, so the reconcile never
+    re-applies a pod template the rollout refused. Returns None (and registers nothing) when
+    there is no metrics source: without Prometheus the operator only plans and runs workloads.
     """
     source = source if source is not None else build_source(settings)
     if source is None:
@@ -364,7 +364,7 @@ def register(
         return None
     memory = RolloutMemory()
     inner = controller.kube
-    controller.kube = RolloutGuardKube(inner, memory)
+    controller.template_guard = RolloutGuard(inner, memory).guard
     metrics = AutoscalerMetrics(controller.metrics.registry)
     interval_s = settings.reconcile.scaling_interval_s
     cache = SignalsCache(source, interval_s=interval_s, metrics=metrics, clock=clock)

@@ -12,7 +12,7 @@ marked permanent, so kopf does not retry the same failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,9 @@ from kvscale.controller.telemetry import OperatorMetrics
 from kvscale.engines.argdiff import describe_arg_changes
 
 JsonDict = dict[str, Any]
+#: A step between rendering an object and applying it (the rollout guard: a pod template the
+#: rollout refused is replaced by the last-known-good one).
+TemplateGuard = Callable[[JsonDict], Awaitable[JsonDict]]
 SCRAPE_CACHE_S = 300.0  # how long "is the PodMonitor CRD served?" is remembered
 
 
@@ -66,6 +69,8 @@ class Controller:
     kube: KubeClient
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], datetime] = _now
+    # Set by the autoscaler's registration when the rollback guardrails run (Prometheus URL).
+    template_guard: TemplateGuard | None = None
     _pod_monitor_served: tuple[float, bool] | None = None
     _last_events: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
@@ -224,7 +229,10 @@ async def _apply_managed(
     )
     deployment: JsonDict | None = None
     manager = ctl.settings.reconcile.field_manager
-    for obj in objects:
+    for rendered in objects:
+        # The rollout guard, when it runs, keeps a refused pod template out of the Deployment.
+        guard = ctl.template_guard
+        obj = rendered if guard is None else await guard(rendered)
         try:
             applied = await ctl.kube.apply(obj, field_manager=manager)
         except (InvalidError, ForbiddenError) as exc:

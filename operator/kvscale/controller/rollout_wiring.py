@@ -11,10 +11,11 @@ restart and is deleted with its owner. A pod template is a few KB; the annotatio
 256 KB.
 
 How a refused hash stays refused: the reconcile renders the pod template from the spec on every
-pass. `RolloutGuardKube` wraps the operator's `KubeClient`: when the reconcile applies a
-Deployment whose template hash the rollout refused, it swaps in the stored last-known-good
-template (and logs it). So the spec can keep the refused change while the pods run the good
-revision, until the spec changes to something else.
+pass and hands every object to `Controller.template_guard` before applying it; when the
+guardrails run, that is `RolloutGuard.guard`: for a Deployment whose template hash the rollout
+refused, it swaps in the stored last-known-good template (and logs it). So the spec can keep
+the refused change while the pods run the good revision, until the spec changes to something
+else.
 """
 
 from __future__ import annotations
@@ -306,31 +307,25 @@ def guard_template(obj: JsonDict, memo: RolloutMemo | None) -> tuple[JsonDict, s
     return guarded, rendered
 
 
-class RolloutGuardKube:
-    """A `KubeClient` that keeps refused pod templates out of managed Deployments.
+class RolloutGuard:
+    """Keeps refused pod templates out of managed Deployments: the reconcile passes every
+    object it is about to apply through `guard` (`Controller.template_guard`)."""
 
-    Every call is delegated; only `apply` of a kvscale-managed Deployment is inspected.
-    """
-
-    def __init__(self, inner: KubeClient, memory: RolloutMemory) -> None:
-        self.inner = inner
+    def __init__(self, kube: KubeClient, memory: RolloutMemory) -> None:
+        self.kube = kube
         self.memory = memory
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def apply(self, obj: JsonDict, *, field_manager: str = "kvscale") -> JsonDict:
-        if obj.get("kind") == "Deployment" and _managed_name(obj) is not None:
-            obj = await self._guard(obj)
-        return await self.inner.apply(obj, field_manager=field_manager)
-
-    async def _guard(self, obj: JsonDict) -> JsonDict:
+    async def guard(self, obj: JsonDict) -> JsonDict:
+        """`obj`, or a managed Deployment with the last-known-good template in place of a
+        template the rollout refused."""
+        if obj.get("kind") != "Deployment" or _managed_name(obj) is None:
+            return obj
         meta = obj["metadata"]
         namespace, name = str(meta.get("namespace")), str(_managed_name(obj))
         memo = self.memory.memos.get((namespace, name))
         if memo is None:
             try:
-                body = await self.inner.get(LLM_DEPLOYMENTS, namespace, name)
+                body = await self.kube.get(LLM_DEPLOYMENTS, namespace, name)
             except NotFoundError:
                 return obj
             memo = self.memory.remember(namespace, name, body)
@@ -344,28 +339,6 @@ class RolloutGuardKube:
                 memo.last_known_good[0] if memo.last_known_good else None,
             )
         return guarded
-
-    async def get(self, ref: Any, namespace: str | None, name: str) -> JsonDict:
-        return await self.inner.get(ref, namespace, name)
-
-    async def delete(self, ref: Any, namespace: str | None, name: str) -> None:
-        await self.inner.delete(ref, namespace, name)
-
-    async def create(self, obj: JsonDict) -> JsonDict:
-        return await self.inner.create(obj)
-
-    async def patch_merge(
-        self,
-        ref: Any,
-        namespace: str | None,
-        name: str,
-        patch: JsonDict,
-        subresource: str | None = None,
-    ) -> JsonDict:
-        return await self.inner.patch_merge(ref, namespace, name, patch, subresource)
-
-    async def has_resource(self, group: str, version: str, plural: str) -> bool:
-        return await self.inner.has_resource(group, version, plural)
 
 
 async def restore_template(
