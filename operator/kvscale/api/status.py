@@ -16,6 +16,12 @@ from pydantic.alias_generators import to_snake
 
 from kvscale.api.base import ApiModel
 from kvscale.api.vocabulary import ConditionType
+from kvscale.scaling.rollback import (
+    MAX_REFUSED_HASHES,
+    GuardrailSnapshot,
+    RolloutPhase,
+    RolloutState,
+)
 from kvscale.scaling.signals import SIGNAL_FIELDS
 
 __all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
@@ -231,12 +237,30 @@ class GuardrailBaseline(StatusModel):
     ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.")
     itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.")
 
+    @classmethod
+    def from_snapshot(cls, snapshot: GuardrailSnapshot) -> GuardrailBaseline:
+        return cls(
+            preemptions_per_second=snapshot.preemptions_per_s,
+            rejections_per_second=snapshot.rejections_per_s,
+            ttft_p95_seconds=snapshot.ttft_p95_s,
+            itl_p95_seconds=snapshot.itl_p95_s,
+        )
+
+    def to_snapshot(self) -> GuardrailSnapshot:
+        return GuardrailSnapshot(
+            self.preemptions_per_second,
+            self.rejections_per_second,
+            self.ttft_p95_seconds,
+            self.itl_p95_seconds,
+        )
+
 
 class RolloutStatus(StatusModel):
-    """Where the rollback guardrail stands for the last change (RolloutState)."""
+    """Where the rollback guardrail stands for the last change (RolloutState), and the one
+    conversion between the two (`from_state`, `to_state`)."""
 
-    phase: Literal["idle", "baking", "rolled_back"] = Field(
-        default="idle", description="idle, baking (a change is watched) or rolled_back."
+    phase: RolloutPhase = Field(
+        default=RolloutPhase.IDLE, description="idle, baking (a change is watched) or rolled_back."
     )
     reason: str | None = Field(
         default=None, description="Reason constant of the last transition.", max_length=256
@@ -259,11 +283,34 @@ class RolloutStatus(StatusModel):
     refused_hashes: list[_Hash] = Field(
         default_factory=list,
         description="Pod-template hashes rolled back before (not applied again).",
-        max_length=16,
+        max_length=MAX_REFUSED_HASHES,
     )
     healthy_checks: int = Field(
         default=0, description="Ticks of this bake that passed every guardrail.", ge=0
     )
+
+    @classmethod
+    def from_state(cls, state: RolloutState) -> RolloutStatus:
+        return cls(
+            phase=state.phase,
+            last_known_good_hash=state.last_known_good_hash,
+            candidate_hash=state.candidate_hash,
+            baseline=GuardrailBaseline.from_snapshot(state.baseline),
+            bake_started_seconds=state.bake_started_s,
+            refused_hashes=list(state.refused_hashes),
+            healthy_checks=state.healthy_checks,
+        )
+
+    def to_state(self) -> RolloutState:
+        return RolloutState(
+            phase=self.phase,
+            last_known_good_hash=self.last_known_good_hash or None,
+            candidate_hash=self.candidate_hash or None,
+            baseline=(self.baseline or GuardrailBaseline()).to_snapshot(),
+            bake_started_s=self.bake_started_seconds,
+            refused_hashes=tuple(self.refused_hashes),
+            healthy_checks=self.healthy_checks,
+        )
 
 
 class LLMDeploymentStatus(StatusModel):

@@ -27,6 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
+from kvscale.api.status import RolloutStatus
 from kvscale.api.vocabulary import ConditionType, Reason
 from kvscale.controller.autoscaler_status import PodFacts, selected_plan_figure
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
@@ -63,46 +66,18 @@ def template_hash(deployment: Mapping[str, Any] | None) -> str | None:
 
 
 def load_rollout_state(raw: Mapping[str, Any] | None) -> RolloutState:
-    """`RolloutState` from status.rollout (unknown phase or malformed fields: start idle)."""
-    raw = raw or {}
+    """`RolloutState` from status.rollout (a status that does not read: start idle)."""
     try:
-        phase = RolloutPhase(raw.get("phase") or "idle")
-    except ValueError:
-        phase = RolloutPhase.IDLE
-    base = raw.get("baseline") or {}
-    baseline = GuardrailSnapshot(
-        preemptions_per_s=_num(base.get("preemptionsPerSecond")),
-        rejections_per_s=_num(base.get("rejectionsPerSecond")),
-        ttft_p95_s=_num(base.get("ttftP95Seconds")),
-        itl_p95_s=_num(base.get("itlP95Seconds")),
-    )
-    return RolloutState(
-        phase=phase,
-        last_known_good_hash=raw.get("lastKnownGoodHash") or None,
-        candidate_hash=raw.get("candidateHash") or None,
-        baseline=baseline,
-        bake_started_s=_num(raw.get("bakeStartedSeconds")),
-        refused_hashes=tuple(str(h) for h in raw.get("refusedHashes") or ()),
-        healthy_checks=int(raw.get("healthyChecks") or 0),
-    )
+        return RolloutStatus.model_validate(raw or {}).to_state()
+    except ValidationError:
+        return RolloutState()
 
 
 def dump_rollout_state(state: RolloutState, verdict: RolloutVerdict | None) -> JsonDict:
     """status.rollout (camelCase; None written as null so a merge patch clears it)."""
-    out: JsonDict = {
-        "phase": str(state.phase),
-        "lastKnownGoodHash": state.last_known_good_hash,
-        "candidateHash": state.candidate_hash,
-        "baseline": {
-            "preemptionsPerSecond": state.baseline.preemptions_per_s,
-            "rejectionsPerSecond": state.baseline.rejections_per_s,
-            "ttftP95Seconds": state.baseline.ttft_p95_s,
-            "itlP95Seconds": state.baseline.itl_p95_s,
-        },
-        "bakeStartedSeconds": state.bake_started_s,
-        "refusedHashes": list(state.refused_hashes),
-        "healthyChecks": state.healthy_checks,
-    }
+    out: JsonDict = RolloutStatus.from_state(state).model_dump(
+        by_alias=True, mode="json", exclude={"reason", "message"}
+    )
     if verdict is not None and verdict.action is not RolloutAction.NONE:
         out["reason"] = verdict.reason
         out["message"] = verdict.message[:4096]
@@ -354,10 +329,3 @@ def _managed_name(obj: Mapping[str, Any]) -> str | None:
         return None
     value = labels.get(LABEL_DEPLOYMENT)
     return str(value) if value else None
-
-
-def _num(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
