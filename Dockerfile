@@ -8,8 +8,7 @@ RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    MPLCONFIGDIR=/tmp/matplotlib
+    PYTHONUNBUFFERED=1
 COPY --from=build /install /usr/local
 # A fixed numeric uid/gid so runAsNonRoot can verify it without an /etc/passwd lookup.
 RUN groupadd --system --gid 10001 kvscale \

@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench bench-quick demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sim]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -57,6 +57,11 @@ test: check e2e
 
 bench: install
 	$(BIN)/python bench/capacity_accuracy.py
+
+# Every benchmark in bench/ at its smoke size (`--quick`), so none can rot unnoticed (~5 min;
+# operator_scale needs the `prometheus` binary on PATH).
+bench-quick: install
+	set -e; for bench in bench/*.py; do echo "== $$bench --quick"; $(BIN)/python $$bench --quick; done
 
 demo: install
 	$(BIN)/kvscale demo

@@ -1,6 +1,6 @@
 """Operator-scale benchmark: N LLMDeployments through the autoscaler's full decision path.
 
-    .venv/bin/python bench/operator_scale.py [--deployments 1000] [--cycles 3]
+    .venv/bin/python bench/operator_scale.py [--deployments 1000] [--cycles 3] [--quick]
 
 What runs, and where:
 
@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from samples import llama8b_spec, llmd_object  # type: ignore[import-not-found]  # noqa: E402
 
 NAMESPACE = "bench"
+QUICK_DEPLOYMENTS = 20  # --quick: enough to run every path, small enough for CI
 BUCKETS_S = ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "+Inf")
 
 
@@ -319,11 +320,15 @@ async def operator_side(args: argparse.Namespace, prom_url: str) -> dict[str, An
     timed_plan = Timed(autoscaler_module.plan_tick)
     timed_parse = Timed(desired.parse_spec)
     hooks = {
-        "_post": lambda body, event: events.append(event.reason),  # counted, not posted
+        "post_event": lambda body, event: events.append(event.reason),  # counted, not posted
         "plan_tick": timed_plan,
         "parse_spec": timed_parse,
     }
     for attribute, hook in hooks.items():
+        # A renamed function must fail here, not leave the real one (kopf.event needs kopf's
+        # context and raises LookupError outside it) to break the run halfway.
+        if not hasattr(autoscaler_module, attribute):
+            raise SystemExit(f"kvscale.controller.autoscaler has no {attribute}: update the hook")
         setattr(autoscaler_module, attribute, hook)
 
     kube = InProcessApi()
@@ -408,7 +413,12 @@ def main() -> int:
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="ticks in flight at once")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke size: 20 objects, 1 cycle (for CI)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.deployments, args.cycles = QUICK_DEPLOYMENTS, 1
 
     from promfixture import PrometheusServer, find_prometheus  # type: ignore[import-not-found]
 

@@ -75,6 +75,14 @@ class AcceptedButWrong:
     validate_knows: bool  # False: `kvscale validate` cannot know (it is an operator setting)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """An object both the API server and `kvscale validate` admit, meaning the same spec."""
+
+    case_id: str
+    edits: Mapping[str, Any]
+
+
 def read_edits(entry: Mapping[str, Any]) -> dict[str, Any]:
     edits = dict(entry.get("set") or {})
     edits.update(dict.fromkeys(entry.get("delete") or [], DELETE))
@@ -83,10 +91,13 @@ def read_edits(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_cases(
     path: Path = CASES_PATH,
-) -> tuple[tuple[Rejected, ...], tuple[AcceptedButWrong, ...]]:
+) -> tuple[tuple[Rejected, ...], tuple[AcceptedButWrong, ...], tuple[Accepted, ...]]:
     """The case table; a misspelt key fails here rather than silently weakening a case."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    rejected, unworkable = [], []
+    rejected, unworkable, accepted = [], [], []
+    for entry in data.get("accepted", []):
+        assert set(entry) <= {"id", "set", "delete"}, entry
+        accepted.append(Accepted(entry["id"], read_edits(entry)))
     for entry in data["rejected"]:
         assert set(entry) <= {"id", "set", "delete", "field", "server", "client", "status"}
         rejected.append(
@@ -110,10 +121,10 @@ def load_cases(
                 bool(entry.get("validate_knows", True)),
             )
         )
-    return tuple(rejected), tuple(unworkable)
+    return tuple(rejected), tuple(unworkable), tuple(accepted)
 
 
-REJECTED, ACCEPTED_BUT_WRONG = load_cases()
+REJECTED, ACCEPTED_BUT_WRONG, ACCEPTED = load_cases()
 
 
 def load_base_manifest() -> dict[str, Any]:
@@ -267,8 +278,23 @@ def test_api_server_rejects_invalid_object_naming_the_field(
     if case.status == 400:  # strict decoding (unknown field): no causes, the path is quoted
         assert any(f'"{case.field}"' in message for _, message in causes), causes
     else:
+        # A rule that reads a key before it is defaulted adds "no such key" to every refusal.
+        assert not any("no such key" in message for _, message in causes), causes
         causes = [(field, message) for field, message in causes if field == case.field]
     assert any(case.server_says in message for _, message in causes), causes
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.case_id for c in ACCEPTED])
+def test_api_server_and_cli_admit_the_same_object_meaning_the_same_spec(
+    api_client: ApiClient, namespace: str, case: Accepted
+) -> None:
+    manifest = build_manifest(case.case_id, case.edits)
+    created = create_object(api_client, namespace, manifest)
+    (verdict,) = validate_documents([manifest])
+    assert verdict.problems == ()
+    assert LLMDeploymentSpec.model_validate(created["spec"], strict=True) == verdict.spec
+    code, problems = run_cli_validate([manifest])
+    assert (code, problems) == (0, {})
 
 
 @pytest.mark.parametrize("case", REJECTED, ids=[c.case_id for c in REJECTED])

@@ -21,6 +21,7 @@ from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec, ModelSource
 from kvscale.api.status import GpuPlanStatus
 from kvscale.capacity import find_gpu, find_model
+from kvscale.scaling.rollback import Guardrails
 from kvscale.scaling.types import Mode, ScalingConfig
 
 BASE: dict[str, Any] = MINIMAL_SPEC
@@ -89,11 +90,30 @@ def test_scaling_values_land_in_the_policy_config():
     )
 
 
-def test_guardrails_use_the_stricter_latency_factor():
+def test_guardrails_keep_each_latency_factor():
+    """Before, min() folded both into one: a loose TTFT factor of 1.8 became 1.3."""
     spec = make_spec(rollout={"maxTtftRegressionFactor": 1.8, "maxItlRegressionFactor": 1.3})
     guardrails = to_guardrails(spec)
-    assert guardrails.baseline_factor_max == 1.3
+    assert (guardrails.ttft_baseline_factor_max, guardrails.itl_baseline_factor_max) == (1.8, 1.3)
     assert guardrails.ttft_p95_target_s == spec.slo.ttft_p95_seconds
+
+
+def test_the_rollback_cores_defaults_are_the_crds():
+    """Guardrails() was 600 s / factor 2.0 / 0 restarts against the CRD's 300 s / 1.5 / 2."""
+    spec = make_spec()
+    from_spec = to_guardrails(spec)
+    assert (from_spec.ttft_baseline_factor_max, from_spec.itl_baseline_factor_max) == (
+        Guardrails().baseline_factor_max,
+        Guardrails().baseline_factor_max,
+    )
+    unset = dataclasses.replace(
+        from_spec,
+        ttft_p95_target_s=None,
+        itl_p95_target_s=None,
+        ttft_baseline_factor_max=None,
+        itl_baseline_factor_max=None,
+    )
+    assert unset == Guardrails()
 
 
 def test_plan_request_carries_the_spec_knobs():

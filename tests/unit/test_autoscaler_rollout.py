@@ -10,7 +10,7 @@ import pytest
 from kvscale.controller.autoscaler_status import PodFacts, planned_kv_tokens_of
 from kvscale.controller.rollout_wiring import (
     ANNOTATION_LAST_KNOWN_GOOD,
-    RolloutGuardKube,
+    RolloutGuard,
     RolloutMemo,
     RolloutMemory,
     candidate_health,
@@ -275,7 +275,7 @@ class RecordingKube:
         return self.body
 
 
-async def test_guard_kube_reads_the_status_once_then_uses_memory() -> None:
+async def test_the_guard_reads_the_status_once_then_uses_memory() -> None:
     body = {
         "metadata": {
             "annotations": {
@@ -286,9 +286,9 @@ async def test_guard_kube_reads_the_status_once_then_uses_memory() -> None:
         "status": {"rollout": {"refusedHashes": [BAD]}},
     }
     inner = RecordingKube(body)
-    guard = RolloutGuardKube(inner, RolloutMemory())  # type: ignore[arg-type]
-    await guard.apply(deployment(BAD))
-    await guard.apply(deployment(BAD))
-    await guard.apply({"kind": "Service", "metadata": {"name": "chat"}})
-    assert [template_hash(o) for o in inner.applied[:2]] == [GOOD, GOOD]
+    guard = RolloutGuard(inner, RolloutMemory()).guard  # type: ignore[arg-type]
+    guarded = [await guard(deployment(BAD)), await guard(deployment(BAD))]
+    service = {"kind": "Service", "metadata": {"name": "chat"}}
+    assert await guard(service) is service
+    assert [template_hash(o) for o in guarded] == [GOOD, GOOD]
     assert inner.gets == 1

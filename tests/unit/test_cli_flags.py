@@ -88,10 +88,10 @@ def test_kv_bytes_on_an_old_release_falls_back_with_a_warning(
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        (("--engine", "vllm", "--engine-version", "0.8.0"), "engine_version"),
+        (("--engine", "vllm", "--engine-version", "0.8.0"), "--engine-version"),
         (
             ("--engine", "trtllm", "--engine-version", "1.2.1", "--kv-cache-dtype", "fp8"),
-            "kv_cache_dtype",
+            "--kv-cache-dtype",
         ),
     ],
 )

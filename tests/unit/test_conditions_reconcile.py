@@ -85,15 +85,16 @@ async def test_valid_spec_applies_and_reports_rollout() -> None:
         "CapacitySufficient": ("True", "KvCacheFits"),
         "WorkloadReady": ("False", "RollingOut"),
         "Ready": ("False", "RollingOut"),
+        "PlanWarnings": ("True", "PlannerWarnings"),  # the default ITL target vs prefill steps
     }
     assert outcome.status["observedGeneration"] == 3
-    assert outcome.events == ()
+    assert [e.reason for e in outcome.events] == ["PlannerWarnings"]
 
 
 async def test_rejected_object_is_a_condition_and_an_event_not_a_crash() -> None:
     outcome = await reconcile(controller(MemoryKube(reject=frozenset({"Deployment"}))), body(SPEC))
     assert conditions_of(outcome.status)["WorkloadReady"] == ("False", "ApplyFailed")
-    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "ApplyFailed")]
+    assert ("Warning", "ApplyFailed") in [(e.type, e.reason) for e in outcome.events]
 
 
 async def test_nothing_fits_keeps_the_last_workload() -> None:
@@ -178,3 +179,95 @@ async def test_deployment_warnings_reach_the_status_and_clear_when_resolved() ->
     outcome = await reconcile(ctl, body(roomy, outcome.status))
     assert not [w for w in outcome.status["warnings"] if "maxReplicas" in w]
     assert isinstance(outcome.status["warnings"], list)
+
+
+async def test_an_unanticipated_planning_failure_is_a_condition_an_event_and_permanent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planner bug (here: the planner runs out of memory) leaves the object with a Planned
+    condition and a Warning Event, applies nothing, and asks kopf not to retry."""
+
+    def exhausted(*_: Any, **__: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr("kvscale.controller.desired.plan_deployment", exhausted)
+    client = MemoryKube()
+    ctl = controller(client)
+    outcome = await reconcile(ctl, body(SPEC))
+    assert conditions_of(outcome.status)["Planned"] == ("False", "PlanningFailed")
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PlanningFailed")]
+    assert outcome.permanent_error is not None
+    assert outcome.permanent_error.startswith("spec: planning failed (MemoryError")
+    assert client.objects == {}
+    again = await reconcile(ctl, body(SPEC, outcome.status))
+    assert again.events == ()
+
+
+async def test_a_hostile_inline_config_is_an_invalid_spec_naming_the_key() -> None:
+    """NaN in an inline config.json: before, a ValueError escaped reconcile (no status at all)."""
+    config = json.loads(llama_config_text())
+    config["num_key_value_heads"] = float("nan")
+    spec = {**SPEC, "model": {"config": json.dumps(config), "uri": "/models/llama"}}
+    outcome = await reconcile(controller(MemoryKube()), body(spec))
+    assert conditions_of(outcome.status)["Planned"] == ("False", "InvalidSpec")
+    message = next(c["message"] for c in outcome.status["conditions"] if c["type"] == "Planned")
+    assert message.startswith("spec.model.config (config.num_key_value_heads): must be a finite")
+    assert outcome.permanent_error is None
+
+
+async def test_spec_replicas_above_max_is_clamped_before_anything_is_applied() -> None:
+    """`kubectl scale --replicas=50` past maxReplicas 8: the Deployment gets 8 (never 50),
+    and status, a condition and an Event say why."""
+    client = MemoryKube()
+    spec = {**SPEC, "replicas": 50, "scaling": {"minReplicas": 1, "maxReplicas": 8}}
+    outcome = await reconcile(controller(client), body(spec))
+    (deployment,) = [o for (kind, _, _), o in client.objects.items() if kind == "Deployment"]
+    assert deployment["spec"]["replicas"] == 8
+    expected = (
+        "spec.replicas 50 is outside [spec.scaling.minReplicas 1, spec.scaling.maxReplicas 8]:"
+        " 8 run; fix: scale within the bounds or change them"
+    )
+    assert expected in outcome.status["warnings"]
+    assert conditions_of(outcome.status)["PlanWarnings"] == ("True", "PlannerWarnings")
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PlannerWarnings")]
+    assert expected in outcome.events[0].message
+
+
+async def test_planner_warnings_are_a_condition_and_one_event_until_they_change() -> None:
+    """A tight ITL target: the selected GPU's prefill-step warning reaches the PlanWarnings
+    condition and one Warning Event; the next reconcile with the same warnings posts none,
+    and a spec without warnings turns the condition False."""
+    ctl = controller(MemoryKube())
+    tight = {**SPEC, "slo": {"itlP95Seconds": 0.03, "ttftP95Seconds": 5}}
+    first = await reconcile(ctl, body(tight))
+    assert conditions_of(first.status)["PlanWarnings"] == ("True", "PlannerWarnings")
+    message = next(c["message"] for c in first.status["conditions"] if c["type"] == "PlanWarnings")
+    assert message.startswith("l40s: a step that prefills a p95 prompt")
+    assert [e.reason for e in first.events] == ["PlannerWarnings"]
+    second = await reconcile(ctl, body(tight, first.status))
+    assert second.events == ()
+    loose = {**SPEC, "slo": {"itlP95Seconds": 0.5, "ttftP95Seconds": 5}}
+    calm = await reconcile(ctl, body(loose, second.status))
+    assert conditions_of(calm.status)["PlanWarnings"] == ("False", "NoWarnings")
+
+
+async def test_every_object_passes_the_template_guard_before_it_is_applied() -> None:
+    """The rollout guard is a step of the reconcile (`Controller.template_guard`), not a
+    client swapped in behind its back: what it returns is what reaches the API."""
+    client = MemoryKube()
+    ctl = controller(client)
+    seen: list[str] = []
+
+    async def guard(obj: dict[str, Any]) -> dict[str, Any]:
+        seen.append(obj["kind"])
+        if obj["kind"] != "Deployment":
+            return obj
+        kept = copy.deepcopy(obj)
+        kept["spec"]["template"]["metadata"]["annotations"]["guarded"] = "yes"
+        return kept
+
+    ctl.template_guard = guard
+    await reconcile(ctl, body(SPEC))
+    assert sorted(seen) == sorted(kind for kind, _, _ in client.objects)
+    (deployment,) = [o for (kind, _, _), o in client.objects.items() if kind == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["guarded"] == "yes"

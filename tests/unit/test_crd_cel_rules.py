@@ -139,3 +139,16 @@ CASES = [
 def test_cel_and_python_agree(owner: tuple[str, ...], spec: dict[str, Any], rejected: bool):
     assert cel_rejects(spec, owner) is rejected
     assert python_rejects(spec) is rejected
+
+
+def test_spec_rules_hold_on_an_object_whose_mode_is_not_defaulted_yet() -> None:
+    """A rule that reads `self.mode` unguarded fails with "no such key: mode" where a spec
+    reaches CEL before defaulting; guarded, it gives the verdict of the defaulted object."""
+    env = celpy.Environment()
+    raw = {k: v for k, v in BASE.items() if k != "mode"}
+    for rule in SCHEMA["x-kubernetes-validations"]:
+        program = env.program(env.compile(rule["rule"]))
+        verdict = program.evaluate(celpy.json_to_cel({"self": raw}))
+        assert isinstance(verdict, celpy.celtypes.BoolType), (rule["rule"], verdict)
+        defaulted = program.evaluate(celpy.json_to_cel({"self": apply_defaults(raw, SCHEMA)}))
+        assert bool(verdict) == bool(defaulted), rule["rule"]

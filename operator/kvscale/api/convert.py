@@ -10,6 +10,7 @@ first in `spec.placement.gpuTypes`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ from kvscale.capacity import (
     find_model,
     model_from_config,
 )
+from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.release import UnsupportedEngineError
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
 from kvscale.capacity.types import (
@@ -42,9 +44,10 @@ from kvscale.scaling.types import Mode, ScalingConfig
 #: Reads the config.json text a ConfigMapRef points at (the operator passes a cluster reader).
 ConfigMapLoader = Callable[[ConfigMapRef], str]
 
-# Planner input names (CLI-flag or PlanRequest spelling, normalised) -> the CR field to blame.
+# Planner input names (any spelling: `field_key`) -> the CR field to blame.
 _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
     "tensorparallel": "spec.placement.gpusPerReplica",
+    "tensorparallelsize": "spec.placement.gpusPerReplica",
     "gpuspreplica": "spec.placement.gpusPerReplica",
     "maxmodellen": "spec.maxContextLength",
     "maxmodellentokens": "spec.maxContextLength",
@@ -63,23 +66,30 @@ _PLANNER_FIELD_TO_SPEC_PATH: dict[str, str] = {
 }
 
 
-class SpecError(ValueError):
-    """A spec that is well-formed but cannot be planned; names the CR field and the fix."""
+class SpecError(InputError):
+    """A spec that is well-formed but cannot be planned; `field` is the CR path."""
 
-    def __init__(self, path: str, problem: str, fix: str) -> None:
-        super().__init__(f"{path}: {problem}; fix: {fix}")
-        self.path = path
-        self.problem = problem
-        self.fix = fix
+    @property
+    def path(self) -> str:
+        return self.field
+
+
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 
 
 def _spec_path_for(planner_field: str, default: str) -> str:
-    key = "".join(ch for ch in planner_field.lower() if ch.isalnum())
-    return _PLANNER_FIELD_TO_SPEC_PATH.get(key, default)
+    return _PLANNER_FIELD_TO_SPEC_PATH.get(field_key(planner_field), default)
 
 
-def _as_spec_error(exc: CapacityInputError | UnsupportedEngineError, default: str) -> SpecError:
-    return SpecError(_spec_path_for(exc.field, default), exc.problem, exc.fix)
+def in_spec_terms(text: str) -> str:
+    """A planner message with the engine flags it names written as the CR fields to change
+    ('lower --max-model-len to 9000' -> 'lower spec.maxContextLength to 9000')."""
+    return _FLAG.sub(lambda m: _spec_path_for(m.group(), m.group()), text)
+
+
+def _as_spec_error(exc: InputError, default: str) -> SpecError:
+    path = _spec_path_for(exc.field, default)
+    return SpecError(path, in_spec_terms(exc.problem), in_spec_terms(exc.fix))
 
 
 def model_ref_of(source: ModelSource) -> str:
@@ -105,7 +115,9 @@ def _geometry_from_text(text: str, source: ModelSource, path: str) -> ModelGeome
             config, name=model_ref_of(source) or "inline-config", weights_bytes=source.weights_bytes
         )
     except CapacityInputError as exc:
-        raise SpecError(f"{path} ({exc.field})", exc.problem, exc.fix) from exc
+        raise SpecError(
+            f"{path} ({exc.field})", in_spec_terms(exc.problem), in_spec_terms(exc.fix)
+        ) from exc
 
 
 def resolve_model(
@@ -146,7 +158,7 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         model=model,
         gpu=gpu,
         engine=spec.engine.name,
-        engine_version=EngineVersion.parse(spec.engine.version),
+        engine_version=EngineVersion.parse(spec.engine.release),
         tensor_parallel=spec.placement.gpus_per_replica,
         max_model_len_tokens=spec.max_context_length,
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
@@ -221,11 +233,10 @@ def to_scaling_config(
 
 
 def to_guardrails(spec: LLMDeploymentSpec) -> Guardrails:
-    """spec.rollout (+ the SLOs) as the rollback guardrails.
-
-    The rollback core has one regression factor for both latencies; the stricter (smaller)
-    of maxTtftRegressionFactor and maxItlRegressionFactor is used.
-    """
+    """spec.rollout (+ the SLOs) as the rollback guardrails: each latency keeps its own
+    regression factor (maxTtftRegressionFactor, maxItlRegressionFactor); the core's
+    `baseline_factor_max` (for a rate already over its limit before the change) stays the
+    core default, which is also the CRD's default for both latency factors."""
     r = spec.rollout
     return Guardrails(
         bake_window_s=float(r.bake_window_seconds),
@@ -233,7 +244,8 @@ def to_guardrails(spec: LLMDeploymentSpec) -> Guardrails:
         rejections_per_s_max=r.max_rejections_per_second,
         ttft_p95_target_s=spec.slo.ttft_p95_seconds,
         itl_p95_target_s=spec.slo.itl_p95_seconds,
-        baseline_factor_max=min(r.max_ttft_regression_factor, r.max_itl_regression_factor),
+        ttft_baseline_factor_max=r.max_ttft_regression_factor,
+        itl_baseline_factor_max=r.max_itl_regression_factor,
         restarts_max=r.max_restarts,
         plan_drift_frac=r.plan_drift_fraction,
     )
@@ -263,18 +275,38 @@ class DeploymentPlanResult:
         return None
 
 
+def resolve_gpu_types(spec: LLMDeploymentSpec) -> tuple[list[tuple[int, GpuSpec]], list[str]]:
+    """The distinct catalog GPUs of spec.placement.gpuTypes (index of first mention each) and
+    a warning per entry that names a GPU listed before under another name ('h100' and
+    'NVIDIA-H100-80GB-HBM3' are one GPU: it is planned once)."""
+    distinct: dict[str, tuple[int, GpuSpec]] = {}
+    warnings = []
+    for index, name in enumerate(spec.placement.gpu_types):
+        path = f"spec.placement.gpuTypes[{index}]"
+        try:
+            gpu = find_gpu(name)
+        except CapacityInputError as exc:
+            raise SpecError(path, exc.problem, exc.fix) from exc
+        if gpu.id in distinct:
+            first = distinct[gpu.id][0]
+            warnings.append(
+                f"{path} {name!r} is {gpu.id}, as gpuTypes[{first}]"
+                f" {spec.placement.gpu_types[first]!r}: planned once; fix: delete {path}"
+            )
+        else:
+            distinct[gpu.id] = (index, gpu)
+    return list(distinct.values()), warnings
+
+
 def _plan_one(
     spec: LLMDeploymentSpec,
     index: int,
-    gpu_type: str,
+    gpu: GpuSpec,
     model: ModelGeometry,
     lookup: CalibrationLookup | None,
 ) -> tuple[GpuPlanStatus, CapacityPlan, CapacityPlan]:
     gpu_path = f"spec.placement.gpuTypes[{index}]"
-    try:
-        gpu = find_gpu(gpu_type)
-    except CapacityInputError as exc:
-        raise SpecError(gpu_path, exc.problem, exc.fix) from exc
+    gpu_type = spec.placement.gpu_types[index]
     model_ref = model_ref_of(spec.model)
     try:
         plan, modelled = calibrated_plan(
@@ -286,7 +318,7 @@ def _plan_one(
     except CapacityInputError as exc:
         raise _as_spec_error(exc, gpu_path) from exc
     safe = float(verdict.safe_concurrency) if plan.fits else 0.0
-    reason = plan.reason
+    reason = in_spec_terms(plan.reason)
     if plan.fits and safe <= 0:
         reason = _no_safe_concurrency(spec, verdict)
     status = GpuPlanStatus(
@@ -308,7 +340,10 @@ def _plan_one(
         prefill_tokens_per_second=(
             round(prefill_capacity_tokens_per_s(plan), 1) if plan.fits else None
         ),
-        warnings=[*plan.warnings, *_prefill_step_warning(spec, plan, verdict)],
+        warnings=[
+            *(in_spec_terms(w) for w in plan.warnings),
+            *_prefill_step_warning(spec, plan, verdict),
+        ],
         observed_non_kv_bytes=plan.request.observed_non_kv_bytes,
         modelled_kv_cache_tokens=(None if modelled is plan else modelled.kv_cache_tokens),
     )
@@ -398,6 +433,17 @@ def select_gpu_type(plans: tuple[GpuPlanStatus, ...]) -> tuple[str | None, str]:
     return best.gpu_type, f"{best.gpu_type}: {why}{detail}"
 
 
+def _replicas_warning(spec: LLMDeploymentSpec) -> tuple[str, ...]:
+    running, s = spec.desired_replicas(), spec.scaling
+    if spec.replicas is None or spec.replicas == running:
+        return ()
+    return (
+        f"spec.replicas {spec.replicas} is outside [spec.scaling.minReplicas {s.min_replicas},"
+        f" spec.scaling.maxReplicas {s.max_replicas}]: {running} run; fix: scale within the"
+        " bounds or change them",
+    )
+
+
 def plan_deployment(
     spec: LLMDeploymentSpec,
     configmap_loader: ConfigMapLoader | None = None,
@@ -420,13 +466,14 @@ def plan_deployment(
             f" ({model.max_position_embeddings})",
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
-    triples = [
-        _plan_one(spec, i, g, model, calibration) for i, g in enumerate(spec.placement.gpu_types)
-    ]
+    gpus, alias_warnings = resolve_gpu_types(spec)
+    triples = [_plan_one(spec, i, gpu, model, calibration) for i, gpu in gpus]
     plans = tuple(p for p, _, _ in triples)
     capacity_plans = tuple(c for _, c, _ in triples)
     selected, reason = select_gpu_type(plans)
-    result = DeploymentPlanResult(model, plans, capacity_plans, selected, reason)
+    result = DeploymentPlanResult(
+        model, plans, capacity_plans, selected, reason, warnings=tuple(alias_warnings)
+    )
     chosen = result.selected_capacity_plan()
     if chosen is None:
         return result
@@ -447,15 +494,17 @@ def plan_deployment(
         result,
         engine_args=rendered.argv,
         engine_command=rendered.command,
-        warnings=rendered.warnings + _capacity_warnings(spec, result),
+        warnings=result.warnings + rendered.warnings + _capacity_warnings(spec, result),
     )
 
 
 def _capacity_warnings(spec: LLMDeploymentSpec, result: DeploymentPlanResult) -> tuple[str, ...]:
+    replicas = _replicas_warning(spec)
     chosen = result.selected_plan()
     if chosen is None or chosen.replicas_for_peak <= spec.scaling.max_replicas:
-        return ()
+        return replicas
     return (
+        *replicas,
         f"spec.scaling.maxReplicas {spec.scaling.max_replicas} is below the"
         f" {chosen.replicas_for_peak} replicas the peak of"
         f" {spec.workload.peak_requests_per_second:g} requests/s needs on {chosen.gpu_type}",

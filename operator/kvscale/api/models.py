@@ -14,20 +14,22 @@ from pydantic.config import JsonDict
 
 from kvscale.api.base import ApiModel, CelRule, ordered_rule
 from kvscale.api.policy import RolloutSpec, ScalingSpec
+from kvscale.api.vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR
 from kvscale.capacity import CapacityInputError, EngineVersion, SamplerPath
+from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION, describe_defaults
 
-API_GROUP = "kvscale.dev"
-API_VERSION = "v1alpha1"
-KIND = "LLMDeployment"
-PLURAL = "llmdeployments"
-SINGULAR = "llmdeployment"
-SHORT_NAMES = ("llmd",)
+__all__ = ["API_GROUP", "API_VERSION", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR"]  # re-exported
 
 EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
 Quantization = Literal["fp8", "awq", "gptq", "mxfp4", "nvfp4", "bnb-4bit", "compressed-tensors"]
 DeploymentMode = Literal["managed", "adopt"]
 KvPoolSizing = Literal["profiled", "pinned"]
+DEFAULT_MODE: DeploymentMode = "managed"
+#: `spec.mode` as the spec's CEL rules read it: the API server evaluates the rules of an object
+#: whose nested defaults may not be filled yet, and `self.mode` of an absent key is the error
+#: "no such key: mode", printed beside whatever the user really got wrong.
+_CEL_MODE = f"(has(self.mode) ? self.mode : '{DEFAULT_MODE}')"
 
 #: LLMDeployment names: the name also names the Deployment and Service kvscale creates, and a
 #: Service name must be a DNS-1035 label. The CRD declares this on metadata.name too, so the API
@@ -172,9 +174,12 @@ class EngineSpec(ApiModel):
     """The serving engine that runs each replica."""
 
     name: EngineName = Field(default="vllm", description="Serving engine.")
-    version: str = Field(
-        default="0.11.0",
-        description="Engine version; selects the flag names and defaults kvscale renders.",
+    version: str | None = Field(
+        default=None,
+        description=(
+            "Engine version; selects the flag names and defaults kvscale renders. Defaults to"
+            f" the engine's own default release ({describe_defaults()})."
+        ),
         max_length=64,
         pattern=_VERSION,
     )
@@ -219,12 +224,19 @@ class EngineSpec(ApiModel):
 
     @field_validator("version")
     @classmethod
-    def _release(cls, value: str) -> str:
+    def _release(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             EngineVersion.parse(value)
         except CapacityInputError as exc:
             raise ValueError(f"{exc.problem}; fix: {exc.fix}") from None
         return value
+
+    @property
+    def release(self) -> str:
+        """`version`, or this engine's default release when it is not given."""
+        return self.version or DEFAULT_ENGINE_VERSION[self.name]
 
 
 class KvCacheSpec(ApiModel):
@@ -392,7 +404,7 @@ class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLM serving workload whose limit is KV-cache memory."""
 
     mode: DeploymentMode = Field(
-        default="managed",
+        default=DEFAULT_MODE,
         description="managed: kvscale owns the Deployment; adopt: kvscale reads/patches targetRef.",
     )
     target_ref: TargetRef | None = Field(
@@ -443,7 +455,7 @@ class LLMDeploymentSpec(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="self.mode == 'adopt' ? has(self.targetRef) : !has(self.targetRef)",
+            rule=f"{_CEL_MODE} == 'adopt' ? has(self.targetRef) : !has(self.targetRef)",
             message="targetRef is required in adopt mode and not allowed in managed mode",
             fix="set mode: adopt with a targetRef, or delete targetRef",
             field="targetRef",
@@ -452,7 +464,7 @@ class LLMDeploymentSpec(ApiModel):
             ),
         ),
         CelRule(
-            rule="self.mode == 'adopt' || has(self.model.name) || has(self.model.uri)",
+            rule=f"{_CEL_MODE} == 'adopt' || has(self.model.name) || has(self.model.uri)",
             message="managed mode needs model.uri when the model comes from config or configMapRef",
             fix="set model.uri to the Hugging Face id or path the engine should load",
             field="model.uri",
@@ -502,5 +514,11 @@ class LLMDeploymentSpec(ApiModel):
     )
 
     def desired_replicas(self) -> int:
-        """spec.replicas when set, else the scaling floor (what a fresh deployment starts with)."""
-        return self.replicas if self.replicas is not None else self.scaling.min_replicas
+        """spec.replicas within [scaling.minReplicas, scaling.maxReplicas], else the floor.
+
+        Clamped here, before anything is applied: a `kubectl scale --replicas=50` past
+        maxReplicas 8 never reaches the Deployment (whose ReplicaSet would create every pod).
+        """
+        if self.replicas is None:
+            return self.scaling.min_replicas
+        return min(max(self.replicas, self.scaling.min_replicas), self.scaling.max_replicas)

@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import Field
 
 from kvscale.api.base import ApiModel, CelRule, ordered_rule
+from kvscale.scaling.rollback import Guardrails
+
+_GUARDRAILS = Guardrails()  # the rollback core's defaults are spec.rollout's
 
 ScalingMode = Literal["auto", "recommend"]
 
@@ -157,43 +160,43 @@ class RolloutSpec(ApiModel):
 
     enabled: bool = Field(default=True, description="Watch changes and roll back regressions.")
     bake_window_seconds: int = Field(
-        default=300,
+        default=round(_GUARDRAILS.bake_window_s),
         description="How long a change is watched before it is kept, seconds.",
         ge=0,
         le=86400,
     )
     max_preemptions_per_second: float = Field(
-        default=0.5,
+        default=_GUARDRAILS.preemptions_per_s_max,
         description="Preemptions per second above which a change is rolled back.",
         ge=0,
         le=10000,
     )
     max_ttft_regression_factor: float = Field(
-        default=1.5,
+        default=_GUARDRAILS.baseline_factor_max,
         description="TTFT p95 growth (new/old) above which a change is rolled back.",
         ge=1,
         le=100,
     )
     max_itl_regression_factor: float = Field(
-        default=1.5,
+        default=_GUARDRAILS.baseline_factor_max,
         description="ITL p95 growth (new/old) above which a change is rolled back.",
         ge=1,
         le=100,
     )
     max_rejections_per_second: float = Field(
-        default=0.1,
+        default=_GUARDRAILS.rejections_per_s_max,
         description="Rejected requests per second above which a change is rolled back.",
         ge=0,
         le=10000,
     )
     max_restarts: int = Field(
-        default=2,
+        default=_GUARDRAILS.restarts_max,
         description="Engine container restarts during the bake window that roll back.",
         ge=0,
         le=100,
     )
     plan_drift_fraction: float = Field(
-        default=0.1,
+        default=_GUARDRAILS.plan_drift_frac,
         description="Relative gap between planned and live KV blocks that is reported as drift.",
         ge=0,
         le=1,

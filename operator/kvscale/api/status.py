@@ -9,26 +9,25 @@ server: add it here (and regenerate the CRD) before writing it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
+from pydantic.alias_generators import to_snake
 
 from kvscale.api.base import ApiModel
+from kvscale.api.vocabulary import ConditionType
+from kvscale.scaling.rollback import (
+    MAX_REFUSED_HASHES,
+    GuardrailSnapshot,
+    RolloutPhase,
+    RolloutState,
+)
+from kvscale.scaling.signals import SIGNAL_FIELDS
+
+__all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
 
 _Line = Annotated[str, Field(max_length=4096)]
 _Hash = Annotated[str, Field(max_length=128)]
-
-
-class ConditionType:
-    """Condition types kvscale sets (Ready summarises the others)."""
-
-    READY = "Ready"
-    PLANNED = "Planned"
-    CAPACITY_SUFFICIENT = "CapacitySufficient"
-    ADOPTED = "Adopted"
-    SCALING_ACTIVE = "ScalingActive"
-    ROLLED_BACK = "RolledBack"
-    KV_CALIBRATED = "KvCalibrated"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -202,40 +201,27 @@ class RecommendationSample(StatusModel):
     replicas: int = Field(description="Recommended replicas.", ge=0)
 
 
-class SignalsStatus(StatusModel):
-    """The serving signals the last decision saw; unknown stays null (never 0)."""
+def _signals_status_model() -> type[StatusModel]:
+    """`SignalsStatus` from the signal table: one nullable, non-negative field per row."""
+    fields: dict[str, Any] = {
+        to_snake(f.status_key): (
+            int | None if f.integer else float | None,
+            Field(default=None, description=f.description, ge=0),
+        )
+        for f in SIGNAL_FIELDS
+    }
+    return create_model(
+        "SignalsStatus",
+        __base__=StatusModel,
+        __doc__="The serving signals the last decision saw; unknown stays null (never 0).",
+        **fields,
+    )
 
-    pods_expected: int | None = Field(default=None, description="Pods that should report.", ge=0)
-    pods_reporting: int | None = Field(default=None, description="Pods with a fresh sample.", ge=0)
-    kv_usage: float | None = Field(
-        default=None, description="Mean KV-cache usage, fraction 0-1.", ge=0
-    )
-    requests_running: float | None = Field(
-        default=None, description="Requests being served, all pods.", ge=0
-    )
-    requests_waiting: float | None = Field(
-        default=None, description="Requests queued, all pods.", ge=0
-    )
-    preemptions_per_second: float | None = Field(
-        default=None, description="Preemptions per second, all pods.", ge=0
-    )
-    rejections_per_second: float | None = Field(
-        default=None, description="Requests refused or aborted per second, all pods.", ge=0
-    )
-    ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.", ge=0)
-    itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.", ge=0)
-    queue_time_p95_seconds: float | None = Field(
-        default=None, description="Queue time p95, seconds.", ge=0
-    )
-    prompt_tokens_per_second: float | None = Field(
-        default=None, description="Prompt tokens prefilled per second, all pods.", ge=0
-    )
-    num_gpu_blocks: int | None = Field(
-        default=None, description="KV blocks per pod the engine reports.", ge=0
-    )
-    block_size_tokens: int | None = Field(
-        default=None, description="Tokens per KV block the engine reports.", ge=0
-    )
+
+if TYPE_CHECKING:
+    SignalsStatus = StatusModel
+else:
+    SignalsStatus = _signals_status_model()
 
 
 class DecisionRecord(StatusModel):
@@ -331,12 +317,30 @@ class GuardrailBaseline(StatusModel):
     ttft_p95_seconds: float | None = Field(default=None, description="TTFT p95, seconds.")
     itl_p95_seconds: float | None = Field(default=None, description="ITL p95, seconds.")
 
+    @classmethod
+    def from_snapshot(cls, snapshot: GuardrailSnapshot) -> GuardrailBaseline:
+        return cls(
+            preemptions_per_second=snapshot.preemptions_per_s,
+            rejections_per_second=snapshot.rejections_per_s,
+            ttft_p95_seconds=snapshot.ttft_p95_s,
+            itl_p95_seconds=snapshot.itl_p95_s,
+        )
+
+    def to_snapshot(self) -> GuardrailSnapshot:
+        return GuardrailSnapshot(
+            self.preemptions_per_second,
+            self.rejections_per_second,
+            self.ttft_p95_seconds,
+            self.itl_p95_seconds,
+        )
+
 
 class RolloutStatus(StatusModel):
-    """Where the rollback guardrail stands for the last change (RolloutState)."""
+    """Where the rollback guardrail stands for the last change (RolloutState), and the one
+    conversion between the two (`from_state`, `to_state`)."""
 
-    phase: Literal["idle", "baking", "rolled_back"] = Field(
-        default="idle", description="idle, baking (a change is watched) or rolled_back."
+    phase: RolloutPhase = Field(
+        default=RolloutPhase.IDLE, description="idle, baking (a change is watched) or rolled_back."
     )
     reason: str | None = Field(
         default=None, description="Reason constant of the last transition.", max_length=256
@@ -359,11 +363,34 @@ class RolloutStatus(StatusModel):
     refused_hashes: list[_Hash] = Field(
         default_factory=list,
         description="Pod-template hashes rolled back before (not applied again).",
-        max_length=16,
+        max_length=MAX_REFUSED_HASHES,
     )
     healthy_checks: int = Field(
         default=0, description="Ticks of this bake that passed every guardrail.", ge=0
     )
+
+    @classmethod
+    def from_state(cls, state: RolloutState) -> RolloutStatus:
+        return cls(
+            phase=state.phase,
+            last_known_good_hash=state.last_known_good_hash,
+            candidate_hash=state.candidate_hash,
+            baseline=GuardrailBaseline.from_snapshot(state.baseline),
+            bake_started_seconds=state.bake_started_s,
+            refused_hashes=list(state.refused_hashes),
+            healthy_checks=state.healthy_checks,
+        )
+
+    def to_state(self) -> RolloutState:
+        return RolloutState(
+            phase=self.phase,
+            last_known_good_hash=self.last_known_good_hash or None,
+            candidate_hash=self.candidate_hash or None,
+            baseline=(self.baseline or GuardrailBaseline()).to_snapshot(),
+            bake_started_s=self.bake_started_seconds,
+            refused_hashes=tuple(self.refused_hashes),
+            healthy_checks=self.healthy_checks,
+        )
 
 
 class LLMDeploymentStatus(StatusModel):

@@ -8,30 +8,34 @@ server and `kvscale validate` agree. ConfigMaps in the same file satisfy `config
 
 from __future__ import annotations
 
+import difflib
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from kvscale.api.base import CROSS_FIELD_ERROR
 from kvscale.api.convert import DeploymentPlanResult, SpecError, plan_deployment
-from kvscale.api.crd import build_structural_schema
 from kvscale.api.models import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
     OBJECT_NAME_MAX_LENGTH,
     OBJECT_NAME_PATTERN,
     ConfigMapRef,
     LLMDeploymentSpec,
 )
+from kvscale.api.vocabulary import API_GROUP, API_VERSION_FULL, KIND
+from kvscale.api.wire import (
+    KubectlYamlLoader,
+    as_sent_by_kubectl,
+    spec_from_wire,
+    spec_schema,
+)
 
-API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
 _OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
 _BOUND_ERRORS: dict[str, tuple[str, str]] = {  # pydantic error type -> (ctx key, symbol)
     "greater_than_equal": ("ge", "≥"),
@@ -59,6 +63,20 @@ _TYPE_NAMES: dict[str, str] = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
 }
+
+
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxstring, _ECHO.maxother = 1, 60, 60
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 4
+
+
+def echo(value: Any) -> str:
+    """A bounded repr of a user's value for a problem line.
+
+    Bounded in work as well as length: a YAML alias bomb (a few lines that expand to millions
+    of nested items) is echoed as `[[[...], ...], ...]`, never walked.
+    """
+    return _ECHO.repr(value)
 
 
 @dataclass(frozen=True)
@@ -89,13 +107,8 @@ class DocumentResult:
         return not self.problems
 
 
-@cache
-def _spec_schema() -> dict[str, Any]:
-    return build_structural_schema(LLMDeploymentSpec)
-
-
 def _schema_at(loc: Sequence[int | str]) -> dict[str, Any] | None:
-    node: dict[str, Any] | None = _spec_schema()
+    node: dict[str, Any] | None = spec_schema()
     for part in loc:
         if node is None:
             return None
@@ -136,21 +149,28 @@ def _describe_error(error: ErrorDetails) -> tuple[tuple[int | str, ...], str, st
         return loc, "required field is missing", f"add {loc[-1]}{what}"
     if kind == "extra_forbidden":
         parent = _schema_at(loc[:-1]) or {}
+        camel = to_camel(str(loc[-1]))
+        if camel != loc[-1] and camel in parent.get("properties", {}):
+            return loc, "unknown field", f"write {camel} (the API spells its fields in camelCase)"
         known = ", ".join(parent.get("properties", {}))
         return loc, "unknown field", f"remove it or fix the spelling; fields here: {known}"
     if kind in ("literal_error", "enum") and schema and "enum" in schema:
         choices = ", ".join(str(v) for v in schema["enum"])
-        return loc, f"{got!r} is not allowed", f"use one of: {choices}"
+        return loc, f"{echo(got)} is not allowed", f"use one of: {choices}"
     if kind in _BOUND_ERRORS:
         key, symbol = _BOUND_ERRORS[kind]
-        return loc, f"must be {symbol} {ctx[key]} (got {got!r})", f"use a value {symbol} {ctx[key]}"
+        return (
+            loc,
+            f"must be {symbol} {ctx[key]} (got {echo(got)})",
+            f"use a value {symbol} {ctx[key]}",
+        )
     if kind in _LENGTH_ERRORS:
         key, relation, unit = _LENGTH_ERRORS[kind]
         return loc, f"must have {relation} {ctx[key]} {unit}", f"use {relation} {ctx[key]} {unit}"
     if kind == "string_pattern_mismatch":
-        return loc, f"{got!r} has the wrong format", f"match the pattern {ctx['pattern']}"
+        return loc, f"{echo(got)} has the wrong format", f"match the pattern {ctx['pattern']}"
     if kind in _TYPE_NAMES:
-        return loc, f"must be {_TYPE_NAMES[kind]} (got {got!r})", f"write {_TYPE_NAMES[kind]}"
+        return loc, f"must be {_TYPE_NAMES[kind]} (got {echo(got)})", f"write {_TYPE_NAMES[kind]}"
     return loc, error["msg"], _explain_fix(loc)
 
 
@@ -164,14 +184,9 @@ def problems_from_validation_error(exc: ValidationError, prefix: str = "spec") -
 
 
 def parse_spec(raw: Any) -> tuple[LLMDeploymentSpec | None, list[Problem]]:
-    """Schema + cross-field validation of a `spec` mapping.
-
-    Strict: no `"8192"` -> 8192, `8192.0` -> 8192 or `"yes"` -> true, because the API server
-    refuses every such value ("must be of type integer"); a lax check here would pass a
-    manifest that `kubectl apply` then rejects.
-    """
+    """Schema + cross-field validation of a `spec` mapping, as the API server sees it."""
     try:
-        return LLMDeploymentSpec.model_validate(raw, strict=True), []
+        return spec_from_wire(raw), []
     except ValidationError as exc:
         return None, problems_from_validation_error(exc)
 
@@ -181,7 +196,9 @@ def _check_envelope(doc: Mapping[str, Any]) -> list[Problem]:
     if doc.get("apiVersion") != API_VERSION_FULL:
         problems.append(
             Problem(
-                "apiVersion", f"{doc.get('apiVersion')!r} is not served", f"use {API_VERSION_FULL}"
+                "apiVersion",
+                f"{echo(doc.get('apiVersion'))} is not served",
+                f"use {API_VERSION_FULL}",
             )
         )
     metadata = doc.get("metadata")
@@ -194,7 +211,7 @@ def _check_envelope(doc: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "metadata.name",
-                f"{name!r} is not a valid name (it also names the Deployment and Service)",
+                f"{echo(name)} is not a valid name (it also names the Deployment and Service)",
                 "start with a letter; use lower-case letters, digits and '-', at most 63",
             )
         )
@@ -265,28 +282,59 @@ class ManifestError(ValueError):
 
 
 def load_documents(text: str) -> list[Any]:
-    """All non-empty YAML documents of `text`."""
+    """All non-empty YAML documents of `text`, as kubectl would send them."""
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        docs = list(yaml.load_all(text, Loader=KubectlYamlLoader))
     except yaml.YAMLError as exc:
         raise ManifestError(f"not valid YAML: {exc}".replace("\n", " ")) from exc
+    return [as_sent_by_kubectl(doc) for doc in docs if doc is not None]
+
+
+_OTHER_KINDS_OK = ("ConfigMap",)  # read by configMapRef; anything not kvscale's is skipped
+
+
+def _misplaced_kind(doc: Any, index: int) -> DocumentResult | None:
+    """A document meant as an LLMDeployment that the API server would not serve as one."""
+    if not isinstance(doc, Mapping):
+        what = type(doc).__name__
+        problem = Problem(f"document {index}", f"is a {what}, not an object", "remove it")
+        return DocumentResult(index, f"document {index}", (problem,))
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    ours = isinstance(api_version, str) and api_version.split("/")[0] == API_GROUP
+    looks_like = isinstance(kind, str) and (
+        difflib.SequenceMatcher(None, kind.lower(), KIND.lower()).ratio() >= 0.9  # not Deployment
+    )
+    if kind == KIND or not (ours or looks_like or kind is None):
+        return None
+    metadata = doc.get("metadata")
+    name = str(metadata.get("name")) if isinstance(metadata, Mapping) else f"document {index}"
+    if kind is None:
+        problem = Problem("kind", "required field is missing", f"add kind: {KIND}")
+    else:
+        served = f"served by {API_VERSION_FULL}" if ours else "a kind kvscale serves"
+        problem = Problem("kind", f"{echo(kind)} is not {served}", f"write kind: {KIND}")
+    return DocumentResult(index, name, (problem,))
 
 
 def validate_documents(docs: Sequence[Any]) -> list[DocumentResult]:
     """Validate every LLMDeployment in `docs`; ConfigMaps among them serve configMapRefs.
 
-    Other kinds (e.g. the Deployment an adopt example targets) are skipped.
+    Every document is looked at: one that is not an object, has no kind, or is kvscale's
+    group (or spelled like an LLMDeployment) with another kind is a problem, as the API
+    server would refuse it. Other kinds (the Deployment an adopt example targets) are skipped.
     """
     configmaps = {
         str(d.get("metadata", {}).get("name")): dict(d.get("data") or {})
         for d in docs
-        if isinstance(d, Mapping) and d.get("kind") == "ConfigMap"
+        if isinstance(d, Mapping) and d.get("kind") in _OTHER_KINDS_OK
     }
-    results = [
-        validate_document(doc, i, configmaps)
-        for i, doc in enumerate(docs)
-        if isinstance(doc, Mapping) and doc.get("kind") == KIND
-    ]
+    results = []
+    for i, doc in enumerate(docs):
+        misplaced = _misplaced_kind(doc, i)
+        if misplaced is not None:
+            results.append(misplaced)
+        elif doc.get("kind") == KIND:
+            results.append(validate_document(doc, i, configmaps))
     if not results:
         raise ManifestError(f"no {KIND} document found; fix: check kind: {KIND}")
     return results

@@ -157,9 +157,12 @@ def find_gpu(name: str) -> GpuSpec:
     key = normalise_gpu_name(name)
     if key in index:
         return index[key]
-    names = sorted({g.id for g in gpus} | {v for g in gpus for v in g.label_values})
-    close = difflib.get_close_matches(name, names, n=4, cutoff=0.3)
-    hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names[:8])}, …"
+    # Compared as the lookup compares: normalised, against every id, label value and alias
+    # ('H1000' is one letter from the alias 'h100', far from the label 'NVIDIA-H100-80GB-HBM3').
+    close_keys = difflib.get_close_matches(key, list(index), n=12, cutoff=0.6)
+    close = list(dict.fromkeys(index[k].id for k in close_keys))[:4]
+    ids = sorted(g.id for g in gpus)
+    hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(ids[:8])}, …"
     raise CapacityInputError(
         "gpu", f"unknown GPU {name!r}", f"use a catalog id or label value ({hint})"
     )

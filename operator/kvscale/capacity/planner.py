@@ -169,8 +169,10 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
     per_request = blocks_for_request(layout.groups, length, mnbt)
     concurrency = num_blocks / per_request if per_request else 0.0
     fits = available > 0 and per_request <= num_blocks
-    upper = max(length, request.model.max_position_embeddings)
-    fitting = largest_fitting_context(layout.groups, num_blocks, mnbt, upper)
+    # The fix "lower --max-model-len to N" must name a length the model supports.
+    fitting = largest_fitting_context(
+        layout.groups, num_blocks, mnbt, request.model.max_position_embeddings
+    )
     needed = per_request * layout.page_bytes * layout.group_size_layers
     tokens = _kv_cache_tokens(request, num_blocks, layout, concurrency)
     return CapacityPlan(

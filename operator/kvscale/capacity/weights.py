@@ -96,6 +96,23 @@ QUANT_BITS: Mapping[str, float] = {
 GROUP_SCALE_BITS = 20.0  # AWQ/GPTQ: fp16 scale + packed zero point per group
 
 
+def _quant_number(key: str, value: Any) -> float:
+    """A quantization_config number (bits, group size; -1 = per channel): finite, |x| ≤ 2**20."""
+    if value is None:
+        return 128.0  # the AWQ/GPTQ default group size
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -(2**20) <= value <= 2**20
+    ):
+        raise CapacityInputError(
+            f"config.quantization_config.{key}",
+            f"must be a number within ±{2**20}, got {repr(value)[:40]}",
+            "copy the value from the checkpoint's config.json",
+        )
+    return float(value)
+
+
 def quantized_weight_bits(qcfg: Mapping[str, Any] | None) -> tuple[str | None, float | None]:
     """(method, effective bits per quantized weight) or (None, None) for an unquantized model."""
     if not isinstance(qcfg, Mapping):
@@ -107,8 +124,8 @@ def quantized_weight_bits(qcfg: Mapping[str, Any] | None) -> tuple[str | None, f
         return method, QUANT_BITS[method]
     bits = qcfg.get("bits") or qcfg.get("w_bit") or qcfg.get("weight_bits")
     if method in ("awq", "gptq", "marlin", "awq_marlin", "gptq_marlin") or bits:
-        nbits = float(bits or 4)
-        group = float(qcfg.get("group_size") or qcfg.get("q_group_size") or 128)
+        nbits = _quant_number("bits", bits or 4)
+        group = _quant_number("group_size", qcfg.get("group_size") or qcfg.get("q_group_size"))
         group = group if group > 0 else 4096.0  # per-channel
         return method, nbits + GROUP_SCALE_BITS / group
     if method == "bitsandbytes":
@@ -118,7 +135,7 @@ def quantized_weight_bits(qcfg: Mapping[str, Any] | None) -> tuple[str | None, f
         for group_cfg in (qcfg.get("config_groups") or {}).values():
             weights = group_cfg.get("weights") if isinstance(group_cfg, Mapping) else None
             if isinstance(weights, Mapping) and weights.get("num_bits"):
-                return method, float(weights["num_bits"])
+                return method, _quant_number("config_groups.weights.num_bits", weights["num_bits"])
         return method, 8.0
     raise CapacityInputError(
         "config.quantization_config.quant_method",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kvscale.capacity.roofline import prefill_capacity_tokens_per_s
+from kvscale.cli.common import finite_float
 from kvscale.cli.simulate_cmd import (
     LoadedDeployment,
     add_replay_arguments,
@@ -55,8 +56,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="plan + replay a real trace under kvscale and baselines", description=__doc__
     )
-    parser.add_argument("--duration", type=float, default=600.0, metavar="S", help="trace seconds")
-    parser.add_argument("--rate-scale", type=float, default=4.0, help="multiply the arrival rate")
+    parser.add_argument(
+        "--duration", type=finite_float, default=600.0, metavar="S", help="trace seconds"
+    )
+    parser.add_argument(
+        "--rate-scale", type=finite_float, default=4.0, help="multiply the arrival rate"
+    )
     add_replay_arguments(parser)
     parser.set_defaults(func=run, warmup=120.0)
 

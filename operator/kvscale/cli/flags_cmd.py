@@ -17,9 +17,9 @@ import shlex
 import sys
 from typing import Any
 
-from kvscale.capacity.errors import CapacityInputError
-from kvscale.cli.common import CliError
-from kvscale.engines import UnsupportedEngineError, render
+from kvscale.capacity.errors import InputError
+from kvscale.cli.common import CliError, finite_float
+from kvscale.engines import render
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--served-model-name", help="name clients use in requests")
     parser.add_argument(
         "--swap-space-gib",
-        type=float,
+        type=finite_float,
         help="vLLM --swap-space in GiB (rendered only for releases before 0.18, which had it)",
     )
     parser.add_argument(
@@ -74,11 +74,12 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kvscale.capacity import plan_capacity
-    from kvscale.cli.plan_cmd import plan_request_from_args
+    from kvscale.cli.plan_cmd import check_fits, flag_of, plan_request_from_args
 
     try:
         request = plan_request_from_args(args)
         plan = plan_capacity(request)
+        check_fits(plan, args)
         rendered = render(
             plan,
             model_ref=args.model_ref or request.model.name,
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
             served_model_name=args.served_model_name,
             swap_space_gib=args.swap_space_gib,
         )
-    except (UnsupportedEngineError, CapacityInputError) as exc:
-        raise CliError(str(exc)) from exc
+    except InputError as exc:  # planner and renderer alike: the field in CLI terms
+        raise CliError(f"{flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from exc
     argv = rendered.argv if args.args_only else rendered.full_argv
     for warning in rendered.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from kvscale.capacity import (
     GIB,
-    CapacityInputError,
     CapacityPlan,
     EngineVersion,
     PlanRequest,
@@ -25,15 +25,16 @@ from kvscale.capacity import (
     plan_capacity,
     plan_to_json,
 )
+from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.types import ModelGeometry
 from kvscale.cli.common import CliError
+from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
 
 if TYPE_CHECKING:
     from kvscale.api.status import GpuPlanStatus
     from kvscale.api.validation import DocumentResult
 
 ENGINES = ("vllm", "sglang", "tgi", "trtllm")
-DEFAULT_ENGINE_VERSION = {"vllm": "0.11.0", "sglang": "0.5.0", "tgi": "3.3.7", "trtllm": "1.2.0"}
 KV_POOL_CHOICES = ("profiled", "pinned")
 
 
@@ -69,15 +70,43 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "--kv-pool", choices=KV_POOL_CHOICES, default="profiled",
         help="pinned: render the planned KV bytes as --kv-cache-memory-bytes (vLLM >= 0.10.2)",
     )  # fmt: skip
+    parser.add_argument(
+        "--allow-unfit",
+        action="store_true",
+        help="exit 0 even when one request at --max-model-len does not fit (default: exit 2)",
+    )
+
+
+def check_fits(plan: CapacityPlan, args: argparse.Namespace) -> None:
+    """A plan that does not fit is an error (exit 2, the reason and fix) unless --allow-unfit:
+    an engine started with it would refuse to start or preempt every long request."""
+    if not plan.fits and not args.allow_unfit:
+        raise CliError(f"does not fit: {plan.reason} (or pass --allow-unfit to print it anyway)")
+
+
+MAX_GIB = 2**20  # a GiB figure above 1 PiB is a typo (and `inf` or `nan` is never a size)
 
 
 def _number(value: str | None, field: str, kind: type[int] | type[float]) -> Any:
     if value is None:
         return None
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise CliError(f"{field}: {value!r} is not a number; fix: pass e.g. 8192") from None
+    if not math.isfinite(number):
+        raise CliError(f"{field}: {value!r} is not a finite number; fix: pass e.g. 0.9")
+    return number
+
+
+def _gib_bytes(value: str | None, field: str) -> int | None:
+    """A size given in GiB, as bytes; within (0, MAX_GIB]."""
+    gib = _number(value, field, float)
+    if gib is None:
+        return None
+    if not 0 < gib <= MAX_GIB:
+        raise CliError(f"{field}: {value} GiB is outside (0, {MAX_GIB}]; fix: pass the size in GiB")
+    return int(gib * GIB)
 
 
 def _load_json(path: str) -> Mapping[str, Any]:
@@ -107,13 +136,11 @@ def _resolve_model(args: argparse.Namespace, weights_bytes: int | None) -> Model
 
 
 def _build_request(args: argparse.Namespace) -> PlanRequest:
-    weights_gib = _number(args.weights_gib, "--weights-gib", float)
-    weights = int(weights_gib * GIB) if weights_gib is not None else None
+    weights = _gib_bytes(args.weights_gib, "--weights-gib")
     model = _resolve_model(args, weights)
     if not args.gpu:
         raise CliError("--gpu: missing; fix: pass --gpu NAME (e.g. H100, NVIDIA-L40S)")
     gpu = find_gpu(args.gpu)
-    memory_gib = _number(args.gpu_memory_gib, "--gpu-memory-gib", float)
     max_len = _number(args.max_model_len, "--max-model-len", int)
     util = _number(args.gpu_memory_utilization, "--gpu-memory-utilization", float)
     if util is not None and not 0 < util <= 1:
@@ -128,7 +155,7 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         tensor_parallel=_number(args.tensor_parallel, "--tensor-parallel", int),
         max_model_len_tokens=max_len if max_len is not None else model.max_position_embeddings,
         gpu_memory_utilization=util,
-        gpu_memory_bytes=int(memory_gib * GIB) if memory_gib is not None else None,
+        gpu_memory_bytes=_gib_bytes(args.gpu_memory_gib, "--gpu-memory-gib"),
         kv_cache_dtype=args.kv_cache_dtype,
         block_size_tokens=_number(args.block_size, "--block-size", int),
         max_num_batched_tokens=_number(
@@ -147,34 +174,37 @@ def plan_request_from_args(args: argparse.Namespace) -> PlanRequest:
     try:
         request = _build_request(args)
         plan_capacity(request)  # validates geometry x parallelism x lengths
-    except CapacityInputError as exc:
-        raise CliError(f"{_flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from None
+    except InputError as exc:
+        raise CliError(f"{flag_of(exc.field)}: {exc.problem}; fix: {exc.fix}") from None
     return request
 
 
+# Planner field names (any spelling: `field_key`) -> the flag the user typed.
 FIELD_FLAGS = {
-    "tensorParallel": "--tensor-parallel",
-    "maxModelLen": "--max-model-len",
-    "blockSize": "--block-size",
-    "maxNumBatchedTokens": "--max-num-batched-tokens",
-    "maxNumSeqs": "--max-num-seqs",
-    "kvCacheMemoryBytes": "--kv-cache-memory-bytes",
-    "gpuMemoryGiB": "--gpu-memory-gib",
-    "gpuMemoryUtilization": "--gpu-memory-utilization",
-    "weightsGiB": "--weights-gib",
-    "weights": "--weights-gib",
-    "kvCacheDtype": "--kv-cache-dtype",
-    "engineVersion": "--engine-version",
-    "engine_version": "--engine-version",
-    "samplerPath": "--sampler-path",
-    "gpu": "--gpu",
-    "model": "--model",
+    field_key(name): flag
+    for flag, names in {
+        "--tensor-parallel": ("tensor_parallel",),
+        "--max-model-len": ("max_model_len", "max_model_len_tokens"),
+        "--block-size": ("block_size", "block_size_tokens"),
+        "--max-num-batched-tokens": ("max_num_batched_tokens",),
+        "--max-num-seqs": ("max_num_seqs",),
+        "--kv-cache-memory-bytes": ("kv_cache_memory_bytes",),
+        "--gpu-memory-gib": ("gpu_memory_gib", "gpu_memory_bytes"),
+        "--gpu-memory-utilization": ("gpu_memory_utilization",),
+        "--weights-gib": ("weights_gib", "weights", "weights_bytes"),
+        "--kv-cache-dtype": ("kv_cache_dtype",),
+        "--engine-version": ("engine_version",),
+        "--sampler-path": ("sampler_path",),
+        "--gpu": ("gpu",),
+        "--model": ("model",),
+    }.items()
+    for name in names
 }
 
 
-def _flag_of(field: str) -> str:
+def flag_of(field: str) -> str:
     """The flag the user typed for a planner field (config keys are kept as they are)."""
-    return FIELD_FLAGS.get(field, field)
+    return FIELD_FLAGS.get(field_key(field), field)
 
 
 # --- LLMDeployment YAML ------------------------------------------------------------------------
@@ -239,6 +269,7 @@ def _print_deployments(results: list[DocumentResult], output: str) -> None:
                     "name": result.name,
                     "selectedGpuType": plan.selected_gpu_type,
                     "selectionReason": plan.selection_reason,
+                    "warnings": list(plan.warnings),
                     "gpuTypes": [
                         s.model_dump(by_alias=True) | {"plan": plan_to_json(c)} for s, c in pairs
                     ],
@@ -250,7 +281,11 @@ def _print_deployments(results: list[DocumentResult], output: str) -> None:
         print(f"{result.name}:")
         print(format_table(rows, TABLE_COLUMNS))
         print(f"selected {plan.selection_reason}")
+        for warning in plan.warnings:
+            print(f"warning: {warning}")
         for status in plan.plans:
+            for warning in status.warnings:
+                print(f"warning: {status.gpu_type}: {warning}")
             if not status.fits:
                 print(f"{status.gpu_type}: {status.reason}", file=sys.stderr)
     if output == "json":
@@ -267,6 +302,9 @@ def run_plan(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
     else:
         print(format_table([[k, json.dumps(val)] for k, val in body.items()], ("FIELD", "VALUE")))
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    check_fits(plan, args)  # after printing: the plan (fits: false, reason) is the report
     return 0
 
 

@@ -64,7 +64,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kvscale.controller.runtime import run_operator
+    from kvscale.controller.kube import ClusterConfigError
+    from kvscale.controller.runtime import connect_kube, run_operator
     from kvscale.controller.settings import SettingsError, load_settings
 
     try:
@@ -82,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
     if args.standalone:
         peering = dataclasses.replace(peering, standalone=True)
     settings = dataclasses.replace(settings, watch=watch, peering=peering)
+    try:
+        kube = connect_kube(settings)
+    except ClusterConfigError as exc:
+        raise CliError(
+            f"kubeconfig: {exc}; fix: set KUBECONFIG (or ~/.kube/config) to a cluster's"
+            " config, or run the operator in a pod with a service account"
+        ) from None
     configure_logging(args.log_format, verbose=args.verbose)
     from kvscale.controller.telemetry import OperatorMetrics
 
     metrics = OperatorMetrics()
     metrics.serve(settings.server.metrics_port)
-    asyncio.run(run_operator(settings, metrics=metrics))
+    asyncio.run(run_operator(settings, kube=kube, metrics=metrics))
     return 0

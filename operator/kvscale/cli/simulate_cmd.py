@@ -26,7 +26,7 @@ from kvscale.api.convert import (
     to_scaling_config,
 )
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.cli.common import CliError
+from kvscale.cli.common import CliError, finite_float
 from kvscale.sim.policies import POLICIES, Policy, build_policy
 from kvscale.sim.replay import ReplayOptions, ReplayResult, run_replay, size_static_replicas
 from kvscale.sim.router import ROUTERS
@@ -206,7 +206,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=",".join(POLICIES), help="comma-separated policies")
     parser.add_argument("--router", choices=ROUTERS, default="least-kv")
     parser.add_argument("--static-replicas", type=int, metavar="N", help="skip static sizing")
-    parser.add_argument("--warmup", type=float, default=300.0, metavar="S", help="pre-roll s")
+    parser.add_argument(
+        "--warmup", type=finite_float, default=300.0, metavar="S", help="pre-roll s"
+    )
     parser.add_argument("--report", metavar="DIR", help="also write plots and a summary here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--seed", type=int, default=0)
@@ -221,10 +223,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trace", metavar="FILE", help="default: the embedded Azure conv trace")
     parser.add_argument("--trace-format", choices=FORMATS)
     parser.add_argument("--lengths-from", metavar="FILE", help="lengths for a ServeGen trace")
-    parser.add_argument("--start", type=float, default=0.0, metavar="S", help="window start s")
-    parser.add_argument("--duration", type=float, metavar="S", help="window length s")
-    parser.add_argument("--time-scale", type=float, default=1.0, help=">1 plays faster")
-    parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply the rate")
+    parser.add_argument(
+        "--start", type=finite_float, default=0.0, metavar="S", help="window start s"
+    )
+    parser.add_argument("--duration", type=finite_float, metavar="S", help="window length s")
+    parser.add_argument("--time-scale", type=finite_float, default=1.0, help=">1 plays faster")
+    parser.add_argument("--rate-scale", type=finite_float, default=1.0, help="multiply the rate")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     add_replay_arguments(parser)
     parser.set_defaults(func=run)

@@ -60,7 +60,7 @@ from kvscale.controller.kube import (
 from kvscale.controller.reconcile import Controller
 from kvscale.controller.rollout_wiring import (
     ANNOTATION_LAST_KNOWN_GOOD,
-    RolloutGuardKube,
+    RolloutGuard,
     RolloutMemory,
     decode_last_known_good,
     load_rollout_state,
@@ -183,7 +183,7 @@ class Autoscaler:
         pods = _pods_of(pods_index, namespace, name)
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         key = DeploymentKey(namespace, name)
-        target = DeploymentTarget(namespace, name, spec.engine.name, spec.engine.version, ready)
+        target = DeploymentTarget(namespace, name, spec.engine.name, spec.engine.release, ready)
         self.cache.track(target)
         self._record_plan(namespace, name, status)
         reading = self.cache.reading(key)
@@ -400,9 +400,9 @@ def register(
 ) -> Autoscaler | None:
     """Register the signal cache, the pod index, the autoscaling timer and cleanup handlers.
 
-    Also wraps `controller.kube` in `RolloutGuardKube`, so the reconcile never re-applies a pod
-    template the rollout refused. Returns None (and registers nothing) when there is no
-    metrics source: without Prometheus the operator only plans and runs workloads.
+    Also sets `controller.template_guard` to the rollout guard, so the reconcile never
+    re-applies a pod template the rollout refused. Returns None (and registers nothing) when
+    there is no metrics source: without Prometheus the operator only plans and runs workloads.
     """
     source = source if source is not None else build_source(settings)
     if source is None:
@@ -410,7 +410,7 @@ def register(
         return None
     memory = RolloutMemory()
     inner = controller.kube
-    controller.kube = RolloutGuardKube(inner, memory)
+    controller.template_guard = RolloutGuard(inner, memory).guard
     metrics = AutoscalerMetrics(controller.metrics.registry)
     interval_s = settings.reconcile.scaling_interval_s
     cache = SignalsCache(source, interval_s=interval_s, metrics=metrics, clock=clock)

@@ -14,37 +14,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kvscale.api.vocabulary import ConditionType, MetricsReason, ScalingReason
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
 from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling import reasons
+from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
 
 JsonDict = dict[str, Any]
 
 HISTORY_MAX = 20  # decisions kept in status.autoscaler.history (newest last)
-METRICS_AVAILABLE = "MetricsAvailable"  # condition: the last read produced usable signals
-SCALING_ACTIVE = "ScalingActive"  # condition: the autoscaler acts (auto) / recommends
-
-
-class MetricsReason:
-    """Reasons of the MetricsAvailable condition (CamelCase constants)."""
-
-    OK = "SignalsRead"
-    PARTIAL = "SignalsPartial"
-    NO_SAMPLES = "NoUsableSamples"
-    READ_FAILED = "ReadFailed"
-    AWAITING = "AwaitingFirstRead"
-    NOT_CONFIGURED = "PrometheusNotConfigured"
-
-
-class ScalingReason:
-    """Reasons of the ScalingActive condition."""
-
-    ACTING = "Acting"
-    RECOMMENDING = "RecommendOnly"
-    HOLDING = "HoldingOnMissingData"
+METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
+SCALING_ACTIVE = ConditionType.SCALING_ACTIVE
+__all__ = ["MetricsReason", "ScalingReason"]  # re-exported: declared in kvscale.api.vocabulary
 
 
 @dataclass(frozen=True)
@@ -180,20 +164,8 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
     }
 
 
-_SIGNAL_FIELDS: tuple[tuple[str, str], ...] = (  # status key, Signals attribute
-    ("podsExpected", "pods_expected"),
-    ("podsReporting", "pods_reporting"),
-    ("kvUsage", "kv_usage_frac"),
-    ("requestsRunning", "num_requests_running"),
-    ("requestsWaiting", "num_requests_waiting"),
-    ("preemptionsPerSecond", "preemptions_per_s"),
-    ("rejectionsPerSecond", "rejections_per_s"),
-    ("ttftP95Seconds", "ttft_p95_s"),
-    ("itlP95Seconds", "itl_p95_s"),
-    ("queueTimeP95Seconds", "queue_time_p95_s"),
-    ("promptTokensPerSecond", "prompt_tokens_per_s"),
-    ("numGpuBlocks", "num_gpu_blocks"),
-    ("blockSizeTokens", "block_size_tokens"),
+_SIGNAL_FIELDS: tuple[tuple[str, str], ...] = tuple(  # status key, Signals attribute
+    (f.status_key, f.attribute) for f in SIGNAL_FIELDS
 )
 
 

@@ -31,6 +31,7 @@ from pydantic import Field, ValidationError
 
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.api.status import CalibrationKeyStatus, StatusModel
+from kvscale.api.vocabulary import CalibrationReason, ConditionType
 from kvscale.capacity import GIB
 from kvscale.capacity.calibration import CalibrationKey, LivePool, PoolBasis
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
@@ -39,9 +40,9 @@ from kvscale.controller.kube import CONFIGMAPS, KubeClient, KubeError, NotFoundE
 from kvscale.controller.settings import CalibrationSettings
 
 JsonDict = dict[str, Any]
-KV_CALIBRATED = "KvCalibrated"  # condition type
-LIVE_POOL_MATCHES_PLAN = "LivePoolMatchesPlan"  # reason: within the tolerance
-KV_DRIFT = "KvDrift"  # reason (condition and Event): past the tolerance
+KV_CALIBRATED = ConditionType.KV_CALIBRATED
+LIVE_POOL_MATCHES_PLAN = CalibrationReason.LIVE_POOL_MATCHES_PLAN
+KV_DRIFT = CalibrationReason.KV_DRIFT
 logger = logging.getLogger(__name__)
 
 

@@ -13,37 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from kvscale.api.status import Condition, ConditionType, set_condition
+from kvscale.api.status import Condition, set_condition
+from kvscale.api.vocabulary import ConditionType, Reason
 
 Status = Literal["True", "False", "Unknown"]
 TRUE: Status = "True"
 FALSE: Status = "False"
 UNKNOWN: Status = "Unknown"
 
-PLANNED = ConditionType.PLANNED  # the spec is valid and a plan for a GPU type was computed
-CAPACITY_SUFFICIENT = ConditionType.CAPACITY_SUFFICIENT  # a GPU type holds a max-length request
-WORKLOAD_READY = "WorkloadReady"  # the Deployment exists and its replicas are available
+PLANNED = ConditionType.PLANNED
+CAPACITY_SUFFICIENT = ConditionType.CAPACITY_SUFFICIENT
+WORKLOAD_READY = ConditionType.WORKLOAD_READY
+PLAN_WARNINGS = ConditionType.PLAN_WARNINGS
+ADOPTED = ConditionType.ADOPTED
 READY = ConditionType.READY  # summary: every component condition is True
 
 COMPONENT_TYPES: tuple[str, ...] = (PLANNED, CAPACITY_SUFFICIENT, WORKLOAD_READY)
-
-
-class Reason:
-    """Condition and Event reasons (CamelCase constants; they go straight into status)."""
-
-    PLAN_COMPUTED = "PlanComputed"
-    PLAN_CHANGED = "PlanChanged"
-    INVALID_SPEC = "InvalidSpec"
-    KV_CACHE_FITS = "KvCacheFits"
-    NO_GPU_FITS = "NoGpuTypeFits"
-    NOT_PLANNED = "NotPlanned"
-    APPLY_FAILED = "ApplyFailed"
-    ROLLING_OUT = "RollingOut"
-    AVAILABLE = "ReplicasAvailable"
-    ADOPTED = "Adopted"
-    ADOPT_TARGET_MISSING = "AdoptTargetMissing"
-    ALL_READY = "AllConditionsTrue"
-    PENDING = "Pending"
+__all__ = ["Reason"]  # re-exported: declared in kvscale.api.vocabulary
 
 
 @dataclass(frozen=True)

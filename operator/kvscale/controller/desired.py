@@ -7,7 +7,7 @@ Every way a spec can be wrong ends here as one `SpecInvalidError` naming the fie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from kvscale.api.calibration import CalibrationLookup
 from kvscale.api.convert import ConfigMapLoader, SpecError, model_ref_of, plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
+from kvscale.api.wire import spec_from_wire
 from kvscale.capacity import find_gpu
 from kvscale.controller.conditions import (
     CAPACITY_SUFFICIENT,
     FALSE,
+    PLAN_WARNINGS,
     PLANNED,
     TRUE,
     ConditionUpdate,
@@ -40,6 +42,16 @@ DEFAULT_IMAGES: dict[str, str] = {
 class SpecInvalidError(ValueError):
     """The spec cannot be deployed; the message names the field and the fix (one line)."""
 
+    reason: str = Reason.INVALID_SPEC
+
+
+class PlanningFailedError(SpecInvalidError):
+    """Planning raised an error no check anticipated (a planner bug, or an input the bounds
+    missed). Reported like an invalid spec, and never retried: the same spec fails the same
+    way, so a retry loop would only repeat the work (or the allocation) that failed."""
+
+    reason = Reason.PLANNING_FAILED
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -50,12 +62,13 @@ class Desired:
     planned: ConditionUpdate
     capacity: ConditionUpdate
     workload: Workload | None  # None: adopt mode, or no GPU type fits
+    warned: ConditionUpdate | None = None  # PlanWarnings (None: nothing was planned)
 
 
 def parse_spec(raw: Mapping[str, Any]) -> LLMDeploymentSpec:
     """Validate with the API models; the first error becomes a one-line SpecInvalidError."""
     try:
-        return LLMDeploymentSpec.model_validate(dict(raw))
+        return spec_from_wire(raw, strict=False)  # the server checked types; read as it did
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
@@ -73,7 +86,7 @@ def resolve_image(spec: LLMDeploymentSpec, settings: Settings) -> str:
         return spec.engine.image
     template = DEFAULT_IMAGES.get(spec.engine.name)
     if template:
-        return template.format(version=spec.engine.version)
+        return template.format(version=spec.engine.release)
     if settings.reconcile.default_engine_image:
         return settings.reconcile.default_engine_image
     raise SpecInvalidError(
@@ -100,7 +113,30 @@ def compute_desired(
     calibration: CalibrationLookup | None = None,
 ) -> Desired:
     """Validate, plan every GPU type (from the calibration record's overhead where it has
-    the tuple), select one and describe the workload to run."""
+    the tuple), select one and describe the workload to run.
+
+    Every failure is a `SpecInvalidError`: the expected ones name the field, anything else
+    becomes a `PlanningFailedError` (a condition and an Event, never an operator crash).
+    """
+    try:
+        return _compute_desired(meta, raw_spec, settings, configmap_loader, calibration)
+    except SpecInvalidError:
+        raise
+    except Exception as exc:  # a planner bug or a hostile input: report it, do not crash
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        raise PlanningFailedError(
+            f"spec: planning failed ({detail}); fix: check spec.model and its config.json for"
+            " values no real model has, and report the spec to the kvscale maintainers"
+        ) from exc
+
+
+def _compute_desired(
+    meta: Mapping[str, Any],
+    raw_spec: Mapping[str, Any],
+    settings: Settings,
+    configmap_loader: ConfigMapLoader | None,
+    calibration: CalibrationLookup | None,
+) -> Desired:
     spec = parse_spec(raw_spec)
     try:
         result = plan_deployment(spec, configmap_loader, calibration)
@@ -121,7 +157,7 @@ def compute_desired(
         capacity = ConditionUpdate(
             CAPACITY_SUFFICIENT, FALSE, Reason.NO_GPU_FITS, result.selection_reason
         )
-        return Desired(spec, status, planned, capacity, None)
+        return Desired(spec, status, planned, capacity, None, _warnings_condition(status))
     capacity = ConditionUpdate(
         CAPACITY_SUFFICIENT,
         TRUE,
@@ -142,14 +178,15 @@ def compute_desired(
             ),
         }
     )
+    warned = _warnings_condition(status, selected.gpu_type, selected.warnings)
     if spec.mode == "adopt":
-        return Desired(spec, status, planned, capacity, None)
+        return Desired(spec, status, planned, capacity, None, warned)
     gpu = find_gpu(selected.gpu_type)
     endpoints = engine_endpoints(spec.engine.name)
     workload = Workload(
         owner=Owner(str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid", ""))),
         engine=spec.engine.name,
-        engine_version=spec.engine.version,
+        engine_version=spec.engine.release,
         image=image,
         command=result.engine_command,
         args=result.engine_args,
@@ -164,4 +201,20 @@ def compute_desired(
         tolerations=_tolerations(spec),
         spec_hash=_spec_hash(raw_spec),
     )
-    return Desired(spec, status, planned, capacity, workload)
+    return Desired(spec, status, planned, capacity, workload, warned)
+
+
+WARNINGS_MESSAGE_MAX = 2000  # characters of the PlanWarnings message (status.warnings has all)
+
+
+def _warnings_condition(
+    status: Mapping[str, Any], gpu_type: str | None = None, gpu_warnings: Sequence[str] = ()
+) -> ConditionUpdate:
+    """PlanWarnings: True while the deployment or its selected GPU type's plan warns."""
+    lines = [*status.get("warnings", ()), *(f"{gpu_type}: {w}" for w in gpu_warnings)]
+    if not lines:
+        return ConditionUpdate(PLAN_WARNINGS, FALSE, Reason.NO_WARNINGS, "")
+    message = "; ".join(lines)
+    if len(message) > WARNINGS_MESSAGE_MAX:
+        message = message[: WARNINGS_MESSAGE_MAX - 1] + "…"
+    return ConditionUpdate(PLAN_WARNINGS, TRUE, Reason.PLANNER_WARNINGS, message)

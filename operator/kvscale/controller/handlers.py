@@ -21,6 +21,8 @@ from typing import Any
 
 import kopf
 
+from kvscale.api import vocabulary
+from kvscale.api.vocabulary import API_GROUP, API_VERSION
 from kvscale.controller.events import post_event
 from kvscale.controller.kube import (
     CLUSTER_PEERINGS,
@@ -33,7 +35,7 @@ from kvscale.controller.kube import (
 )
 from kvscale.controller.reconcile import Controller, Outcome, reconcile
 
-GROUP, VERSION, PLURAL = "kvscale.dev", "v1alpha1", "llmdeployments"
+GROUP, VERSION, PLURAL = API_GROUP, API_VERSION, vocabulary.PLURAL
 logger = logging.getLogger(__name__)
 
 
@@ -74,6 +76,9 @@ async def run_reconcile(ctl: Controller, trigger: str, body: kopf.Body) -> None:
     finally:
         ctl.metrics.duration.observe(time.perf_counter() - started)
     _post_events(body, outcome)
+    if outcome.permanent_error is not None:  # in status and an Event already; never retried
+        ctl.metrics.reconciles.labels(trigger, "error").inc()
+        raise kopf.PermanentError(outcome.permanent_error)
     ctl.metrics.reconciles.labels(trigger, "ok").inc()
 
 

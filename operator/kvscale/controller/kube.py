@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from kvscale.api.vocabulary import API_GROUP, API_VERSION, KIND, PLURAL
 from kvscale.controller.settings import ApplyMode
 
 JsonDict = dict[str, Any]
@@ -36,6 +37,10 @@ class KubeError(Exception):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ClusterConfigError(KubeError):
+    """Neither an in-cluster service account nor a usable kubeconfig: nothing to connect to."""
 
 
 class NotFoundError(KubeError):
@@ -101,7 +106,7 @@ SERVICES = ResourceRef("", "v1", "services", "Service")
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 PDBS = ResourceRef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 POD_MONITORS = ResourceRef("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor")
-LLM_DEPLOYMENTS = ResourceRef("kvscale.dev", "v1alpha1", "llmdeployments", "LLMDeployment")
+LLM_DEPLOYMENTS = ResourceRef(API_GROUP, API_VERSION, PLURAL, KIND)
 CLUSTER_PEERINGS = ResourceRef("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", False)
 PEERINGS = ResourceRef("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 
@@ -310,10 +315,15 @@ def connect(
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration
             )
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
+        except k8s_config.ConfigException as in_cluster:
+            try:
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            except (k8s_config.ConfigException, OSError) as exc:
+                raise ClusterConfigError(
+                    f"no cluster to connect to ({in_cluster}; kubeconfig: {exc})"
+                ) from exc
     return ApiClientKube(
         k8s_client.ApiClient(configuration),
         apply_mode=apply_mode,

@@ -4,13 +4,15 @@
 diff), applies what kvscale owns and reports. It imports no kopf: the kopf handlers in
 `kvscale.controller.handlers` call it and translate its `Outcome` (status patch, Events) and its
 transient errors. A spec that cannot work never raises: it becomes `Planned=False` with reason
-`InvalidSpec` plus a Warning Event, and the last good workload keeps running untouched.
+`InvalidSpec` plus a Warning Event, and the last good workload keeps running untouched. A
+planning failure nothing anticipated is reported the same way (reason `PlanningFailed`) and
+marked permanent, so kopf does not retry the same failure.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +24,12 @@ from kvscale.api.status import Condition
 from kvscale.controller import builders, conditions
 from kvscale.controller.calibration import CalibrationRecord
 from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate, Reason
-from kvscale.controller.desired import Desired, SpecInvalidError, compute_desired
+from kvscale.controller.desired import (
+    Desired,
+    PlanningFailedError,
+    SpecInvalidError,
+    compute_desired,
+)
 from kvscale.controller.events import EventNote
 from kvscale.controller.kube import (
     CONFIGMAPS,
@@ -37,6 +44,9 @@ from kvscale.controller.telemetry import OperatorMetrics
 from kvscale.engines.argdiff import describe_arg_changes
 
 JsonDict = dict[str, Any]
+#: A step between rendering an object and applying it (the rollout guard: a pod template the
+#: rollout refused is replaced by the last-known-good one).
+TemplateGuard = Callable[[JsonDict], Awaitable[JsonDict]]
 SCRAPE_CACHE_S = 300.0  # how long "is the PodMonitor CRD served?" is remembered
 
 
@@ -46,6 +56,7 @@ class Outcome:
 
     status: JsonDict
     events: tuple[EventNote, ...] = ()
+    permanent_error: str | None = None  # set: the handler reports it and kopf does not retry
 
 
 def _now() -> datetime:
@@ -60,6 +71,8 @@ class Controller:
     kube: KubeClient
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], datetime] = _now
+    # Set by the autoscaler's registration when the rollback guardrails run (Prometheus URL).
+    template_guard: TemplateGuard | None = None
     _pod_monitor_served: tuple[float, bool] | None = None
     _last_events: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _record: CalibrationRecord | None = None
@@ -150,11 +163,11 @@ def _replica_status(name: str, deployment: Mapping[str, Any] | None) -> JsonDict
 def _invalid_outcome(
     error: SpecInvalidError, previous: list[Condition]
 ) -> tuple[ConditionUpdate, tuple[EventNote, ...]]:
-    """Planned=False/InvalidSpec; a Warning Event unless status already reports this error."""
-    update = ConditionUpdate(conditions.PLANNED, FALSE, Reason.INVALID_SPEC, str(error))
+    """Planned=False with the error's reason; a Warning Event unless status already says it."""
+    update = ConditionUpdate(conditions.PLANNED, FALSE, error.reason, str(error))
     old = conditions.find_condition(previous, conditions.PLANNED)
-    repeated = old is not None and old.reason == Reason.INVALID_SPEC and old.message == str(error)
-    events = () if repeated else (EventNote("Warning", Reason.INVALID_SPEC, str(error)),)
+    repeated = old is not None and old.reason == error.reason and old.message == str(error)
+    events = () if repeated else (EventNote("Warning", error.reason, str(error)),)
     return update, events
 
 
@@ -169,6 +182,14 @@ def _plan_change_event(status: Mapping[str, Any], desired: Desired) -> tuple[Eve
     changed = "; ".join(describe_arg_changes(old_args, new_args)) or "none"
     message = f"gpu {old_gpu} -> {new_gpu}; changed args: {changed[:900]}"
     return (EventNote("Normal", Reason.PLAN_CHANGED, message),)
+
+
+def _warnings_event(warned: ConditionUpdate, previous: list[Condition]) -> tuple[EventNote, ...]:
+    """A Warning Event when the planner's warnings appear or change (not on every reconcile)."""
+    old = conditions.find_condition(previous, conditions.PLAN_WARNINGS)
+    if warned.status != TRUE or (old is not None and old.message == warned.message):
+        return ()
+    return (EventNote("Warning", warned.reason, warned.message),)
 
 
 async def _configmap_loader(
@@ -223,7 +244,10 @@ async def _apply_managed(
     )
     deployment: JsonDict | None = None
     manager = ctl.settings.reconcile.field_manager
-    for obj in objects:
+    for rendered in objects:
+        # The rollout guard, when it runs, keeps a refused pod template out of the Deployment.
+        guard = ctl.template_guard
+        obj = rendered if guard is None else await guard(rendered)
         try:
             applied = await ctl.kube.apply(obj, field_manager=manager)
         except (InvalidError, ForbiddenError) as exc:
@@ -249,13 +273,13 @@ async def _reconcile_adopted(
             conditions.WORKLOAD_READY, FALSE, Reason.ADOPT_TARGET_MISSING, message
         )
         return None, [missing], (EventNote("Warning", Reason.ADOPT_TARGET_MISSING, message),)
-    want = desired.spec.replicas
+    want = desired.spec.desired_replicas() if desired.spec.replicas is not None else None
     current = (deployment.get("spec") or {}).get("replicas")
     if want is not None and want != current:
         await ctl.kube.patch_merge(
             DEPLOYMENTS, namespace, target.name, {"spec": {"replicas": want}}, subresource="scale"
         )
-    adopted = ConditionUpdate("Adopted", TRUE, Reason.ADOPTED, f"adopted {target.name}")
+    adopted = ConditionUpdate(conditions.ADOPTED, TRUE, Reason.ADOPTED, f"adopted {target.name}")
     return deployment, [adopted], ()
 
 
@@ -270,12 +294,15 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
     events: tuple[EventNote, ...] = ()
     patch: JsonDict = {}
     deployment: JsonDict | None
+    permanent_error: str | None = None
     try:
         raw_spec = body.get("spec") or {}
         loader = await _configmap_loader(ctl, namespace, raw_spec)
         lookup = await ctl.calibration_lookup()
         desired = compute_desired(meta, raw_spec, ctl.settings, loader, lookup)
     except SpecInvalidError as error:
+        if isinstance(error, PlanningFailedError):
+            permanent_error = str(error)
         ctl.metrics.invalid_specs.labels(namespace, name).set(1)
         update, events = _invalid_outcome(error, previous)
         updates.append(update)
@@ -286,9 +313,13 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
     else:
         ctl.metrics.invalid_specs.labels(namespace, name).set(0)
         ctl.forget_event(namespace, name, Reason.INVALID_SPEC)
+        ctl.forget_event(namespace, name, Reason.PLANNING_FAILED)
         patch.update(desired.status)
         updates.extend([desired.planned, desired.capacity])
         events = _plan_change_event(status, desired)
+        if desired.warned is not None:
+            updates.append(desired.warned)
+            events += _warnings_event(desired.warned, previous)
         if desired.spec.mode == "adopt":
             deployment, extra, adopt_events = await _reconcile_adopted(ctl, desired, namespace)
             updates.extend(extra)
@@ -313,4 +344,4 @@ async def reconcile(ctl: Controller, body: Mapping[str, Any]) -> Outcome:
         patch["observedGeneration"] = generation
     patch.update(_replica_status(name, deployment))
     fresh = tuple(e for e in events if ctl.first_time(namespace, name, e))
-    return Outcome(status=patch, events=fresh)
+    return Outcome(status=patch, events=fresh, permanent_error=permanent_error)

@@ -11,10 +11,11 @@ restart and is deleted with its owner. A pod template is a few KB; the annotatio
 256 KB.
 
 How a refused hash stays refused: the reconcile renders the pod template from the spec on every
-pass. `RolloutGuardKube` wraps the operator's `KubeClient`: when the reconcile applies a
-Deployment whose template hash the rollout refused, it swaps in the stored last-known-good
-template (and logs it). So the spec can keep the refused change while the pods run the good
-revision, until the spec changes to something else.
+pass and hands every object to `Controller.template_guard` before applying it; when the
+guardrails run, that is `RolloutGuard.guard`: for a Deployment whose template hash the rollout
+refused, it swaps in the stored last-known-good template (and logs it). So the spec can keep
+the refused change while the pods run the good revision, until the spec changes to something
+else.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
+from kvscale.api.status import RolloutStatus
+from kvscale.api.vocabulary import ConditionType, Reason
 from kvscale.controller.autoscaler_status import PodFacts, selected_plan_figure
 from kvscale.controller.conditions import FALSE, TRUE, ConditionUpdate
 from kvscale.controller.events import EventNote
@@ -47,8 +52,8 @@ from kvscale.scaling.types import Signals
 
 JsonDict = dict[str, Any]
 ANNOTATION_LAST_KNOWN_GOOD = "kvscale.dev/last-known-good"
-ROLLED_BACK = "RolledBack"  # condition type
-ROLLOUT_STARTED = "RolloutStarted"  # Event reason: a new revision is baking
+ROLLED_BACK = ConditionType.ROLLED_BACK
+ROLLOUT_STARTED = Reason.ROLLOUT_STARTED
 logger = logging.getLogger(__name__)
 
 
@@ -61,46 +66,18 @@ def template_hash(deployment: Mapping[str, Any] | None) -> str | None:
 
 
 def load_rollout_state(raw: Mapping[str, Any] | None) -> RolloutState:
-    """`RolloutState` from status.rollout (unknown phase or malformed fields: start idle)."""
-    raw = raw or {}
+    """`RolloutState` from status.rollout (a status that does not read: start idle)."""
     try:
-        phase = RolloutPhase(raw.get("phase") or "idle")
-    except ValueError:
-        phase = RolloutPhase.IDLE
-    base = raw.get("baseline") or {}
-    baseline = GuardrailSnapshot(
-        preemptions_per_s=_num(base.get("preemptionsPerSecond")),
-        rejections_per_s=_num(base.get("rejectionsPerSecond")),
-        ttft_p95_s=_num(base.get("ttftP95Seconds")),
-        itl_p95_s=_num(base.get("itlP95Seconds")),
-    )
-    return RolloutState(
-        phase=phase,
-        last_known_good_hash=raw.get("lastKnownGoodHash") or None,
-        candidate_hash=raw.get("candidateHash") or None,
-        baseline=baseline,
-        bake_started_s=_num(raw.get("bakeStartedSeconds")),
-        refused_hashes=tuple(str(h) for h in raw.get("refusedHashes") or ()),
-        healthy_checks=int(raw.get("healthyChecks") or 0),
-    )
+        return RolloutStatus.model_validate(raw or {}).to_state()
+    except ValidationError:
+        return RolloutState()
 
 
 def dump_rollout_state(state: RolloutState, verdict: RolloutVerdict | None) -> JsonDict:
     """status.rollout (camelCase; None written as null so a merge patch clears it)."""
-    out: JsonDict = {
-        "phase": str(state.phase),
-        "lastKnownGoodHash": state.last_known_good_hash,
-        "candidateHash": state.candidate_hash,
-        "baseline": {
-            "preemptionsPerSecond": state.baseline.preemptions_per_s,
-            "rejectionsPerSecond": state.baseline.rejections_per_s,
-            "ttftP95Seconds": state.baseline.ttft_p95_s,
-            "itlP95Seconds": state.baseline.itl_p95_s,
-        },
-        "bakeStartedSeconds": state.bake_started_s,
-        "refusedHashes": list(state.refused_hashes),
-        "healthyChecks": state.healthy_checks,
-    }
+    out: JsonDict = RolloutStatus.from_state(state).model_dump(
+        by_alias=True, mode="json", exclude={"reason", "message"}
+    )
     if verdict is not None and verdict.action is not RolloutAction.NONE:
         out["reason"] = verdict.reason
         out["message"] = verdict.message[:4096]
@@ -305,31 +282,25 @@ def guard_template(obj: JsonDict, memo: RolloutMemo | None) -> tuple[JsonDict, s
     return guarded, rendered
 
 
-class RolloutGuardKube:
-    """A `KubeClient` that keeps refused pod templates out of managed Deployments.
+class RolloutGuard:
+    """Keeps refused pod templates out of managed Deployments: the reconcile passes every
+    object it is about to apply through `guard` (`Controller.template_guard`)."""
 
-    Every call is delegated; only `apply` of a kvscale-managed Deployment is inspected.
-    """
-
-    def __init__(self, inner: KubeClient, memory: RolloutMemory) -> None:
-        self.inner = inner
+    def __init__(self, kube: KubeClient, memory: RolloutMemory) -> None:
+        self.kube = kube
         self.memory = memory
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def apply(self, obj: JsonDict, *, field_manager: str = "kvscale") -> JsonDict:
-        if obj.get("kind") == "Deployment" and _managed_name(obj) is not None:
-            obj = await self._guard(obj)
-        return await self.inner.apply(obj, field_manager=field_manager)
-
-    async def _guard(self, obj: JsonDict) -> JsonDict:
+    async def guard(self, obj: JsonDict) -> JsonDict:
+        """`obj`, or a managed Deployment with the last-known-good template in place of a
+        template the rollout refused."""
+        if obj.get("kind") != "Deployment" or _managed_name(obj) is None:
+            return obj
         meta = obj["metadata"]
         namespace, name = str(meta.get("namespace")), str(_managed_name(obj))
         memo = self.memory.memos.get((namespace, name))
         if memo is None:
             try:
-                body = await self.inner.get(LLM_DEPLOYMENTS, namespace, name)
+                body = await self.kube.get(LLM_DEPLOYMENTS, namespace, name)
             except NotFoundError:
                 return obj
             memo = self.memory.remember(namespace, name, body)
@@ -343,28 +314,6 @@ class RolloutGuardKube:
                 memo.last_known_good[0] if memo.last_known_good else None,
             )
         return guarded
-
-    async def get(self, ref: Any, namespace: str | None, name: str) -> JsonDict:
-        return await self.inner.get(ref, namespace, name)
-
-    async def delete(self, ref: Any, namespace: str | None, name: str) -> None:
-        await self.inner.delete(ref, namespace, name)
-
-    async def create(self, obj: JsonDict) -> JsonDict:
-        return await self.inner.create(obj)
-
-    async def patch_merge(
-        self,
-        ref: Any,
-        namespace: str | None,
-        name: str,
-        patch: JsonDict,
-        subresource: str | None = None,
-    ) -> JsonDict:
-        return await self.inner.patch_merge(ref, namespace, name, patch, subresource)
-
-    async def has_resource(self, group: str, version: str, plural: str) -> bool:
-        return await self.inner.has_resource(group, version, plural)
 
 
 async def restore_template(
@@ -380,10 +329,3 @@ def _managed_name(obj: Mapping[str, Any]) -> str | None:
         return None
     value = labels.get(LABEL_DEPLOYMENT)
     return str(value) if value else None
-
-
-def _num(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None

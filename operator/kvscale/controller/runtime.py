@@ -42,6 +42,15 @@ def build_registry(ctl: Controller, server_url: str | None = None) -> kopf.Opera
     return registry
 
 
+def connect_kube(settings: Settings, server_url: str | None = None) -> KubeClient:
+    """The operator's API client; `ClusterConfigError` when there is no cluster to talk to."""
+    return connect(
+        server_url=server_url,
+        apply_mode=settings.reconcile.apply_mode,
+        request_timeout_s=settings.prometheus.http_timeout_s * 3,
+    )
+
+
 async def run_operator(
     settings: Settings,
     *,
@@ -53,11 +62,7 @@ async def run_operator(
 ) -> None:
     """Run until `stop_flag` is set (or the process is signalled)."""
     if kube is None:
-        kube = connect(
-            server_url=server_url,
-            apply_mode=settings.reconcile.apply_mode,
-            request_timeout_s=settings.prometheus.http_timeout_s * 3,
-        )
+        kube = connect_kube(settings, server_url)
     ctl = Controller(settings=settings, kube=kube, metrics=metrics or OperatorMetrics())
     registry = build_registry(ctl, server_url)
     # Autoscaling and rollback guardrails: registers nothing without KVSCALE_PROMETHEUS_URL.

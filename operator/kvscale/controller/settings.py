@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kvscale.api.vocabulary import API_GROUP
+
 
 class SettingsError(ValueError):
     """A `KVSCALE_*` variable has a value the operator cannot use (names the variable)."""
@@ -257,13 +259,11 @@ def apply_to_kopf(settings: Settings, kopf_settings: Any) -> None:
     kopf_settings.watching.client_timeout = settings.watch.client_timeout_s
     kopf_settings.peering.name = settings.peering.name
     kopf_settings.peering.lifetime = settings.peering.lifetime_s
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="kvscale.dev"
-    )
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kvscale.dev", key="last-applied-spec"
+        prefix=API_GROUP, key="last-applied-spec"
     )
-    kopf_settings.persistence.finalizer = "kvscale.dev/finalizer"
+    kopf_settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     # A timer caught mid-reconcile at shutdown gets this long to finish instead of being orphaned.
     kopf_settings.background.instant_exit_timeout = 2.0
     kopf_settings.networking.request_timeout = max(60.0, settings.watch.client_timeout_s)

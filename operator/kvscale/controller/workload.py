@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvscale.api.vocabulary import API_VERSION_FULL, KIND
+
 # Labels and annotations kvscale puts on what it manages.
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -25,8 +27,8 @@ MANAGED_BY = "kvscale"
 ANNOTATION_SPEC_HASH = "kvscale.dev/spec-hash"
 ANNOTATION_PLAN_HASH = "kvscale.dev/plan-hash"
 
-OWNER_API_VERSION = "kvscale.dev/v1alpha1"
-OWNER_KIND = "LLMDeployment"
+OWNER_API_VERSION = API_VERSION_FULL
+OWNER_KIND = KIND
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ENGINE_CONTAINER = "engine"

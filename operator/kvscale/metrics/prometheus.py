@@ -40,19 +40,13 @@ from kvscale.metrics.vectors import (
     block_config_by_deployment,
     values_by_deployment,
 )
+from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import Signals
 
-# Signals field -> DeploymentQueries attribute (kv_capacity is assembled separately).
+# Signals field -> DeploymentQueries attribute, from the signal table (the KV pool, read from
+# two series, is assembled separately).
 _QUERY_OF_SIGNAL: Mapping[str, str] = {
-    "kv_usage_frac": "kv_usage",
-    "num_requests_running": "requests_running",
-    "num_requests_waiting": "requests_waiting",
-    "preemptions_per_s": "preemption_rate",
-    "rejections_per_s": "rejection_rate",
-    "ttft_p95_s": "ttft_quantile",
-    "itl_p95_s": "itl_quantile",
-    "queue_time_p95_s": "queue_time_quantile",
-    "prompt_tokens_per_s": "prompt_token_rate",
+    f.attribute: f.query for f in SIGNAL_FIELDS if f.query is not None
 }
 
 

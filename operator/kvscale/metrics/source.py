@@ -13,21 +13,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from kvscale.scaling.signals import SIGNAL_NAMES
 from kvscale.scaling.types import Signals
 
-# Signals fields the adapters fill, in a fixed order (quality maps use these keys).
-SIGNAL_NAMES: tuple[str, ...] = (
-    "kv_usage_frac",
-    "num_requests_running",
-    "num_requests_waiting",
-    "preemptions_per_s",
-    "rejections_per_s",
-    "ttft_p95_s",
-    "itl_p95_s",
-    "queue_time_p95_s",
-    "prompt_tokens_per_s",
-    "kv_capacity",  # num_gpu_blocks and block_size_tokens together
-)
+__all__ = ["SIGNAL_NAMES"]  # the quality keys, derived from the signal table
 
 
 class Quality(StrEnum):

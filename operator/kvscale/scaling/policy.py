@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kvscale.scaling import guards, reasons
+from kvscale.scaling.signals import is_usable
 from kvscale.scaling.terms import (
     TERMS,
     Tick,
@@ -47,7 +48,7 @@ def decide(
         message = f"no engine pod running yet, {counts.starting} starting: holding {counts.desired}"
         held = StepResult("data_check", counts.desired, reasons.COLD_START_HOLD, message)
         return _finish(config, state, counts.desired, (held,), now_s=now_s)
-    if signals is None or not _is_usable(signals):
+    if signals is None or not is_usable(signals):
         return _decide_without_data(config, state, counts.desired, signals, now_s)
     state = replace(state, failed_reads=0)
     tick = Tick(config, state, signals, counts.desired, counts.starting, now_s)
@@ -101,25 +102,6 @@ def _traced(trace: list[StepResult], before: StepResult, after: StepResult) -> S
     if after is not before:
         trace.append(after)
     return after
-
-
-def _is_usable(signals: Signals) -> bool:
-    """A read is usable when some pod reported and the KV usage or a pressure signal is known."""
-    if signals.pods_reporting <= 0:
-        return False
-    return any(
-        value is not None
-        for value in (
-            signals.kv_usage_frac,
-            signals.num_requests_waiting,
-            signals.preemptions_per_s,
-            signals.rejections_per_s,
-            signals.ttft_p95_s,
-            signals.itl_p95_s,
-            signals.queue_time_p95_s,
-            signals.prompt_tokens_per_s,
-        )
-    )
 
 
 def _decide_without_data(

@@ -64,13 +64,14 @@ class GuardrailSnapshot:
 class Guardrails:
     """What a candidate must hold during its bake window (seconds in `_s`)."""
 
-    bake_window_s: float = 600.0  # long enough for a load cycle and warm caches
+    # The defaults are the CRD's: spec.rollout (kvscale.api.policy.RolloutSpec) reads them here.
+    bake_window_s: float = 300.0  # a load cycle of a chat workload, with warm caches
     preemptions_per_s_max: float = 0.5  # fleet-wide preemption rate a healthy revision stays under
     rejections_per_s_max: float = 0.1  # 429/503 per second
     ttft_p95_target_s: float | None = None  # the deployment's SLO (None: baseline only)
     itl_p95_target_s: float | None = None
-    baseline_factor_max: float = 2.0  # p95 / pre-change p95 above this is a regression
-    restarts_max: int = 0  # container restarts of candidate pods tolerated during the bake
+    baseline_factor_max: float = 1.5  # p95 (or a rate already over its limit) / pre-change
+    restarts_max: int = 2  # container restarts of candidate pods tolerated during the bake
     plan_drift_frac: float = 0.1  # live num_gpu_blocks below the plan by more than this
     ttft_baseline_factor_max: float | None = None  # per-latency override of baseline_factor_max
     itl_baseline_factor_max: float | None = None
