@@ -61,7 +61,12 @@ bench: install
 # Every benchmark in bench/ at its smoke size (`--quick`), so none can rot unnoticed (~5 min;
 # operator_scale needs the `prometheus` binary on PATH).
 bench-quick: install
-	set -e; for bench in bench/*.py; do echo "== $$bench --quick"; $(BIN)/python $$bench --quick; done
+	@# Smoke size: every bench must run to its end. Exit 3 = "ran, a target missed": printed,
+	@# not fatal here (make bench gates the capacity targets); any other failure is.
+	@for bench in $$(grep -l '__main__' bench/*.py); do \
+	  echo "== $$bench --quick"; rc=0; $(BIN)/python $$bench --quick || rc=$$?; \
+	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc; \
+	done
 
 demo: install
 	$(BIN)/kvscale demo
