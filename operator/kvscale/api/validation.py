@@ -30,6 +30,7 @@ from kvscale.api.models import (
     ConfigMapRef,
     LLMDeploymentSpec,
 )
+from kvscale.api.podtemplate import OWNED_CONTAINER_FIELDS
 
 API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
 _OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
@@ -59,6 +60,9 @@ _TYPE_NAMES: dict[str, str] = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
 }
+
+
+_TEMPLATE_CONTAINERS = ("template", "spec", "containers")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ def _describe_error(error: ErrorDetails) -> tuple[tuple[int | str, ...], str, st
     if kind == "missing":
         what = f" ({schema['description']})" if schema and "description" in schema else ""
         return loc, "required field is missing", f"add {loc[-1]}{what}"
+    if kind == "extra_forbidden" and loc[:3] == _TEMPLATE_CONTAINERS:
+        where = OWNED_CONTAINER_FIELDS.get(str(loc[-1]))
+        if where is not None:
+            return loc, "is kvscale's, not part of the overlay", f"use {where}"
     if kind == "extra_forbidden":
         parent = _schema_at(loc[:-1]) or {}
         known = ", ".join(parent.get("properties", {}))
