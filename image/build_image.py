@@ -208,14 +208,14 @@ def download_wheels(tools: Path) -> Path:
 
 def install_python(rootfs: Path, tools: Path, wheels: Path) -> None:
     """The venv at /opt/kvscale, filled by the image's own interpreter, offline."""
-    stage = rootfs / "tmp/kvscale-install"
+    stage = rootfs / "kvscale-install"
     shutil.copytree(wheels, stage / "wheels")
     shutil.copy(RUNTIME_LOCK, stage / "requirements.lock")
     pip_wheel = next((tools / "wheels").glob("pip-*.whl"))
     shutil.copy(pip_wheel, stage)
     run(tools / "bin/pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
         "-w", stage / "kvscale", ROOT)  # fmt: skip
-    inside = "/tmp/kvscale-install"
+    inside = "/kvscale-install"
     pip = (f"{VENV}/bin/python", f"{inside}/{pip_wheel.name}/pip", "install", "--isolated",
            "--quiet", "--no-index", "--no-cache-dir", "--no-deps")  # fmt: skip
     run(CHROOT, rootfs, "/usr/bin/python3.11", "-m", "venv", "--without-pip", VENV, env=CLEAN_ENV)

@@ -154,6 +154,12 @@ def test_an_overlay_touching_what_kvscale_owns_is_refused_naming_the_field(
         )
 
 
+def test_template_is_refused_in_adopt_mode() -> None:
+    adopt = {**SPEC, "mode": "adopt", "targetRef": {"name": "existing"}, "template": {}}
+    _, problems = parse_spec(adopt)
+    assert [p.path for p in problems] == ["spec.template"]
+
+
 def test_placement_and_template_node_selectors_must_agree() -> None:
     spec = {**SPEC, "placement": {**SPEC["placement"], "nodeSelector": {"pool": "a"}}}
     _, problems = parse_spec({**spec, "template": pod(nodeSelector={"pool": "b"})})

@@ -411,6 +411,13 @@ class LLMDeploymentSpec(ApiModel):
             ),
         ),
         CelRule(
+            rule="self.mode == 'managed' || !has(self.template)",
+            message="template shapes the pod kvscale generates, so it needs managed mode",
+            fix="delete template, or edit the adopted Deployment's pod template itself",
+            field="template",
+            violation=lambda s: None if s.mode == "managed" or s.template is None else "adopt",
+        ),
+        CelRule(
             rule="self.mode == 'adopt' || has(self.model.name) || has(self.model.uri)",
             message="managed mode needs model.uri when the model comes from config or configMapRef",
             fix="set model.uri to the Hugging Face id or path the engine should load",
