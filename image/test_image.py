@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def config(layout: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rootfs(
     layout: Path, manifest: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.fail("the smoke test chroots into the image; fix: run it as root")
     path = tmp_path_factory.mktemp("rootfs")
