@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench bench-quick demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench bench-quick demo clean image image-smoke image-lock image-lock-debian
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check operator tests bench e2e
-	$(BIN)/ruff format --check operator tests bench e2e
+	$(BIN)/ruff check operator tests bench e2e image
+	$(BIN)/ruff format --check operator tests bench e2e image
 	$(BIN)/lint-imports
 
 typecheck: install
@@ -54,6 +54,25 @@ demo-cluster: install
 
 # Everything CI runs (.ci/run calls this): check, then e2e.
 test: check e2e
+
+# The operator's OCI image archive, built without Docker (docs/image.md): dist/*.oci.tar.
+# Needs root; stages are cached under $$XDG_CACHE_HOME/kvscale/image by input hash.
+image: install
+	image/install-tools.sh
+	$(BIN)/python image/build_image.py
+
+# Unpack the archive and run `kvscale --version` (and import/lock checks) from its rootfs.
+image-smoke: image
+	$(BIN)/pytest -m image image/test_image.py -q
+
+# Re-pin the image's Python wheels (hashed) after a change to pyproject's dependencies.
+image-lock: install
+	$(BIN)/python image/lock_wheels.py
+
+# Re-pin the image's Debian packages (after a Debian point release replaced a version).
+image-lock-debian: install
+	image/install-tools.sh
+	$(BIN)/python image/build_image.py --update-debian-lock
 
 bench: install
 	$(BIN)/python bench/capacity_accuracy.py

@@ -75,6 +75,54 @@ def engine_view(argv: list[str], spec: dict[str, Any], gpu: str, tmp_path: Path)
     return plan_capacity(args.request).num_blocks, args.request.max_model_len_tokens
 
 
+def provision_claims(api: ApiClient, namespace: str, examples: list[dict[str, Any]]) -> list[str]:
+    """A PersistentVolume pre-bound to each example claim: the test cluster has no storage
+    provisioner, and a pod whose claim stays Pending is never scheduled."""
+    core = client.CoreV1Api(api)
+    names = []
+    for claim in (d for d in examples if d["kind"] == "PersistentVolumeClaim"):
+        name = f"{namespace}-{claim['metadata']['name']}"[:63]
+        core.create_persistent_volume(
+            body={
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": claim["spec"]["resources"]["requests"],
+                    "accessModes": claim["spec"]["accessModes"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/var/lib/kvscale-e2e/{name}"},
+                    "claimRef": {"namespace": namespace, "name": claim["metadata"]["name"]},
+                },
+            }
+        )
+        names.append(name)
+    return names
+
+
+def check_runtime(pod: Any, spec: dict[str, Any]) -> None:
+    """spec.runtime reached the running pod: HF_TOKEN from the Secret, the cache claim mounted."""
+    runtime = spec.get("runtime") or {}
+    engine = pod.spec.containers[0]
+    env = {e.name: e for e in engine.env or []}
+    token = runtime.get("hfTokenSecretRef")
+    if token:
+        ref = env["HF_TOKEN"].value_from.secret_key_ref
+        assert (ref.name, ref.key) == (token["name"], token.get("key", "token"))
+    cache = runtime.get("modelCache")
+    if cache and cache.get("claimName"):
+        claims = {
+            v.persistent_volume_claim.claim_name
+            for v in pod.spec.volumes
+            if v.persistent_volume_claim
+        }
+        assert cache["claimName"] in claims
+        assert env["HF_HOME"].value == cache.get("mountPath", "/models")
+    template_spec = (spec.get("template") or {}).get("spec") or {}
+    if "serviceAccountName" in template_spec:
+        assert pod.spec.service_account_name == template_spec["serviceAccountName"]
+
+
 def check_managed(
     api: ApiClient, namespace: str, llmd: dict[str, Any], expected: dict[str, Any], tmp: Path
 ) -> None:
@@ -91,6 +139,8 @@ def check_managed(
     pods = running_pods(api, namespace, f"llmd={name}")
     replicas = (spec.get("scaling") or {}).get("minReplicas", 1)
     assert len(pods) == replicas, name
+    for pod in pods:
+        check_runtime(pod, spec)
     labels = node_labels(api, [p.spec.node_name for p in pods])
     products = {labels[p.spec.node_name][GPU_PRODUCT_LABEL] for p in pods}
     assert products <= set(find_gpu(selected).label_values), (name, products)
@@ -101,8 +151,18 @@ def test_every_example_is_planned_run_on_its_gpu_and_ready(
 ) -> None:
     examples = load_examples()
     llmds = [d for d in examples if d["kind"] == "LLMDeployment"]
-    kubectl(e2e.cluster.kubeconfig_path, "apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
+    volumes = provision_claims(api, namespace, examples)
+    try:
+        kubectl(e2e.cluster.kubeconfig_path, "apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
+        check_every_example(e2e, api, namespace, tmp_path, llmds)
+    finally:
+        for name in volumes:
+            client.CoreV1Api(api).delete_persistent_volume(name)
 
+
+def check_every_example(
+    e2e: Harness, api: ApiClient, namespace: str, tmp_path: Path, llmds: list[dict[str, Any]]
+) -> None:
     def all_ready() -> list[dict[str, Any]] | None:
         objs = [get_llmd(api, namespace, d["metadata"]["name"]) for d in llmds]
         return objs if all(has_condition(o, "Ready", "True") for o in objs) else None

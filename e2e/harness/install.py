@@ -81,10 +81,16 @@ def install(kubeconfig: Path, work_dir: Path, values: dict[str, Any]) -> Install
 
 
 def crds_established(kubeconfig: Path) -> bool:
-    """Every CRD reports Established=True (`kubectl wait` fails while status is still empty)."""
-    jsonpath = '{range .items[*]}{.status.conditions[?(@.type=="Established")].status},{end}'
-    states = kubectl(kubeconfig, "get", "crd", "-o", f"jsonpath={jsonpath}").strip(",").split(",")
-    return all(state == "True" for state in states)
+    """Every CRD reports Established=True. Read as JSON: `kubectl wait` and a jsonpath filter
+    both fail while a new CRD's status has no conditions yet (a large schema widens that gap)."""
+    crds = json.loads(kubectl(kubeconfig, "get", "crd", "-o", "json"))["items"]
+    return all(
+        any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in (crd.get("status") or {}).get("conditions") or []
+        )
+        for crd in crds
+    )
 
 
 def _namespace_manifest() -> str:

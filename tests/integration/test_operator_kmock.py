@@ -145,7 +145,7 @@ async def test_create_runs_the_planned_workload(cluster: FakeCluster) -> None:
         assert writes
         ssa = (
             "PATCH",
-            {"fieldManager": "kvscale", "force": "true"},
+            {"fieldManager": "kvscale", "force": "true", "fieldValidation": "Strict"},
             "application/apply-patch+yaml",
         )
         assert all(write == ssa for write in writes)

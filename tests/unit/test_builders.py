@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from kvscale.controller import builders
+from kvscale.api.podtemplate import RuntimeSpec
+from kvscale.controller import builders, enginepod
 from kvscale.controller.workload import Drain, Owner, Probes, Workload
 
 OWNER = Owner(name="chat", namespace="serving", uid="0000-uid")
@@ -60,16 +61,16 @@ def test_gpu_limits_equal_gpus_per_replica(gpus: int) -> None:
     assert container["resources"]["requests"]["nvidia.com/gpu"] == str(gpus)
 
 
-@pytest.mark.parametrize(
-    ("gpus", "has_shm"),
-    [(1, False), (2, True), (4, True)],
-)
-def test_shared_memory_volume_only_for_tensor_parallel(gpus: int, has_shm: bool) -> None:
-    deployment = builders.build_deployment(make_workload(gpus_per_replica=gpus), pod_monitor=True)
-    volumes = [v["name"] for v in pod_spec(deployment).get("volumes", [])]
-    mounts = [m["mountPath"] for m in engine(deployment).get("volumeMounts", [])]
-    assert ("dshm" in volumes) is has_shm
-    assert ("/dev/shm" in mounts) is has_shm
+@pytest.mark.parametrize(("gpus", "shm_size"), [(1, "1024Mi"), (2, "2048Mi"), (4, "4096Mi")])
+def test_every_replica_gets_a_sized_shared_memory_volume(gpus: int, shm_size: str) -> None:
+    workload = make_workload(
+        gpus_per_replica=gpus, pod=enginepod.size_pod(2**30, gpus, RuntimeSpec(), None)
+    )
+    deployment = builders.build_deployment(workload, pod_monitor=True)
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in engine(deployment)["volumeMounts"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": shm_size}
+    assert mounts["/dev/shm"] == "dshm"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,11 @@ async def test_server_side_apply_sends_the_whole_object_with_field_manager() -> 
     (call,) = api.calls
     assert call["method"] == "PATCH"
     assert call["path"] == "/apis/apps/v1/namespaces/serving/deployments/chat"
-    assert call["query_params"] == [("fieldManager", "kvscale"), ("force", "true")]
+    assert call["query_params"] == [
+        ("fieldManager", "kvscale"),
+        ("force", "true"),
+        ("fieldValidation", "Strict"),
+    ]
     assert call["header_params"]["Content-Type"] == "application/apply-patch+yaml"
     assert call["body"] == DEPLOYMENT
 

@@ -91,3 +91,15 @@ def test_a_simulator_command_without_the_extra_is_one_line_and_exit_2(
         "kvscale simulate: simulate: needs the simulator's dependencies (numpy is not"
         " installed); fix: pip install 'kvscale[sim]'"
     )
+
+
+def test_version_is_the_projects(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    expected = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kvscale {expected}"

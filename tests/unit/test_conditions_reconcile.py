@@ -15,6 +15,7 @@ from kvscale.controller.settings import PrometheusSettings, ScrapeMode, Settings
 from samples import llama8b_spec
 
 SPEC: dict[str, Any] = llama8b_spec("l40s")
+GPU_2 = {"nvidia.com/gpu": 2}
 
 
 class MemoryKube:
@@ -115,6 +116,10 @@ async def test_nothing_fits_keeps_the_last_workload() -> None:
         ({**SPEC, "placement": {"gpuTypes": ["no-such-gpu"]}}, "gpuTypes"),
         ({**SPEC, "maxContextLength": 8}, "maxContextLength"),
         ({k: v for k, v in SPEC.items() if k != "model"}, "model"),
+        (
+            {**SPEC, "template": {"spec": {"containers": [{"resources": {"limits": GPU_2}}]}}},
+            "spec.template.spec.containers[0].resources.limits.nvidia.com/gpu",
+        ),
     ],
 )
 async def test_invalid_spec_warns_once_and_applies_nothing(

@@ -55,6 +55,9 @@ def test_every_node_has_a_type_and_no_json_schema_only_keys():
     for path, node in NODES:
         if node.get("x-kubernetes-preserve-unknown-fields"):
             continue
+        if node.get("x-kubernetes-int-or-string"):  # a quantity: structural without a type
+            assert set(node) <= {"description", "x-kubernetes-int-or-string"}, path
+            continue
         assert "type" in node, path
         assert not FORBIDDEN_KEYS & set(node), (path, FORBIDDEN_KEYS & set(node))
         assert node.get("additionalProperties") is not True, path

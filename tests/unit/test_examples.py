@@ -58,4 +58,11 @@ def test_every_example_file_is_one_of_the_checked_kinds():
         for doc in yaml.safe_load_all(f.read_text(encoding="utf-8"))
         if doc
     }
-    assert kinds <= {"LLMDeployment", "Deployment", "ConfigMap"}
+    assert kinds <= {
+        "LLMDeployment",
+        "Deployment",
+        "ConfigMap",
+        "Secret",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+    }

@@ -2,7 +2,8 @@
 
 pydantic emits JSON Schema (draft 2020-12); the API server wants a *structural* OpenAPI v3
 schema. The differences handled here: `$ref`s are inlined, `title`s dropped, `X | None`
-(`anyOf` with null) becomes plain `X` (the field is simply omitted), numeric
+(`anyOf` with null) becomes plain `X` (the field is simply omitted), `int | str` (a
+Kubernetes quantity) becomes `x-kubernetes-int-or-string`, numeric
 `exclusiveMinimum: n` becomes `minimum: n, exclusiveMinimum: true`, `additionalProperties:
 false` is dropped (the API server prunes/rejects unknown fields itself), and `default: null`
 is dropped. Keys are emitted in one fixed order so `kvscale crd` is byte-stable and CI can
@@ -55,8 +56,10 @@ _KEY_ORDER: tuple[str, ...] = (
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-validations",
 )
+INT_OR_STRING = "x-kubernetes-int-or-string"
 
 PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Model", "type": "string", "jsonPath": ".status.model"},
@@ -101,6 +104,8 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     for key in ("anyOf", "allOf"):
         if key in node:
             branches = [b for b in node[key] if b != {"type": "null"}]
+            if sorted(b.get("type", "") for b in branches) == ["integer", "string"]:
+                return {**siblings, INT_OR_STRING: True}  # a quantity, as core/v1 types it
             if len(branches) != 1:
                 raise SchemaConversionError(f"{key} with {len(branches)} non-null branches")
             return {**_resolve(branches[0], defs), **siblings}

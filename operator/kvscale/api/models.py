@@ -7,18 +7,24 @@ models into the CRD's structural schema, so `kubectl explain`, the API server an
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
-from kvscale.api.base import ApiModel, CelRule, ordered_rule
+from kvscale.api.base import CROSS_FIELD_ERROR, ApiModel, CelRule, ordered_rule
+from kvscale.api.podspec import Toleration
+from kvscale.api.podtemplate import PodTemplateOverlay, RuntimeSpec, template_conflicts
 from kvscale.api.policy import RolloutSpec, ScalingSpec
 from kvscale.api.vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR
-from kvscale.capacity import CapacityInputError, EngineVersion, SamplerPath
+from kvscale.capacity import CapacityInputError, EngineVersion, SamplerPath, find_gpu
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION, describe_defaults
 
 __all__ = ["API_GROUP", "API_VERSION", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR"]  # re-exported
+
+#: The node label that carries the GPU product (NVIDIA GPU feature discovery).
+DEFAULT_GPU_LABEL_KEY = "nvidia.com/gpu.product"
 
 EngineName = Literal["vllm", "sglang", "tgi", "trtllm"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"]
@@ -276,32 +282,6 @@ class KvCacheSpec(ApiModel):
     )
 
 
-class Toleration(ApiModel):
-    """A pod toleration (the Kubernetes core/v1 Toleration fields)."""
-
-    key: str | None = Field(
-        default=None, description="Taint key; empty matches all keys.", max_length=316
-    )
-    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
-    value: str | None = Field(default=None, description="Taint value for Equal.", max_length=63)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        default=None, description="Taint effect to tolerate; empty matches all effects."
-    )
-    toleration_seconds: int | None = Field(
-        default=None, description="How long a NoExecute taint is tolerated.", ge=0, le=31536000
-    )
-
-    cel_rules = (
-        CelRule(
-            rule="self.operator != 'Exists' || !has(self.value)",
-            message="value must be empty when operator is Exists",
-            fix="delete value or use operator Equal",
-            field="value",
-            violation=lambda t: None if t.operator != "Exists" or t.value is None else "value set",
-        ),
-    )
-
-
 class PlacementSpec(ApiModel):
     """Where replicas may run: candidate GPU types (planned each) and scheduling constraints."""
 
@@ -452,6 +432,18 @@ class LLMDeploymentSpec(ApiModel):
         description="Rollback guardrails.",
         json_schema_extra=_default_of(RolloutSpec),
     )
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec,
+        description="Engine pod settings for the common cases: HF token, model cache, startup.",
+        json_schema_extra=_default_of(RuntimeSpec),
+    )
+    template: PodTemplateOverlay | None = Field(
+        default=None,
+        description=(
+            "Pod-template overlay merged onto the engine pod kvscale generates (managed mode);"
+            " fields kvscale owns are refused (ADR 0008)."
+        ),
+    )
 
     cel_rules = (
         CelRule(
@@ -462,6 +454,13 @@ class LLMDeploymentSpec(ApiModel):
             violation=lambda s: (
                 None if (s.mode == "adopt") == (s.target_ref is not None) else f"mode {s.mode}"
             ),
+        ),
+        CelRule(
+            rule=f"{_CEL_MODE} == 'managed' || !has(self.template)",
+            message="template shapes the pod kvscale generates, so it needs managed mode",
+            fix="delete template, or edit the adopted Deployment's pod template itself",
+            field="template",
+            violation=lambda s: None if s.mode == "managed" or s.template is None else "adopt",
         ),
         CelRule(
             rule=f"{_CEL_MODE} == 'adopt' || has(self.model.name) || has(self.model.uri)",
@@ -512,6 +511,44 @@ class LLMDeploymentSpec(ApiModel):
             ),
         ),
     )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> Self:
+        """Refuse an overlay that touches what kvscale owns, naming the field (ADR 0008)."""
+        if self.template is None:
+            return self
+        for conflict in template_conflicts(self.template, self.runtime, self._gpu_label_keys()):
+            raise PydanticCustomError(
+                CROSS_FIELD_ERROR,
+                "{message}; fix: {fix}",
+                {
+                    "message": conflict.message,
+                    "fix": conflict.fix,
+                    "field": f"template.{conflict.path}",
+                },
+            )
+        overlay = self.template.spec.node_selector
+        for key, value in self.placement.node_selector.items():
+            if overlay.get(key, value) != value:
+                raise PydanticCustomError(
+                    CROSS_FIELD_ERROR,
+                    "{message}; fix: {fix}",
+                    {
+                        "message": f"{key}={overlay[key]} contradicts placement.nodeSelector",
+                        "fix": "keep the label in one place",
+                        "field": f"template.spec.nodeSelector.{key}",
+                    },
+                )
+        return self
+
+    def _gpu_label_keys(self) -> frozenset[str]:
+        keys = {DEFAULT_GPU_LABEL_KEY}
+        for gpu_type in self.placement.gpu_types:
+            try:
+                keys.add(find_gpu(gpu_type).label_key or DEFAULT_GPU_LABEL_KEY)
+            except CapacityInputError:
+                continue  # the planner reports an unknown GPU type, naming the field
+        return frozenset(keys)
 
     def desired_replicas(self) -> int:
         """spec.replicas within [scaling.minReplicas, scaling.maxReplicas], else the floor.

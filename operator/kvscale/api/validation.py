@@ -28,6 +28,7 @@ from kvscale.api.models import (
     ConfigMapRef,
     LLMDeploymentSpec,
 )
+from kvscale.api.podtemplate import OWNED_CONTAINER_FIELDS
 from kvscale.api.vocabulary import API_GROUP, API_VERSION_FULL, KIND
 from kvscale.api.wire import (
     KubectlYamlLoader,
@@ -77,6 +78,9 @@ def echo(value: Any) -> str:
     of nested items) is echoed as `[[[...], ...], ...]`, never walked.
     """
     return _ECHO.repr(value)
+
+
+_TEMPLATE_CONTAINERS = ("template", "spec", "containers")
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,10 @@ def _describe_error(error: ErrorDetails) -> tuple[tuple[int | str, ...], str, st
     if kind == "missing":
         what = f" ({schema['description']})" if schema and "description" in schema else ""
         return loc, "required field is missing", f"add {loc[-1]}{what}"
+    if kind == "extra_forbidden" and loc[:3] == _TEMPLATE_CONTAINERS:
+        where = OWNED_CONTAINER_FIELDS.get(str(loc[-1]))
+        if where is not None:
+            return loc, "is kvscale's, not part of the overlay", f"use {where}"
     if kind == "extra_forbidden":
         parent = _schema_at(loc[:-1]) or {}
         camel = to_camel(str(loc[-1]))

@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 
 from kvscale.cli.common import CliError
 
@@ -45,6 +46,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="kvscale",
         description="KV-cache-aware capacity planning and autoscaling for LLM serving.",
     )
+    # the installed distribution's version (pyproject.toml), as the image smoke test runs it
+    parser.add_argument("--version", action="version", version=f"kvscale {version('kvscale')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS if only is None else (only,):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvscale.controller import enginepod
 from kvscale.controller.workload import (
     ANNOTATION_PLAN_HASH,
     ANNOTATION_SPEC_HASH,
@@ -30,8 +31,6 @@ from kvscale.controller.workload import (
 from kvscale.metrics.scrape import pod_monitor_metric_relabelings
 
 Obj = dict[str, Any]
-
-SHM_VOLUME = "dshm"  # NCCL needs a large /dev/shm for tensor parallelism across GPUs
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -104,25 +103,15 @@ def build_probes(workload: Workload) -> Obj:
     }
 
 
-def build_affinity(workload: Workload) -> Obj:
-    """Require a node whose GPU product label is one of the selected GPU type's values."""
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": workload.gpu_label_key,
-                                "operator": "In",
-                                "values": list(workload.gpu_label_values),
-                            }
-                        ]
-                    }
-                ]
-            }
-        }
-    }
+def build_affinity(workload: Workload) -> Obj | None:
+    """Require a node whose GPU product label is one of the selected GPU type's values (ANDed
+    into the overlay's required terms); None for a catalog GPU without product labels."""
+    gpu = (
+        {"key": workload.gpu_label_key, "operator": "In", "values": list(workload.gpu_label_values)}
+        if workload.gpu_label_values
+        else None
+    )
+    return enginepod.merge_node_affinity(gpu, workload.pod)
 
 
 def build_tolerations(workload: Workload) -> list[Obj]:
@@ -132,14 +121,19 @@ def build_tolerations(workload: Workload) -> list[Obj]:
 
 
 def build_container(workload: Workload) -> Obj:
-    gpus = str(workload.gpus_per_replica)
+    """The engine container: kvscale's fields, then what the overlay may add (enginepod)."""
+    pod = workload.pod
     container: Obj = {
         "name": ENGINE_CONTAINER,
         "image": workload.image,
         "command": list(workload.command),
         "args": list(workload.args),
         "ports": [{"name": PORT_NAME, "containerPort": workload.port, "protocol": "TCP"}],
-        "resources": {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}},
+        "env": enginepod.build_env(pod),
+        "envFrom": enginepod.build_container_env_from(pod),
+        "resources": enginepod.build_resources(pod, workload.gpus_per_replica),
+        "volumeMounts": enginepod.build_volume_mounts(pod),
+        "securityContext": enginepod.build_container_security_context(pod),
         **build_probes(workload),
         "lifecycle": {
             "preStop": {
@@ -147,9 +141,7 @@ def build_container(workload: Workload) -> Obj:
             }
         },
     }
-    if workload.gpus_per_replica > 1:
-        container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
-    return container
+    return {k: v for k, v in container.items() if v != []}
 
 
 def build_pod_annotations(workload: Workload, pod_monitor: bool) -> dict[str, str]:
@@ -168,18 +160,20 @@ def build_pod_annotations(workload: Workload, pod_monitor: bool) -> dict[str, st
 
 def build_deployment(workload: Workload, *, pod_monitor: bool) -> Obj:
     """The engine Deployment: GPUs, placement, probes, drain; replicas from the workload."""
-    pod_labels = {**common_labels(workload.name), LABEL_LLMD: workload.name}
+    extra_labels, extra_annotations = enginepod.overlay_metadata(workload.pod)
+    pod_labels = {**extra_labels, **common_labels(workload.name), LABEL_LLMD: workload.name}
     pod_spec: Obj = {
         "containers": [build_container(workload)],
         "tolerations": build_tolerations(workload),
         "terminationGracePeriodSeconds": workload.drain.grace_period_s,
+        "volumes": enginepod.build_volumes(workload.pod),
     }
-    if workload.gpu_label_values:  # a catalog GPU without product labels cannot be pinned
-        pod_spec["affinity"] = build_affinity(workload)
+    affinity = build_affinity(workload)
+    if affinity:
+        pod_spec["affinity"] = affinity
     if workload.node_selector:
         pod_spec["nodeSelector"] = dict(workload.node_selector)
-    if workload.gpus_per_replica > 1:
-        pod_spec["volumes"] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    enginepod.apply_pod_overlay(pod_spec, workload.pod)
     annotations = {ANNOTATION_PLAN_HASH: workload.plan_hash}
     if workload.spec_hash:
         annotations[ANNOTATION_SPEC_HASH] = workload.spec_hash
@@ -199,7 +193,10 @@ def build_deployment(workload: Workload, *, pod_monitor: bool) -> Obj:
             "template": {
                 "metadata": {
                     "labels": pod_labels,
-                    "annotations": build_pod_annotations(workload, pod_monitor),
+                    "annotations": {
+                        **extra_annotations,
+                        **build_pod_annotations(workload, pod_monitor),
+                    },
                 },
                 "spec": pod_spec,
             },

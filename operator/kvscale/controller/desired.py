@@ -15,9 +15,11 @@ from pydantic import ValidationError
 
 from kvscale.api.calibration import CalibrationLookup
 from kvscale.api.convert import ConfigMapLoader, SpecError, model_ref_of, plan_deployment
-from kvscale.api.models import LLMDeploymentSpec
+from kvscale.api.models import DEFAULT_GPU_LABEL_KEY, LLMDeploymentSpec
+from kvscale.api.validation import problems_from_validation_error
 from kvscale.api.wire import spec_from_wire
 from kvscale.capacity import find_gpu
+from kvscale.controller import enginepod
 from kvscale.controller.conditions import (
     CAPACITY_SUFFICIENT,
     FALSE,
@@ -28,7 +30,7 @@ from kvscale.controller.conditions import (
     Reason,
 )
 from kvscale.controller.settings import Settings
-from kvscale.controller.workload import Owner, Workload, stable_hash
+from kvscale.controller.workload import Drain, Owner, Probes, Workload, stable_hash
 from kvscale.engines.render import engine_endpoints
 
 # Default engine image per engine ("{version}" is the spec's engine version). Engines without
@@ -66,19 +68,14 @@ class Desired:
 
 
 def parse_spec(raw: Mapping[str, Any]) -> LLMDeploymentSpec:
-    """Validate with the API models; the first error becomes a one-line SpecInvalidError."""
+    """Validate with the API models; the first error becomes a one-line SpecInvalidError worded
+    as `kvscale validate` words it (field, problem, fix)."""
     try:
         return spec_from_wire(raw, strict=False)  # the server checked types; read as it did
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-        ctx = first.get("ctx") or {}
-        if ctx.get("field"):
-            where = ".".join(p for p in (where, str(ctx["field"])) if p)
-        path = f"spec.{where}" if where else "spec"
-        count = len(exc.errors())
-        more = f" (+{count - 1} more)" if count > 1 else ""
-        raise SpecInvalidError(f"{path}: {first.get('msg', 'invalid')}{more}") from exc
+        problems = problems_from_validation_error(exc)
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SpecInvalidError(f"{problems[0]}{more}") from exc
 
 
 def resolve_image(spec: LLMDeploymentSpec, settings: Settings) -> str:
@@ -182,6 +179,7 @@ def _compute_desired(
     if spec.mode == "adopt":
         return Desired(spec, status, planned, capacity, None, warned)
     gpu = find_gpu(selected.gpu_type)
+    capacity_plan = result.selected_capacity_plan()
     endpoints = engine_endpoints(spec.engine.name)
     workload = Workload(
         owner=Owner(str(meta.get("name")), str(meta.get("namespace")), str(meta.get("uid", ""))),
@@ -194,12 +192,20 @@ def _compute_desired(
         health_path=endpoints.health_path,
         metrics_path=endpoints.metrics_path,
         gpus_per_replica=spec.placement.gpus_per_replica,
-        gpu_label_key=gpu.label_key or "nvidia.com/gpu.product",
+        gpu_label_key=gpu.label_key or DEFAULT_GPU_LABEL_KEY,
         gpu_label_values=gpu.label_values,
         replicas=spec.desired_replicas(),
         node_selector=tuple(sorted(spec.placement.node_selector.items())),
         tolerations=_tolerations(spec),
         spec_hash=_spec_hash(raw_spec),
+        probes=Probes(startup_timeout_s=spec.runtime.startup_timeout_seconds),
+        drain=_drain(spec),
+        pod=enginepod.size_pod(
+            capacity_plan.weights_bytes if capacity_plan else 0,
+            spec.placement.gpus_per_replica,
+            spec.runtime,
+            spec.template,
+        ),
     )
     return Desired(spec, status, planned, capacity, workload, warned)
 
@@ -218,3 +224,11 @@ def _warnings_condition(
     if len(message) > WARNINGS_MESSAGE_MAX:
         message = message[: WARNINGS_MESSAGE_MAX - 1] + "…"
     return ConditionUpdate(PLAN_WARNINGS, TRUE, Reason.PLANNER_WARNINGS, message)
+
+
+def _drain(spec: LLMDeploymentSpec) -> Drain:
+    """preStop and grace from the workload's p95 request at the SLO (enginepod)."""
+    drain_s = enginepod.drain_window_s(
+        spec.slo.ttft_p95_seconds, spec.workload.output_tokens_p95, spec.slo.itl_p95_seconds
+    )
+    return Drain(enginepod.PRE_STOP_SLEEP_S, enginepod.grace_period_s(drain_s))

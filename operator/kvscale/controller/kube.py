@@ -239,7 +239,12 @@ class ApiClientKube:
         return await self._acall(
             "PATCH",
             ref.path(meta.get("namespace"), meta["name"]),
-            query=[("fieldManager", field_manager), ("force", "true")],
+            # Strict: a field the API server does not know is an error, not silently dropped.
+            query=[
+                ("fieldManager", field_manager),
+                ("force", "true"),
+                ("fieldValidation", "Strict"),
+            ],
             body=obj,
             content_type="application/apply-patch+yaml",
         )

@@ -13,26 +13,48 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvscale.api.owned import (  # re-exported: the controller's names for them
+    ANNOTATION_PLAN_HASH,
+    ANNOTATION_SPEC_HASH,
+    ENGINE_CONTAINER,
+    GPU_RESOURCE,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_INSTANCE,
+    LABEL_LLMD,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    PORT_NAME,
+)
+from kvscale.api.podtemplate import DEFAULT_STARTUP_TIMEOUT_S
 from kvscale.api.vocabulary import API_VERSION_FULL, KIND
+from kvscale.controller.enginepod import PRE_STOP_SLEEP_S, PodSettings
 
-# Labels and annotations kvscale puts on what it manages.
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_DEPLOYMENT = "kvscale.dev/deployment"
-# Pod label the Prometheus scrape relabels into the `llmd` series label the autoscaler groups by.
-LABEL_LLMD = "llmd"
-MANAGED_BY = "kvscale"
-ANNOTATION_SPEC_HASH = "kvscale.dev/spec-hash"
-ANNOTATION_PLAN_HASH = "kvscale.dev/plan-hash"
+__all__ = [
+    "ANNOTATION_PLAN_HASH",
+    "ANNOTATION_SPEC_HASH",
+    "ENGINE_CONTAINER",
+    "GPU_RESOURCE",
+    "LABEL_COMPONENT",
+    "LABEL_DEPLOYMENT",
+    "LABEL_INSTANCE",
+    "LABEL_LLMD",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "MANAGED_BY",
+    "OWNER_API_VERSION",
+    "OWNER_KIND",
+    "PORT_NAME",
+    "Drain",
+    "Owner",
+    "Probes",
+    "Workload",
+    "stable_hash",
+]
 
 OWNER_API_VERSION = API_VERSION_FULL
 OWNER_KIND = KIND
-
-GPU_RESOURCE = "nvidia.com/gpu"
-ENGINE_CONTAINER = "engine"
-PORT_NAME = "http"
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,7 @@ class Owner:
 class Probes:
     """Probe timing (seconds). Startup is long: loading weights can take many minutes."""
 
-    startup_timeout_s: int = 1800  # weights download + load + CUDA-graph capture
+    startup_timeout_s: int = DEFAULT_STARTUP_TIMEOUT_S  # spec.runtime.startupTimeoutSeconds
     startup_period_s: int = 10
     readiness_period_s: int = 5
     readiness_failures: int = 3
@@ -60,8 +82,8 @@ class Probes:
 class Drain:
     """Graceful termination: stop receiving traffic, let in-flight requests finish."""
 
-    pre_stop_sleep_s: int = 15  # endpoints controller removes the pod while it sleeps
-    grace_period_s: int = 120  # SIGTERM → SIGKILL; engines finish in-flight requests in it
+    pre_stop_sleep_s: int = PRE_STOP_SLEEP_S  # endpoints controller removes the pod meanwhile
+    grace_period_s: int = 120  # SIGTERM → SIGKILL; from the workload's p95 request (enginepod)
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,7 @@ class Workload:
     spec_hash: str = ""
     probes: Probes = field(default_factory=Probes)
     drain: Drain = field(default_factory=Drain)
+    pod: PodSettings = field(default_factory=PodSettings)
 
     @property
     def name(self) -> str:
