@@ -102,8 +102,7 @@ CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 PDBS = ResourceRef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 POD_MONITORS = ResourceRef("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor")
 LLM_DEPLOYMENTS = ResourceRef("kvscale.dev", "v1alpha1", "llmdeployments", "LLMDeployment")
-CLUSTER_PEERINGS = ResourceRef("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", False)
-PEERINGS = ResourceRef("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 
 # kind (apiVersion, kind) -> resource, for `apply(obj)` which only sees the object.
 _BY_KIND: dict[tuple[str, str], ResourceRef] = {
@@ -114,8 +113,7 @@ _BY_KIND: dict[tuple[str, str], ResourceRef] = {
         PDBS,
         POD_MONITORS,
         LLM_DEPLOYMENTS,
-        CLUSTER_PEERINGS,
-        PEERINGS,
+        LEASES,
     )
 }
 
