@@ -38,6 +38,7 @@ import kmock
 LLMD = "kvscale.dev/v1alpha1/llmdeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 LEASES = "coordination.k8s.io/v1/leases"
+TEST_CLIENT = "kvscale-test-client"  # the tests' own requests: not recorded as operator verbs
 
 _RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     # "group/version/plural": (kind, namespaced, subresources)
@@ -64,7 +65,7 @@ class LeaseConflictError(kmock.KubernetesError):  # type: ignore[misc]
     message = "Operation cannot be fulfilled on leases: the object has been modified"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class VerbUse:
     """One API request as RBAC sees it: group, resource (with /subresource) and verb."""
 
@@ -95,15 +96,32 @@ class ApiServerFake(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     def _record(self, request: Any, *extra_verbs: str) -> None:
         resource = request.resource
+        if request.headers.get("User-Agent") == TEST_CLIENT:
+            return
         if not resource.plural:
             return  # discovery (/api, /apis/group/version): no RBAC rule needed
         plural = resource.plural + (f"/{request.subresource}" if request.subresource else "")
         for verb in (_verb_of(request), *extra_verbs):
             self.verbs_used.add(VerbUse(resource.group or "", plural, verb))
 
+    def _record_owner_checks(self, request: Any) -> None:
+        """OwnerReferencesPermissionEnforcement: a blocking ownerReference needs `update` on
+        the owner's finalizers subresource (the owner's resource found by its kind)."""
+        data = request.data if isinstance(request.data, dict) else {}
+        for ref in (data.get("metadata") or {}).get("ownerReferences") or []:
+            if not ref.get("blockOwnerDeletion"):
+                continue
+            group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            for path, (kind, _, _) in _RESOURCES.items():
+                if kind == ref.get("kind"):
+                    plural = path.rsplit("/", 1)[1]
+                    self.verbs_used.add(VerbUse(group, f"{plural}/finalizers", "update"))
+
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None:
             self._record(request)
+            if request.method in ("POST", "PATCH", "PUT"):
+                self._record_owner_checks(request)
             await self._before(request)
         response = await super()._handle(request)
         if request.resource is not None and request.method in ("PATCH", "POST", "DELETE"):
@@ -271,7 +289,7 @@ async def running_fake_cluster() -> AsyncIterator[FakeCluster]:
     """Start the fake API server on a free loopback port."""
     async with ApiServerFake() as fake, kmock.Server(fake) as server:
         declare_resources(fake)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers={"User-Agent": TEST_CLIENT}) as session:
             yield FakeCluster(fake=fake, url=str(server.url).rstrip("/"), session=session)
 
 

@@ -52,7 +52,7 @@ children carry an ownerReference with blockOwnerDeletion, which needs `update` o
 {{- if eq .Values.reconcile.applyMode "client-side" }}{{ $applied = list "get" "create" "patch" }}{{ end -}}
 - apiGroups: ["kvscale.dev"]
   resources: ["llmdeployments"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kvscale.dev"]
   resources: ["llmdeployments/status", "llmdeployments/scale"]
   verbs: ["patch"]

@@ -18,6 +18,8 @@ loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -188,10 +190,23 @@ class ApiClientKube:
         *,
         apply_mode: ApplyMode = ApplyMode.SERVER_SIDE,
         request_timeout_s: float = 30.0,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self._api = api_client
         self._apply_mode = apply_mode
         self._timeout_s = request_timeout_s
+        self._executor = executor  # None: the event loop's default pool
+
+    def with_own_thread(self, request_timeout_s: float) -> ApiClientKube:
+        """The same connection with a dedicated worker thread and its own timeout: calls that
+        must not queue behind the reconciles' (the leader-election renews) use it."""
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvscale-lease")
+        return ApiClientKube(
+            self._api,
+            apply_mode=self._apply_mode,
+            request_timeout_s=request_timeout_s,
+            executor=executor,
+        )
 
     def _call(
         self,
@@ -220,7 +235,10 @@ class ApiClientKube:
         return json.loads(data) if data else {}
 
     async def _acall(self, method: str, path: str, **kwargs: Any) -> JsonDict:
-        return await asyncio.to_thread(self._call, method, path, **kwargs)
+        if self._executor is None:
+            return await asyncio.to_thread(self._call, method, path, **kwargs)
+        call = functools.partial(self._call, method, path, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def apply(self, obj: JsonDict, *, field_manager: str = "kvscale") -> JsonDict:
         ref = resource_of(obj)

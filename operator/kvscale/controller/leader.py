@@ -23,12 +23,14 @@ still running at step-down cannot scale or apply. docs/adr/0007-leader-election.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import random
 import socket
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -163,6 +165,7 @@ class LeaderElector:
     observed_at_s: float = 0.0  # when `observed` was first seen, on `clock`
     renewed_at_s: float | None = None  # when the last successful acquire/renew was sent
     api_ok_at_s: float | None = None  # last time the API answered us (readiness)
+    stopping: threading.Event = field(default_factory=threading.Event)  # ends `hold`
 
     @property
     def role(self) -> Role:
@@ -228,9 +231,14 @@ class LeaderElector:
             "acquired lease %s/%s as %s", self.store.namespace, self.store.name, self.identity
         )
 
-    async def hold(self) -> None:
-        """Renew until a renew deadline passes without success; then return (leadership lost)."""
-        while True:
+    async def hold(self) -> bool:
+        """Renew until a renew deadline passes without success (True: leadership lost) or
+        `stopping` is set (False).
+
+        Runs on its own thread and event loop (`hold_in_thread`) in the operator, so CPU-bound
+        work on the main loop (planning) cannot delay a renew past the deadline.
+        """
+        while not self.stopping.is_set():
             await self.sleep(self.settings.retry_period_s)
             remaining_s = self.settings.renew_deadline_s - (self.clock() - (self.renewed_at_s or 0))
             if remaining_s <= 0:
@@ -241,6 +249,8 @@ class LeaderElector:
                 renewed = False
             if not renewed and not self.is_leading():
                 break
+        else:
+            return False
         logger.error(
             "lost lease %s/%s: no renew within %s s",
             self.store.namespace,
@@ -248,6 +258,13 @@ class LeaderElector:
             self.settings.renew_deadline_s,
         )
         self.renewed_at_s = None
+        return True
+
+    async def hold_in_thread(self) -> bool:
+        """`hold` on a dedicated thread with its own event loop; True when the lease was lost."""
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvscale-elect") as pool:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, asyncio.run, self.hold())
 
     async def release(self) -> None:
         """Give the lease up at a clean stop so a standby takes over at its next retry."""

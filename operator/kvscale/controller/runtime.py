@@ -21,7 +21,7 @@ import kopf
 from kvscale.controller.autoscaler import register as register_autoscaler
 from kvscale.controller.handlers import register_handlers
 from kvscale.controller.health import ReadinessProbe, serving_probes
-from kvscale.controller.kube import KubeClient, connect
+from kvscale.controller.kube import ApiClientKube, KubeClient, connect
 from kvscale.controller.leader import (
     LeaderElector,
     LeaderGuardKube,
@@ -111,7 +111,14 @@ async def run_operator(
         async with serving_probes(settings.server.health_port, readiness):
             await _run_kopf(wiring, kube, stop_flag)
         return
-    store = LeaseStore(kube, election.lease_namespace, election.lease_name)
+    # Renews get their own worker thread (never queued behind reconciles) and a timeout
+    # inside the renew deadline.
+    lease_kube = (
+        kube.with_own_thread(election.renew_deadline_s / 2)
+        if isinstance(kube, ApiClientKube)
+        else kube
+    )
+    store = LeaseStore(lease_kube, election.lease_namespace, election.lease_name)
     elector = LeaderElector(store, election, default_identity(election), time.monotonic)
     async with serving_probes(settings.server.health_port, _election_readiness(elector)):
         _stop_on_signals(stop_flag)
@@ -131,18 +138,17 @@ async def _lead(
     kopf_stop = asyncio.Event()
     fenced = LeaderGuardKube(kube, elector)
     operator = asyncio.create_task(_run_kopf(wiring, fenced, kopf_stop))
-    holding = asyncio.create_task(elector.hold())
+    holding = asyncio.ensure_future(elector.hold_in_thread())
     stopping = asyncio.create_task(stop_flag.wait())
     await asyncio.wait({operator, holding, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    lost = holding.done()
-    for task in (holding, stopping):
-        task.cancel()
+    stopping.cancel()
+    elector.stopping.set()  # a clean stop ends the renew loop within one retry period
     kopf_stop.set()
     try:
         await asyncio.wait_for(operator, KOPF_STOP_TIMEOUT_S)
     except TimeoutError:
         logger.warning("kopf did not stop within %s s; cancelled", KOPF_STOP_TIMEOUT_S)
-    if lost:
+    if await holding:
         raise LeadershipLostError(f"lease {elector.store.name} lost; this replica stopped acting")
     await elector.release()
 
