@@ -9,7 +9,7 @@
 # Idempotent: a tool whose binary and stamp are cached is skipped (a warm run needs no Go).
 #
 # Usage: install-k8s-tools.sh [--check]   (--check: exit 0 when all are cached, builds nothing)
-# Prints nothing on stdout; the tools' directory is printed by `install-k8s-tools.sh --dir`.
+# Logs go to stderr; `install-k8s-tools.sh --dir` prints the tools' paths as shell assignments.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -47,6 +47,11 @@ case "${1:-}" in
     ;;
 esac
 
+# One build at a time: CI may start this in the background and chart-check.sh call it again;
+# the second waits here, then finds everything cached.
+mkdir -p "$TOOLS_DIR"
+exec 9>"$TOOLS_DIR/.lock"
+flock 9
 if all_cached; then
   log "chart-check tools cached under $TOOLS_DIR"
   exit 0
