@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
         return 2
     out_dir = Path(argv[0])
     for name in argv[1:]:
-        for doc in yaml.load_all(Path(name).read_text(encoding="utf-8"), Loader=CrdLoader):  # noqa: S506
+        for doc in yaml.load_all(Path(name).read_text(encoding="utf-8"), Loader=CrdLoader):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 write_schemas(doc, out_dir)
     return 0
