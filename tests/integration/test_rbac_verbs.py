@@ -12,6 +12,11 @@ comes from a ConfigMap, scraped through a PodMonitor, scaled by the autoscaler t
 scale subresource; an adopted Deployment scaled through its own scale subresource; Events;
 the election Lease. The chart rendered for the same settings (cluster scope) must grant
 exactly that set: a verb granted but never used fails, and so does a verb used but not granted.
+
+Namespace scope is not recorded here: kmock cannot serve `GET /api/v1/namespaces` (its path
+parser takes `namespaces` for a namespace segment), which kopf lists and watches in that scope
+(kopf's `namespace_observer`); that one rule of the chart comes from reading kopf, and the
+workload rules are the same template in both scopes.
 """
 
 from __future__ import annotations
