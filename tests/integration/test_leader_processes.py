@@ -33,12 +33,14 @@ from samples import llama8b_spec, llmd_object
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 NS, LEASE_NS = "serving", "kvscale-system"
-LEASE_DURATION_S = 4.0
+# Shorter than the defaults (15/10/2) to keep the test short, not so short that a renew on a
+# loaded 2-core machine (the fake API server shares the test's process) misses its deadline.
+LEASE_DURATION_S = 10.0
 ELECTION_ENV = {
     "KVSCALE_LEASE_NAMESPACE": LEASE_NS,
     "KVSCALE_LEASE_DURATION_S": str(LEASE_DURATION_S),
-    "KVSCALE_RENEW_DEADLINE_S": "3",
-    "KVSCALE_RETRY_PERIOD_S": "0.5",
+    "KVSCALE_RENEW_DEADLINE_S": "7",
+    "KVSCALE_RETRY_PERIOD_S": "1",
     "KVSCALE_RECONCILE_INTERVAL_S": "1",
     "KVSCALE_RETRY_DELAY_S": "0.5",
 }

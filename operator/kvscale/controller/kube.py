@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 import json
 from dataclasses import dataclass
@@ -201,8 +202,12 @@ class ApiClientKube:
         """The same connection with a dedicated worker thread and its own timeout: calls that
         must not queue behind the reconciles' (the leader-election renews) use it."""
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvscale-lease")
+        configuration = copy.deepcopy(self._api.configuration)
+        # One attempt per call: urllib3's retries would hold the single worker past the renew
+        # deadline; the elector retries on its own schedule.
+        configuration.retries = False
         return ApiClientKube(
-            self._api,
+            k8s_client.ApiClient(configuration),
             apply_mode=self._apply_mode,
             request_timeout_s=request_timeout_s,
             executor=executor,

@@ -111,12 +111,11 @@ async def run_operator(
         async with serving_probes(settings.server.health_port, readiness):
             await _run_kopf(wiring, kube, stop_flag)
         return
-    # Renews get their own worker thread (never queued behind reconciles) and a timeout
-    # inside the renew deadline.
+    # Renews get their own worker thread (never queued behind reconciles) and a request timeout
+    # well inside the renew deadline, so a hung request is retried before the deadline.
+    request_timeout_s = min(election.renew_deadline_s / 2, 2 * election.retry_period_s)
     lease_kube = (
-        kube.with_own_thread(election.renew_deadline_s / 2)
-        if isinstance(kube, ApiClientKube)
-        else kube
+        kube.with_own_thread(request_timeout_s) if isinstance(kube, ApiClientKube) else kube
     )
     store = LeaseStore(lease_kube, election.lease_namespace, election.lease_name)
     elector = LeaderElector(store, election, default_identity(election), time.monotonic)
