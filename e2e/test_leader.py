@@ -167,6 +167,15 @@ def test_killing_the_leader_mid_load_hands_over_without_double_scaling(
                 )
                 resumed_at = resumed[0]["t"]
                 driver.rate = 0.0
+                # the reconcile copies the LLMDeployment's spec.replicas onto the Deployment
+                wait_for(
+                    lambda: (
+                        deployment_replicas(api, namespace, name)[0]
+                        == get_llmd(api, namespace, name)["spec"].get("replicas")
+                    ),
+                    "the Deployment follows the last decision",
+                    60,
+                )
                 wait_for(
                     lambda: (
                         poller.changes
@@ -197,7 +206,9 @@ def test_killing_the_leader_mid_load_hands_over_without_double_scaling(
     acted_while_polled = [h for h in acted if h["t"] <= polled_until]
     assert acted_while_polled, history
     assert observed[0] == acted_while_polled[0]["fromReplicas"], (observed, acted)
-    assert observed[1:] == [h["toReplicas"] for h in acted_while_polled], (observed, acted)
+    decided = [h["toReplicas"] for h in acted_while_polled]
+    # the last decision may not have reached the Deployment when polling stopped
+    assert observed[1:] in (decided, decided[:-1]), (observed, acted)
     print(
         f"\nleader {leader_name} scaled out under load; killed at +0.0 s; {standby_name} took"
         f" the Lease at +{taken_at - killed_at:.1f} s (its log: acquired at"
