@@ -28,7 +28,7 @@ FILES = {
     "rbac.yaml": "rbac.yaml",
     "deployment.yaml": "deployment.yaml",
     "service.yaml": "service.yaml",
-    "kopf-peering-crds.yaml": "kopf-peering-crds.yaml",
+    "pdb.yaml": "pdb.yaml",
 }
 
 

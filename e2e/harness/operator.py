@@ -7,6 +7,7 @@ fixture keeps (and whose tail it prints) when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,6 +51,9 @@ class OperatorProcess:
     work_dir: Path
     env_overrides: dict[str, str]
     health_port: int
+    # The pod's name (POD_NAME, the Lease holderIdentity): kept across restarts, as a container
+    # restarted in the same pod keeps it and so reclaims its own Lease at once.
+    pod_name: str = "e2e-operator"
     process: subprocess.Popen[bytes] | None = None
     log_paths: list[Path] = field(default_factory=list)
 
@@ -64,10 +68,10 @@ class OperatorProcess:
             **self.installation.operator_env,
             **self.env_overrides,
             "KUBECONFIG": str(self.installation.kubeconfig_path),
-            "POD_ID": f"e2e-operator-{len(self.log_paths)}",
+            "POD_NAME": self.pod_name,
             "PYTHONUNBUFFERED": "1",
         }
-        log_path = self.work_dir / f"operator-{len(self.log_paths) + 1}.log"
+        log_path = self.work_dir / f"{self.pod_name}-{len(self.log_paths) + 1}.log"
         self.log_paths.append(log_path)
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -78,6 +82,17 @@ class OperatorProcess:
             )
         self._wait_healthy()
         return self
+
+    def readiness(self) -> tuple[int, dict[str, object]]:
+        """(HTTP status, body) of /readyz; (0, {}) when it does not answer."""
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, {}
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -11,7 +11,12 @@ garbage collector. `ApiServerFake` adds the minimum the operator's contract depe
   `generateName` on create;
 - a garbage collector: after a write, objects whose controller owner (by uid) is gone are
   deleted, as the kube-controller-manager would;
-- a Deployment "controller": a written Deployment reports all its replicas available.
+- a Deployment "controller": a written Deployment reports all its replicas available;
+- Leases with optimistic locking: every write bumps `resourceVersion`, and a PATCH carrying
+  `metadata.resourceVersion` is refused with 409 when the Lease has moved on (leader election
+  depends on it; other resources keep kmock's constant version);
+- a record of every API request as the RBAC verb it needs (`verbs_used`), so a test can
+  compare what the operator really calls with what the chart grants.
 
 Everything else is kmock's own behaviour. The e2e tier runs against a real kube-apiserver.
 """
@@ -32,6 +37,8 @@ import kmock
 
 LLMD = "kvscale.dev/v1alpha1/llmdeployments"
 DEPLOYMENTS = "apps/v1/deployments"
+LEASES = "coordination.k8s.io/v1/leases"
+TEST_CLIENT = "kvscale-test-client"  # the tests' own requests: not recorded as operator verbs
 
 _RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     # "group/version/plural": (kind, namespaced, subresources)
@@ -43,6 +50,7 @@ _RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/namespaces": ("Namespace", False, set()),
     "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
+    LEASES: ("Lease", True, set()),
 }
 _VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
@@ -51,13 +59,69 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class LeaseConflictError(kmock.KubernetesError):  # type: ignore[misc]
+    status = 409
+    reason = "Conflict"
+    message = "Operation cannot be fulfilled on leases: the object has been modified"
+
+
+@dataclass(frozen=True, order=True)
+class VerbUse:
+    """One API request as RBAC sees it: group, resource (with /subresource) and verb."""
+
+    group: str
+    resource: str
+    verb: str
+
+
+def _verb_of(request: Any) -> str:
+    method = request.method.value
+    if method == "GET":
+        if request.params.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if request.name else "list"
+    return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[method]
+
+
 class ApiServerFake(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """kmock's emulator with SSA-as-upsert, uids/generations, generateName and a GC."""
+    """kmock's emulator with SSA-as-upsert, uids/generations, generateName, a GC, Lease
+    locking and a record of the RBAC verbs the requests needed."""
 
     _names = itertools.count(1)
+    _versions = itertools.count(2)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.verbs_used: set[VerbUse] = set()
+
+    def _record(self, request: Any, *extra_verbs: str) -> None:
+        resource = request.resource
+        if request.headers.get("User-Agent") == TEST_CLIENT:
+            return
+        if not resource.plural:
+            return  # discovery (/api, /apis/group/version): no RBAC rule needed
+        plural = resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        for verb in (_verb_of(request), *extra_verbs):
+            self.verbs_used.add(VerbUse(resource.group or "", plural, verb))
+
+    def _record_owner_checks(self, request: Any) -> None:
+        """OwnerReferencesPermissionEnforcement: a blocking ownerReference needs `update` on
+        the owner's finalizers subresource (the owner's resource found by its kind)."""
+        data = request.data if isinstance(request.data, dict) else {}
+        for ref in (data.get("metadata") or {}).get("ownerReferences") or []:
+            if not ref.get("blockOwnerDeletion"):
+                continue
+            group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            for path, (kind, _, _) in _RESOURCES.items():
+                if kind == ref.get("kind"):
+                    plural = path.rsplit("/", 1)[1]
+                    self.verbs_used.add(VerbUse(group, f"{plural}/finalizers", "update"))
 
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None:
+            self._record(request)
+            if request.method in ("POST", "PATCH", "PUT"):
+                self._record_owner_checks(request)
             await self._before(request)
         response = await super()._handle(request)
         if request.resource is not None and request.method in ("PATCH", "POST", "DELETE"):
@@ -72,6 +136,8 @@ class ApiServerFake(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _before(self, request: Any) -> None:
         data = request.data if isinstance(request.data, dict) else None
+        if str(request.resource) == str(kmock.resource(LEASES)) and data is not None:
+            await self._lock_lease(request, data)
         if request.action == kmock.action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -88,6 +154,8 @@ class ApiServerFake(kmock.KubernetesEmulator):  # type: ignore[misc]
         async with self._lock:
             existing = self._live(key)
             if existing is None and content_type.startswith("application/apply-patch"):
+                # The API server authorizes an apply that creates the object for `create` too.
+                self._record(request, "create")
                 meta = data.setdefault("metadata", {})
                 meta.update(
                     uid=str(uuid.uuid4()),
@@ -101,6 +169,17 @@ class ApiServerFake(kmock.KubernetesEmulator):  # type: ignore[misc]
             elif existing is not None and "spec" in data and data["spec"] != existing.get("spec"):
                 generation = int(existing.get("metadata", {}).get("generation") or 1)
                 data.setdefault("metadata", {})["generation"] = generation + 1
+
+    async def _lock_lease(self, request: Any, data: dict[str, Any]) -> None:
+        meta = data.setdefault("metadata", {})
+        async with self._lock:
+            if request.method == "PATCH":
+                live = self._live((request.resource, request.namespace, request.name))
+                current = None if live is None else live.get("metadata", {}).get("resourceVersion")
+                expected = meta.get("resourceVersion")
+                if expected is not None and expected != current:
+                    raise LeaseConflictError()
+            meta["resourceVersion"] = str(next(self._versions))
 
     async def _after(self, request: Any) -> None:
         async with self._lock:
@@ -210,7 +289,7 @@ async def running_fake_cluster() -> AsyncIterator[FakeCluster]:
     """Start the fake API server on a free loopback port."""
     async with ApiServerFake() as fake, kmock.Server(fake) as server:
         declare_resources(fake)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers={"User-Agent": TEST_CLIENT}) as session:
             yield FakeCluster(fake=fake, url=str(server.url).rstrip("/"), session=session)
 
 

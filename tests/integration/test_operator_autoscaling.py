@@ -29,7 +29,7 @@ from kube_fixture import DEPLOYMENTS, LLMD, FakeCluster, running_fake_cluster, w
 from promfixture import VLLM_V1, StartPod, StartPrometheus, iter_targets
 
 from kvscale.controller.settings import (
-    PeeringSettings,
+    LeaderElectionSettings,
     ReconcileSettings,
     ServerSettings,
     Settings,
@@ -61,7 +61,7 @@ def settings() -> Settings:
     return Settings(
         reconcile=ReconcileSettings(interval_s=1.0, scaling_interval_s=0.5, retry_delay_s=0.5),
         server=ServerSettings(metrics_port=0, health_port=0),
-        peering=PeeringSettings(standalone=True),
+        leader_election=LeaderElectionSettings(enabled=False),
     )
 
 
@@ -137,7 +137,7 @@ async def test_scale_out_on_kv_pressure_then_in_after_the_window(cluster: FakeCl
             and ((body or {}).get("status") or {}).get("autoscaler", {}).get("desiredReplicas") == 4
             for path, body in patches[:scale_at]
         ), patches
-        labels = {"namespace": NS, "llmdeployment": NAME}
+        labels = {"llmdeployment_namespace": NS, "llmdeployment": NAME}
         assert sample(running, "kvscale_recommended_replicas", **labels) == 4
         print("\n--- after scale-out ---\n" + describe(cluster, NS, NAME))
         # load drops: 0.1 on 4 replicas -> 1 replica's worth, but the 4 s window holds first
@@ -182,7 +182,7 @@ async def test_outage_holds_and_reports_metrics_unavailable(cluster: FakeCluster
         assert holding["reason"] == "HoldingOnMissingData"
         assert deployment_replicas(cluster) == 2
         assert obj(cluster)["spec"]["replicas"] == 2
-        labels = {"namespace": NS, "llmdeployment": NAME}
+        labels = {"llmdeployment_namespace": NS, "llmdeployment": NAME}
         assert sample(running, "kvscale_metrics_available", **labels) == 0
         # recovery: the next good read makes it available again
         source.down = False
@@ -222,7 +222,11 @@ async def test_guardrail_breach_restores_the_last_known_good_template(
         rollout = obj(cluster)["status"]["rollout"]
         assert rollout["refusedHashes"] == [bad]
         assert rollout["phase"] == "rolled_back"
-        labels = {"namespace": NS, "llmdeployment": NAME, "reason": "PreemptionRateRegressed"}
+        labels = {
+            "llmdeployment_namespace": NS,
+            "llmdeployment": NAME,
+            "reason": "PreemptionRateRegressed",
+        }
         assert sample(running, "kvscale_rollbacks_total", **labels) == 1
         print("\n--- after rollback ---\n" + describe(cluster, NS, NAME))
         # the spec still asks for the refused revision; reconciles keep the good template

@@ -30,7 +30,7 @@ from kvscale.api.models import LLMDeploymentSpec
 from kvscale.capacity import find_gpu
 from kvscale.controller.runtime import run_operator
 from kvscale.controller.settings import (
-    PeeringSettings,
+    LeaderElectionSettings,
     ReconcileSettings,
     ServerSettings,
     Settings,
@@ -60,7 +60,7 @@ def settings() -> Settings:
     return Settings(
         reconcile=ReconcileSettings(interval_s=1.0, retry_delay_s=0.5),
         server=ServerSettings(metrics_port=0, health_port=0),
-        peering=PeeringSettings(standalone=True),
+        leader_election=LeaderElectionSettings(enabled=False),
     )
 
 

@@ -94,3 +94,32 @@ def test_dashboard_has_the_panel(title: str) -> None:
 )
 def test_rule_has_the_alert(alert: str) -> None:
     assert f"- alert: {alert}\n" in RULE.read_text(encoding="utf-8")
+
+
+def operator_labels() -> set[str]:
+    """Every label name on the operator's own series (label_names of each metric)."""
+    registry = CollectorRegistry()
+    metrics = [OperatorMetrics(registry), AutoscalerMetrics(registry)]
+    names: set[str] = set()
+    for holder in metrics:
+        for value in vars(holder).values():
+            names.update(getattr(value, "_labelnames", ()))
+    return names
+
+
+def test_kvscale_series_are_selected_by_labels_the_operator_exports() -> None:
+    """`namespace` on the operator's series would arrive as exported_namespace after a scrape
+    of the operator pod (which attaches its own namespace); the chart must not select on it."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    variables = [
+        v["definition"] for v in dashboard["templating"]["list"] if v.get("type") == "query"
+    ]
+    text = chart_text() + "\n".join(variables)
+    selectors = re.findall(r"\bkvscale_[a-z_]+\{([^}]*)\}", text)
+    joins = re.findall(r"\bon \(([^)]*)\)", RULE.read_text(encoding="utf-8"))
+    label_values = re.findall(r"label_values\(kvscale_[a-z_]+(?:\{[^}]*\})?, (\w+)\)", text)
+    used = {m for sel in selectors for m in re.findall(r"(\w+)\s*=~?", sel)}
+    used |= {label.strip() for join in joins for label in join.split(",")} | set(label_values)
+    assert "llmdeployment_namespace" in used
+    assert "namespace" not in operator_labels()
+    assert used <= operator_labels(), sorted(used - operator_labels())

@@ -121,7 +121,12 @@ def test_success_statuses_do_not_raise() -> None:
     [
         (kube.DEPLOYMENTS, "ns", "a", "/apis/apps/v1/namespaces/ns/deployments/a"),
         (kube.SERVICES, "ns", None, "/api/v1/namespaces/ns/services"),
-        (kube.CLUSTER_PEERINGS, None, "kvscale", "/apis/kopf.dev/v1/clusterkopfpeerings/kvscale"),
+        (
+            kube.LEASES,
+            "ops",
+            "kvscale",
+            "/apis/coordination.k8s.io/v1/namespaces/ops/leases/kvscale",
+        ),
         (
             kube.LLM_DEPLOYMENTS,
             "ns",

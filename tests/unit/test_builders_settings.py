@@ -38,7 +38,7 @@ def test_empty_environment_gives_the_documented_defaults() -> None:
             {"KVSCALE_SCRAPE_MODE": "Annotations"},
             lambda s: s.prometheus.scrape_mode is ScrapeMode.ANNOTATIONS,
         ),
-        ({"KVSCALE_STANDALONE": "yes"}, lambda s: s.peering.standalone is True),
+        ({"KVSCALE_LEADER_ELECTION": "no"}, lambda s: s.leader_election.enabled is False),
         ({"KVSCALE_METRICS_PORT": "0"}, lambda s: s.server.metrics_port == 0),
         ({"KVSCALE_EVENT_LEVEL": "info"}, lambda s: s.event_level == logging.INFO),
         (
@@ -58,7 +58,7 @@ def test_variables_are_parsed(env: dict[str, str], read: object) -> None:
         ({"KVSCALE_RECONCILE_INTERVAL_S": "0"}, "KVSCALE_RECONCILE_INTERVAL_S"),
         ({"KVSCALE_METRICS_PORT": "-1"}, "KVSCALE_METRICS_PORT"),
         ({"KVSCALE_APPLY_MODE": "yolo"}, "KVSCALE_APPLY_MODE"),
-        ({"KVSCALE_STANDALONE": "maybe"}, "KVSCALE_STANDALONE"),
+        ({"KVSCALE_LEASE_DURATION_S": "5"}, "KVSCALE_LEASE_DURATION_S"),
         ({"KVSCALE_EVENT_LEVEL": "LOUD"}, "KVSCALE_EVENT_LEVEL"),
     ],
 )
@@ -68,9 +68,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
 
 
 def test_kopf_settings_follow_ours() -> None:
-    settings = load_settings({"KVSCALE_PEERING_NAME": "team", "KVSCALE_EVENT_LEVEL": "ERROR"})
+    settings = load_settings({"KVSCALE_EVENT_LEVEL": "ERROR"})
     kopf_settings = build_kopf_settings(settings)
-    assert kopf_settings.peering.name == "team"
+    assert kopf_settings.peering.standalone is True  # the Lease elects, not kopf peering
     assert kopf_settings.posting.level == logging.ERROR
     assert kopf_settings.persistence.finalizer == "kvscale.dev/finalizer"
     assert kopf_settings.watching.server_timeout == settings.watch.server_timeout_s

@@ -8,6 +8,7 @@ oldest Kubernetes release the chart supports and the newest the validator knows.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,11 @@ K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 
 DEFAULT: dict[str, Any] = {}
 NAMESPACED: dict[str, Any] = {"scope": "namespace", "watchNamespaces": ["team-a", "team-b"]}
-SINGLE: dict[str, Any] = {"scope": "namespace", "replicaCount": 1}
+SINGLE: dict[str, Any] = {
+    "scope": "namespace",
+    "replicaCount": 1,
+    "leaderElection": {"enabled": False},
+}
 MODES = {"default": DEFAULT, "namespaced": NAMESPACED, "single-replica": SINGLE}
 
 
@@ -82,19 +87,108 @@ def test_operator_pod_is_hardened() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
 @pytest.mark.parametrize(
-    ("values", "replicas", "standalone", "peering_crds"),
-    [(DEFAULT, 2, False, 2), (SINGLE, 1, True, 0)],
+    ("values", "replicas", "elected"), [(DEFAULT, 2, True), (SINGLE, 1, False)]
 )
-def test_replicas_peer_unless_single(
-    values: dict[str, Any], replicas: int, standalone: bool, peering_crds: int
+def test_replicas_elect_a_leader_unless_single(
+    values: dict[str, Any], replicas: int, elected: bool
 ) -> None:
     objects = render(values)
     (deployment,) = by_kind(objects, "Deployment")
     assert deployment["spec"]["replicas"] == replicas
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert ("--standalone" in args) is standalone
-    assert len(by_kind(objects, "CustomResourceDefinition")) == peering_crds
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert ("--standalone" in container["args"]) is not elected
+    env = env_of(container)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # holderIdentity
+    assert env["KVSCALE_LEASE_NAMESPACE"] == NAMESPACE
+    lease_rules = [
+        rule
+        for role in by_kind(objects, "Role")
+        for rule in role["rules"]
+        if "leases" in rule["resources"]
+    ]
+    if not elected:
+        assert lease_rules == []
+        return
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-election")]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    named = [r for r in lease_rules if r.get("resourceNames")]
+    assert [r["resourceNames"] for r in named] == [[env["KVSCALE_LEASE_NAME"]]]
+    assert not by_kind(objects, "CustomResourceDefinition")  # no kopf peering CRDs any more
+
+
+def test_probes_budget_and_spread_select_the_operator_pods() -> None:
+    objects = render(DEFAULT)
+    (deployment,) = by_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert ports["health"] != ports["metrics"]
+    (budget,) = by_kind(objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    spread = pod["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert not by_kind(render(SINGLE), "PodDisruptionBudget")  # one replica: nothing to keep
+
+
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+    objects = render(values)
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    (service,) = by_kind(objects, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
+        p["name"] for p in service["spec"]["ports"]
+    ]
+    assert not by_kind(render(DEFAULT), "ServiceMonitor")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"health": {"port": 8080}}, "health.port and metrics.port must differ"),
+        ({"securityContext": {"privileged": True}}, "/securityContext/privileged"),
+        ({"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
+        ({"tolerations": [{"key": "gpu", "effect": "NoScheduel"}]}, "/tolerations/0/effect"),
+        ({"metrics": {"service": {"enabled": True, "type": "NodePort"}}}, "/metrics/service"),
+        ({"leaderElection": {"renewDeadlineSeconds": 15}}, "leaseDurationSeconds > renewDeadline"),
+        ({"leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection"),
+        (
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+            "needs metrics.service.enabled",
+        ),
+    ],
+)
+def test_values_that_cannot_work_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(Exception, match=message.replace(".", r"\.")) as caught:
+        render(values)
+    assert type(caught.value).__name__ in {"HelmValuesError", "HelmRenderError"}
+
+
+def test_notes_point_to_files_that_exist() -> None:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render({}, name="kvscale", namespace=NAMESPACE, is_install=True)
+    notes = next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+    paths = re.findall(r"\b(?:examples|docs)/[\w./-]+\.(?:yaml|md)\b", notes)
+    assert paths, notes
+    missing = [p for p in paths if not (ROOT / p).is_file()]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize(
@@ -138,7 +232,13 @@ def test_cluster_scope_grants_workloads_cluster_wide() -> None:
     cluster_rules = rules_of(objects, "ClusterRole")
     assert {"create", "patch"} <= granted(cluster_rules, "apps", "deployments")
     assert {"patch"} <= granted(cluster_rules, "kvscale.dev", "llmdeployments/status")
-    assert [r["metadata"]["name"] for r in by_kind(objects, "Role")] == ["kvscale-calibration"]
+    roles = by_kind(
+        objects, "Role"
+    )  # the Lease and the calibration record, in the release namespace
+    assert sorted((r["metadata"]["namespace"], r["rules"][0]["resources"][0]) for r in roles) == [
+        (NAMESPACE, "configmaps"),
+        (NAMESPACE, "leases"),
+    ]
 
 
 def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
@@ -147,10 +247,10 @@ def test_namespace_scope_grants_workloads_only_in_watched_namespaces() -> None:
     assert granted(cluster_rules, "apps", "deployments") == set()
     assert granted(cluster_rules, "kvscale.dev", "llmdeployments") == set()
     assert granted(cluster_rules, "apiextensions.k8s.io", "customresourcedefinitions") == {
-        "get",
         "list",
         "watch",
     }
+    assert granted(cluster_rules, "", "namespaces") == {"list", "watch"}
     roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "kvscale"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:

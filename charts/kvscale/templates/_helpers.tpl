@@ -42,41 +42,47 @@ app.kubernetes.io/component: operator
 {{/*
 Rules on the workload objects (namespaced resources). Shared by the ClusterRole (cluster scope)
 and the per-namespace Roles (namespace scope) so both modes grant exactly the same verbs.
+Writes are server-side apply (PATCH); an apply that creates its object is authorized for
+`create` as well. Client-side apply mode reads each object first (`get`). Nothing is deleted:
+children carry an ownerReference with blockOwnerDeletion, which needs `update` on the owner's
+`finalizers` subresource, and the garbage collector removes them.
 */}}
 {{- define "kvscale.workloadRules" -}}
+{{- $applied := list "create" "patch" -}}
+{{- if eq .Values.reconcile.applyMode "client-side" }}{{ $applied = list "get" "create" "patch" }}{{ end -}}
 - apiGroups: ["kvscale.dev"]
   resources: ["llmdeployments"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kvscale.dev"]
   resources: ["llmdeployments/status", "llmdeployments/scale"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+- apiGroups: ["kvscale.dev"]
+  resources: ["llmdeployments/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["apps"]
-  resources: ["replicasets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: {{ toJson $applied }}
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: {{ toJson $applied }}
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
-- apiGroups: ["policy"]
-  resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.prometheus.podMonitorRBAC }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: {{ toJson $applied }}
 {{- end }}
 {{- end -}}

@@ -1,7 +1,9 @@
 """`kvscale run`: the operator (kopf, in-process) with settings from `KVSCALE_*` variables.
 
 Command-line flags override the environment: `--namespace` (repeatable) / `--all-namespaces`,
-`--peering NAME`, `--standalone`, `--verbose`, `--log-format text|json`. Log lines about one
+`--lease NAME`, `--standalone`, `--verbose`, `--log-format text|json`. With leader election
+(the default) a replica that loses its Lease stops acting and exits with status 1, so its pod
+restarts as a standby (docs/adr/0007-leader-election.md). Log lines about one
 LLMDeployment start with `[namespace/name]` (text) or carry it as `object` (JSON).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -48,9 +51,13 @@ def register(subparsers: Any) -> None:
         help="watch this namespace (repeatable); default: KVSCALE_NAMESPACES or all",
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    parser.add_argument("--peering", metavar="NAME", help="kopf peering name (HA); default kvscale")
     parser.add_argument(
-        "--standalone", action="store_true", help="no peering: for one replica or local runs"
+        "--lease", metavar="NAME", help="leader-election Lease name; default KVSCALE_LEASE_NAME"
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no leader election: only for a single replica or local runs",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument(
@@ -65,7 +72,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kvscale.controller.kube import ClusterConfigError
-    from kvscale.controller.runtime import connect_kube, run_operator
+    from kvscale.controller.runtime import LeadershipLostError, connect_kube, run_operator
     from kvscale.controller.settings import SettingsError, load_settings
 
     try:
@@ -77,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
         watch = dataclasses.replace(watch, namespaces=())
     elif args.namespace:
         watch = dataclasses.replace(watch, namespaces=tuple(args.namespace))
-    peering = settings.peering
-    if args.peering:
-        peering = dataclasses.replace(peering, name=args.peering)
+    election = settings.leader_election
+    if args.lease:
+        election = dataclasses.replace(election, lease_name=args.lease)
     if args.standalone:
-        peering = dataclasses.replace(peering, standalone=True)
-    settings = dataclasses.replace(settings, watch=watch, peering=peering)
+        election = dataclasses.replace(election, enabled=False)
+    settings = dataclasses.replace(settings, watch=watch, leader_election=election)
     try:
         kube = connect_kube(settings)
     except ClusterConfigError as exc:
@@ -95,5 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = OperatorMetrics()
     metrics.serve(settings.server.metrics_port)
-    asyncio.run(run_operator(settings, kube=kube, metrics=metrics))
+    try:
+        asyncio.run(run_operator(settings, kube=kube, metrics=metrics))
+    except LeadershipLostError as exc:
+        logging.getLogger("kvscale").error("%s; exiting so the pod restarts as a standby", exc)
+        return 1
     return 0

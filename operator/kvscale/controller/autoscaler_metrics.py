@@ -4,8 +4,9 @@ They expose kvscale's recommendation so a user can point an HPA (through an exte
 adapter) or KEDA's Prometheus scaler at it instead of letting kvscale act, and they feed the
 chart's PrometheusRule (plan drift, rollbacks, metrics outages).
 
-Label `llmdeployment` (not `name`): the series are read next to engine series that already
-carry `namespace`/`llmd`, and `name` is too generic to join on in PromQL.
+Labels `llmdeployment_namespace`/`llmdeployment` (telemetry.DEPLOYMENT_LABELS, not
+`namespace`/`name`): a scrape of the operator adds its own `namespace`, and `name` is too
+generic to join on in PromQL.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from kvscale.controller.telemetry import DEPLOYMENT_LABELS
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling.types import Decision, ReplicaCounts
 
-_KEY = ["namespace", "llmdeployment"]
+_KEY = DEPLOYMENT_LABELS
 
 
 @dataclass

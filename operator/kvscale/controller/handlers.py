@@ -25,11 +25,8 @@ from kvscale.api import vocabulary
 from kvscale.api.vocabulary import API_GROUP, API_VERSION
 from kvscale.controller.events import post_event
 from kvscale.controller.kube import (
-    CLUSTER_PEERINGS,
     LLM_DEPLOYMENTS,
-    PEERINGS,
     TRANSIENT_ERRORS,
-    ConflictError,
     KubeError,
     TooManyRequestsError,
 )
@@ -82,35 +79,9 @@ async def run_reconcile(ctl: Controller, trigger: str, body: kopf.Body) -> None:
     ctl.metrics.reconciles.labels(trigger, "ok").inc()
 
 
-async def ensure_peering_object(ctl: Controller) -> None:
-    """Create the kopf peering object HA replicas coordinate through (idempotent)."""
-    peering = ctl.settings.peering
-    if peering.standalone:
-        return
-    namespaces = ctl.settings.watch.namespaces
-    ref = PEERINGS if namespaces else CLUSTER_PEERINGS
-    targets: tuple[str | None, ...] = namespaces or (None,)
-    for namespace in targets:
-        meta: dict[str, Any] = {"name": peering.name}
-        if namespace:
-            meta["namespace"] = namespace
-        obj = {"apiVersion": ref.api_version, "kind": ref.kind, "metadata": meta}
-        try:
-            await ctl.kube.create(obj)
-        except ConflictError:
-            continue
-
-
 def register_handlers(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
     """Register every kvscale handler on `registry`, bound to `ctl`."""
     interval_s = ctl.settings.reconcile.interval_s
-
-    @kopf.on.startup(registry=registry)
-    async def prepare_peering(**_: Any) -> None:
-        try:
-            await ensure_peering_object(ctl)
-        except KubeError as exc:  # peering is optional: kopf then runs without it
-            logger.warning("could not create the peering object: %s", exc)
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     async def on_create(body: kopf.Body, **_: Any) -> None:

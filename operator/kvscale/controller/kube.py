@@ -18,6 +18,9 @@ loop is never blocked.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import copy
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -107,8 +110,7 @@ CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 PDBS = ResourceRef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 POD_MONITORS = ResourceRef("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor")
 LLM_DEPLOYMENTS = ResourceRef(API_GROUP, API_VERSION, PLURAL, KIND)
-CLUSTER_PEERINGS = ResourceRef("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", False)
-PEERINGS = ResourceRef("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 
 # kind (apiVersion, kind) -> resource, for `apply(obj)` which only sees the object.
 _BY_KIND: dict[tuple[str, str], ResourceRef] = {
@@ -120,8 +122,7 @@ _BY_KIND: dict[tuple[str, str], ResourceRef] = {
         PDBS,
         POD_MONITORS,
         LLM_DEPLOYMENTS,
-        CLUSTER_PEERINGS,
-        PEERINGS,
+        LEASES,
     )
 }
 
@@ -196,10 +197,27 @@ class ApiClientKube:
         *,
         apply_mode: ApplyMode = ApplyMode.SERVER_SIDE,
         request_timeout_s: float = 30.0,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self._api = api_client
         self._apply_mode = apply_mode
         self._timeout_s = request_timeout_s
+        self._executor = executor  # None: the event loop's default pool
+
+    def with_own_thread(self, request_timeout_s: float) -> ApiClientKube:
+        """The same connection with a dedicated worker thread and its own timeout: calls that
+        must not queue behind the reconciles' (the leader-election renews) use it."""
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvscale-lease")
+        configuration = copy.deepcopy(self._api.configuration)
+        # One attempt per call: urllib3's retries would hold the single worker past the renew
+        # deadline; the elector retries on its own schedule.
+        configuration.retries = False
+        return ApiClientKube(
+            k8s_client.ApiClient(configuration),
+            apply_mode=self._apply_mode,
+            request_timeout_s=request_timeout_s,
+            executor=executor,
+        )
 
     def _call(
         self,
@@ -228,7 +246,10 @@ class ApiClientKube:
         return json.loads(data) if data else {}
 
     async def _acall(self, method: str, path: str, **kwargs: Any) -> JsonDict:
-        return await asyncio.to_thread(self._call, method, path, **kwargs)
+        if self._executor is None:
+            return await asyncio.to_thread(self._call, method, path, **kwargs)
+        call = functools.partial(self._call, method, path, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def apply(self, obj: JsonDict, *, field_manager: str = "kvscale") -> JsonDict:
         ref = resource_of(obj)

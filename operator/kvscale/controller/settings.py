@@ -2,7 +2,7 @@
 
 Every field says its unit, default and why. `load_settings(environ)` is pure (it takes the
 mapping), so tests build settings without touching the process environment. The kopf-specific
-knobs (peering, posting level, watch timeouts) are applied by `apply_to_kopf`, the only place
+knobs (posting level, watch timeouts) are applied by `apply_to_kopf`, the only place
 that translates our settings into kopf's.
 """
 
@@ -97,22 +97,40 @@ class ServerSettings:
 
     # Port of the operator's /metrics (KVSCALE_METRICS_PORT, default 8080; 0 disables).
     metrics_port: int = 8080
-    # Port of kopf's liveness endpoint /healthz (KVSCALE_HEALTH_PORT, default 8081; 0 disables).
+    # Port of /healthz (liveness) and /readyz (readiness, with the replica's election role)
+    # (KVSCALE_HEALTH_PORT, default 8081; 0 disables).
     health_port: int = 8081
 
 
 @dataclass(frozen=True)
-class PeeringSettings:
-    """kopf peering: several operator replicas, one active (HA)."""
+class LeaderElectionSettings:
+    """Leader election on a coordination.k8s.io/v1 Lease: several replicas, exactly one acts.
 
-    # Peering object name (KVSCALE_PEERING_NAME, default "kvscale"); replicas with the same name
-    # elect one active instance, the others wait paused.
-    name: str = "kvscale"
-    # Run without peering (KVSCALE_STANDALONE=true): only for a single replica or for tests.
-    standalone: bool = False
-    # Seconds a peer's keep-alive is valid (KVSCALE_PEERING_LIFETIME_S, default 60): a crashed
-    # leader is replaced after at most this long.
-    lifetime_s: int = 60
+    The timings are client-go's defaults (kube-controller-manager's `--leader-elect-*` flags)
+    and must satisfy lease_duration_s > renew_deadline_s > retry_period_s: a leader that could
+    not renew for `renew_deadline_s` stops acting before any standby may take the lease, which
+    it does only `lease_duration_s` after it last saw the lease change. docs/adr/0007.
+    """
+
+    # Elect a leader (KVSCALE_LEADER_ELECTION, default true). Off (`kvscale run --standalone`)
+    # only for a single replica or local runs: two unelected replicas would both scale.
+    enabled: bool = True
+    # Lease object name (KVSCALE_LEASE_NAME, default "kvscale"); replicas sharing it elect one.
+    lease_name: str = "kvscale"
+    # Namespace of the Lease (KVSCALE_LEASE_NAMESPACE; default the pod's POD_NAMESPACE, else
+    # "default"). The chart sets it to the release namespace.
+    lease_namespace: str = "default"
+    # This replica's holderIdentity (POD_NAME, set by the chart from metadata.name; else the
+    # host name plus a random suffix, as client-go does).
+    identity: str = ""
+    # Seconds a standby waits after it last saw the lease renewed before taking it
+    # (KVSCALE_LEASE_DURATION_S, default 15): the failover time after a leader dies.
+    lease_duration_s: float = 15.0
+    # Seconds the leader keeps acting without a successful renew (KVSCALE_RENEW_DEADLINE_S,
+    # default 10); then it stops every handler and exits.
+    renew_deadline_s: float = 10.0
+    # Seconds between tries to acquire or renew (KVSCALE_RETRY_PERIOD_S, default 2).
+    retry_period_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +155,7 @@ class Settings:
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
-    peering: PeeringSettings = field(default_factory=PeeringSettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     # kopf posts k8s Events for its own log records at or above this level (KVSCALE_EVENT_LEVEL,
     # default WARNING): handler chatter stays in logs, problems reach `kubectl describe`.
@@ -229,11 +247,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             metrics_port=_int(env, "KVSCALE_METRICS_PORT", 8080),
             health_port=_int(env, "KVSCALE_HEALTH_PORT", 8081),
         ),
-        peering=PeeringSettings(
-            name=env.get("KVSCALE_PEERING_NAME", "").strip() or "kvscale",
-            standalone=_bool(env, "KVSCALE_STANDALONE", False),
-            lifetime_s=_int(env, "KVSCALE_PEERING_LIFETIME_S", 60),
-        ),
+        leader_election=load_leader_election(env, namespaces),
         calibration=CalibrationSettings(
             namespace=env.get("KVSCALE_CALIBRATION_NAMESPACE", "").strip() or "kvscale-system",
             configmap=env.get("KVSCALE_CALIBRATION_CONFIGMAP", "").strip() or "kvscale-calibration",
@@ -241,6 +255,36 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         event_level=_level(env, "KVSCALE_EVENT_LEVEL", logging.WARNING),
     )
+
+
+def load_leader_election(
+    env: Mapping[str, str], namespaces: tuple[str, ...] = ()
+) -> LeaderElectionSettings:
+    """The election settings; refuses timings that would let two leaders overlap."""
+    settings = LeaderElectionSettings(
+        enabled=_bool(env, "KVSCALE_LEADER_ELECTION", True),
+        lease_name=env.get("KVSCALE_LEASE_NAME", "").strip() or "kvscale",
+        lease_namespace=(
+            env.get("KVSCALE_LEASE_NAMESPACE", "").strip()
+            or env.get("POD_NAMESPACE", "").strip()
+            or "default"
+        ),
+        identity=env.get("POD_NAME", "").strip(),
+        lease_duration_s=_float(env, "KVSCALE_LEASE_DURATION_S", 15.0, 1.0),
+        renew_deadline_s=_float(env, "KVSCALE_RENEW_DEADLINE_S", 10.0, 0.5),
+        retry_period_s=_float(env, "KVSCALE_RETRY_PERIOD_S", 2.0, 0.1),
+    )
+    if settings.lease_duration_s <= settings.renew_deadline_s:
+        raise SettingsError(
+            "KVSCALE_LEASE_DURATION_S must exceed KVSCALE_RENEW_DEADLINE_S "
+            f"({settings.lease_duration_s} <= {settings.renew_deadline_s}); fix: e.g. 15 and 10"
+        )
+    if settings.renew_deadline_s <= settings.retry_period_s:
+        raise SettingsError(
+            "KVSCALE_RENEW_DEADLINE_S must exceed KVSCALE_RETRY_PERIOD_S "
+            f"({settings.renew_deadline_s} <= {settings.retry_period_s}); fix: e.g. 10 and 2"
+        )
+    return settings
 
 
 def apply_to_kopf(settings: Settings, kopf_settings: Any) -> None:
@@ -257,8 +301,8 @@ def apply_to_kopf(settings: Settings, kopf_settings: Any) -> None:
     # kills every watch: kopf sends whatever it is given, so round here.
     kopf_settings.watching.server_timeout = max(1, round(settings.watch.server_timeout_s))
     kopf_settings.watching.client_timeout = settings.watch.client_timeout_s
-    kopf_settings.peering.name = settings.peering.name
-    kopf_settings.peering.lifetime = settings.peering.lifetime_s
+    # Leader election is ours (a Lease, kvscale.controller.leader); kopf's peering is off.
+    kopf_settings.peering.standalone = True
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-applied-spec"

@@ -2,6 +2,10 @@
 
 A private `CollectorRegistry` per operator instance, so tests can start several operators in
 one process without duplicate-registration errors.
+
+Per-deployment series carry `llmdeployment_namespace`, not `namespace`: a scrape of the operator
+pod attaches the target's own `namespace` (the operator's), and Prometheus would rename a
+clashing series label to `exported_namespace` (honor_labels is off in standard scrape configs).
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# The labels that name one LLMDeployment on every per-deployment series of the operator.
+DEPLOYMENT_LABELS = ("llmdeployment_namespace", "llmdeployment")
 
 
 @dataclass
@@ -36,16 +43,21 @@ class OperatorMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "kvscale_leader",
+            "1 while this replica holds the leader Lease and acts; 0 while it stands by.",
+            registry=self.registry,
+        )
         self.desired_replicas = Gauge(
             "kvscale_desired_replicas",
             "Replicas kvscale last applied to each LLMDeployment's workload.",
-            ["namespace", "llmdeployment"],
+            DEPLOYMENT_LABELS,
             registry=self.registry,
         )
         self.invalid_specs = Gauge(
             "kvscale_invalid_spec",
             "1 while an LLMDeployment's spec is invalid (the last good workload keeps running).",
-            ["namespace", "llmdeployment"],
+            DEPLOYMENT_LABELS,
             registry=self.registry,
         )
 
