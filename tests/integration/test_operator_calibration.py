@@ -29,7 +29,7 @@ from kvscale.api.convert import plan_deployment
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.controller.settings import (
     CalibrationSettings,
-    PeeringSettings,
+    LeaderElectionSettings,
     ReconcileSettings,
     ServerSettings,
     Settings,
@@ -52,7 +52,7 @@ def settings() -> Settings:
     return Settings(
         reconcile=ReconcileSettings(interval_s=1.0, scaling_interval_s=0.5, retry_delay_s=0.5),
         server=ServerSettings(metrics_port=0, health_port=0),
-        peering=PeeringSettings(standalone=True),
+        leader_election=LeaderElectionSettings(enabled=False),
         calibration=RECORD,
     )
 

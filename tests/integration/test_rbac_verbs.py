@@ -9,8 +9,9 @@ subresource (the OwnerReferencesPermissionEnforcement admission plugin).
 
 The scenario walks every path that calls the API: a managed deployment whose model geometry
 comes from a ConfigMap, scraped through a PodMonitor, scaled by the autoscaler through the
-scale subresource; an adopted Deployment scaled through its own scale subresource; Events;
-the election Lease. The chart rendered for the same settings (cluster scope) must grant
+scale subresource, whose engines then hold fewer KV blocks than planned (the calibration
+record); an adopted Deployment scaled through its own scale subresource; Events; the
+election Lease. The chart rendered for the same settings (cluster scope) must grant
 exactly that set: a verb granted but never used fails, and so does a verb used but not granted.
 
 Namespace scope is not recorded here: kmock cannot serve `GET /api/v1/namespaces` (its path
@@ -149,6 +150,11 @@ async def cluster() -> AsyncIterator[FakeCluster]:
     collect_leaked_sessions()
 
 
+def calibration_of(cluster: FakeCluster, name: str) -> dict[str, Any]:
+    obj = cluster.get(LLMD, NS, name) or {}
+    return dict((obj.get("status") or {}).get("calibration") or {})
+
+
 def replicas_of(cluster: FakeCluster, resource: str, name: str) -> int | None:
     obj = cluster.get(resource, NS, name) or {}
     value = (obj.get("spec") or {}).get("replicas")
@@ -184,6 +190,13 @@ async def test_the_chart_grants_exactly_the_verbs_the_operator_uses(cluster: Fak
             raise AssertionError((cluster.get(LLMD, NS, "legacy") or {}).get("status")) from None
         await wait_for(lambda: cluster.objects("monitoring.coreos.com/v1/podmonitors", NS))
         await wait_for(lambda: cluster.objects("v1/events", NS))
+        # The engines report 10 % fewer KV blocks than planned: the overhead goes into the
+        # calibration record in the release namespace (a merge patch; create when missing).
+        planned = await wait_for(
+            lambda: calibration_of(cluster, "chat").get("plannedNumBlocks"), 30
+        )
+        source.set(num_gpu_blocks=int(planned * 0.9), block_size_tokens=16)
+        await wait_for(lambda: cluster.objects("v1/configmaps", RELEASE_NS), 30)
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)  # kopf's stop and the Lease release, on a busy machine
