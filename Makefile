@@ -47,7 +47,8 @@ k8s-tools:
 
 # helm lint --strict; kubeconform -strict on the chart, CRDs, examples and the engine objects
 # the operator renders (Kubernetes 1.28 to the newest kubernetes-validate ships); Pod Security
-# "restricted" for the chart's pods and the engine pods (ENGINE_PSA_LEVEL=... to change).
+# "restricted" for the chart's pods, "baseline" for every engine pod, "restricted" for the
+# engine pods a template makes non-root.
 chart-check: install k8s-tools
 	PYTHON=$(BIN)/python e2e/scripts/chart-check.sh
 

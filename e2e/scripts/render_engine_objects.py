@@ -6,7 +6,11 @@ stream is exactly what a cluster would receive: the engine Deployment, Service,
 PodDisruptionBudget and PodMonitor. e2e/scripts/chart-check.sh feeds it to kubeconform and to
 the Pod Security check. Adopt-mode examples apply nothing of their own and are skipped.
 
-Usage: python e2e/scripts/render_engine_objects.py [EXAMPLES_DIR]  (default: examples/)
+Usage: python e2e/scripts/render_engine_objects.py [--non-root-only] [EXAMPLES_DIR]
+(default: examples/). `--non-root-only` keeps the Deployments whose pod runs as non-root
+(`spec.template`'s securityContext.runAsNonRoot): those must pass Pod Security "restricted";
+the rest run the engine image's default user (root, as vLLM's image does) and must pass
+"baseline" (docs/adr/0008-engine-pod-template.md).
 Exits 1 naming the example when one does not reconcile to a workload.
 """
 
@@ -89,9 +93,25 @@ async def render(examples: Path) -> list[JsonDict]:
     return objects
 
 
+def runs_as_non_root(obj: JsonDict) -> bool:
+    pod = (obj.get("spec") or {}).get("template", {}).get("spec", {})
+    return obj["kind"] == "Deployment" and bool(
+        (pod.get("securityContext") or {}).get("runAsNonRoot")
+    )
+
+
 def main() -> int:
-    examples = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "examples"
+    args = sys.argv[1:]
+    non_root_only = "--non-root-only" in args
+    paths = [a for a in args if a != "--non-root-only"]
+    examples = Path(paths[0]) if paths else ROOT / "examples"
     objects = asyncio.run(render(examples))
+    if non_root_only:
+        objects = [o for o in objects if runs_as_non_root(o)]
+        if not objects:
+            raise SystemExit(
+                "no example's engine pod runs as non-root: nothing to hold to restricted"
+            )
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
 
