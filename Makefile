@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e engine-install engine-tier demo-cluster bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,16 @@ check: lint typecheck crd-check
 # The e2e tier: builds the control plane on first use (cached per version), then the scenarios.
 e2e: install
 	$(BIN)/pytest -m e2e e2e -q -rP --durations=0
+
+# The real vLLM (CPU build) for the engine tier: installed once per version outside the repo
+# (~6 GB, ~8 min cold, download-bound; idempotent). Safe to run beside the control-plane build.
+engine-install:
+	nice -n 10 e2e/scripts/install-vllm.sh
+
+# The engine tier: kvscale's KV arithmetic, rendered flags, metric queries and simulator checked
+# against the real engine (installs it first when missing; ~6 min warm on 2 cores).
+engine-tier: install engine-install
+	$(BIN)/pytest -m engine e2e/engine -q -rP --durations=0
 
 # The e2e stack with a live view while a trace replays (about 6 minutes, warm cache).
 demo-cluster: install

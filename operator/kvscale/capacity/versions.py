@@ -42,6 +42,10 @@ class VllmRules:
     legacy_profile: bool  # V0 before 0.6.4: peak from free-memory deltas
     v0_chunked_above_tokens: int | None  # V0 turns chunked prefill on above this max_model_len
     non_torch_tp1_gib: float  # non-torch memory the profile charges at TP 1
+    # The start-up check (one max_model_len request must fit) counts the null block the block
+    # pool holds back: the request must fit in num_blocks - 1 (vLLM PR #47272, merged
+    # 2026-07-01; first verified in 0.32.0 against the real engine, earlier releases not).
+    fit_reserves_null_block: bool = False
 
 
 # Ascending by `since`; the last row whose `since` <= the version applies.
@@ -53,6 +57,9 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     VllmRules((0, 10, 0), True, 0.9, False, True, False, True, "groups", False, None, 0.13),
     VllmRules((0, 21, 0), True, 0.92, True, True, False, True, "groups", False, None, 0.13),
     VllmRules((0, 23, 0), True, 0.92, True, True, True, True, "concurrency", False, None, 0.13),
+    VllmRules(
+        (0, 32, 0), True, 0.92, True, True, True, True, "concurrency", False, None, 0.13, True
+    ),
 )
 
 
