@@ -100,6 +100,7 @@ class MetricsSampler:
             m.num_requests_waiting,
             m.preemptions,
             m.generation_tokens,
+            m.request_success,
         )
         return cls(url, tuple(n for n in names if n))
 

@@ -12,6 +12,7 @@ under the engine cache directory, runs in its own process group, and is killed w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Any
 from kvscale.capacity import find_gpu, model_from_config, plan_capacity
 from kvscale.capacity.types import CapacityPlan, PlanRequest
 from kvscale.engines import render
+from kvscale.sim.server import build_server
 
 E2E_DIR = Path(__file__).resolve().parents[1]
 ENGINE_DIR = E2E_DIR / "engine"
@@ -315,3 +317,80 @@ def engine_flags(plan: CapacityPlan, model_dir: Path, port: int = 8000) -> list[
 def serve_argv(plan: CapacityPlan, model_dir: Path) -> list[str]:
     """What follows `vllm serve`: the model, then the flags."""
     return [str(model_dir), *engine_flags(plan, model_dir)]
+
+
+# -- real engines behind an LLMDeployment's pods (the e2e scenario) ------------------------------
+
+
+def adapt_pod_args(pod_args: Sequence[str], port: int, kv_cache_memory_bytes: int) -> list[str]:
+    """The operator's rendered flags, adapted only where the CPU build requires it: the engine
+    listens on a free loopback port, its KV pool is given in bytes (the plan's GPU utilisation
+    would size it from the host's RAM), and it runs eagerly. The model is the launcher's tiny
+    model (`--model`, see VllmServer.argv); everything else is passed through untouched."""
+    args = list(pod_args)
+    if "--port" in args:
+        del args[args.index("--port") : args.index("--port") + 2]
+    return [
+        *args,
+        "--port",
+        str(port),
+        "--kv-cache-memory-bytes",
+        str(kv_cache_memory_bytes),
+        *CPU_ADAPTATIONS,
+    ]
+
+
+@dataclass
+class RealVllmLauncher:
+    """harness.engines.Launcher for real vLLM processes: at most `max_engines` at once."""
+
+    env: EngineEnv
+    model_dir: Path
+    kv_cache_memory_bytes: int
+    max_engines: int = 2
+    servers: list[VllmServer] | None = None
+
+    def __call__(self, pod_args: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+        self.servers = [s for s in self.servers or [] if s.process and s.process.poll() is None]
+        slot = len(self.servers)
+        if slot >= self.max_engines:
+            raise RuntimeError(f"refusing a real engine beyond {self.max_engines} at once")
+        args = adapt_pod_args(pod_args, port, self.kv_cache_memory_bytes)
+        server = VllmServer(
+            self.env, self.model_dir, tuple(args), log_path, cpus=cpu_list(slot, self.max_engines)
+        )
+        server.start()
+        self.servers.append(server)
+        assert server.process is not None
+        return server.process
+
+
+# -- the simulated server started from the same flags (what kvscale's e2e engines report) ------
+
+# cache_config_info labels that carry the pool's size and layout, spelled as vLLM spells them.
+KV_SIZING_LABELS: tuple[str, ...] = (
+    "block_size",
+    "num_gpu_blocks",
+    "kv_cache_size_tokens",
+    "kv_cache_max_concurrency",
+    "kv_cache_memory_bytes",
+    "cache_dtype",
+    "sliding_window",
+)
+
+
+def simulated_metrics_text(flags: Sequence[str], model_dir: Path, release: str) -> str:
+    """The /metrics of kvscale's simulated vLLM started with `flags` for the tiny model."""
+    server, _ = build_server(
+        [
+            "--engine", "vllm", "--engine-version", release, "--sim-gpu", PLAN_GPU,
+            "--sim-model-config", str(model_dir / "config.json"),
+            "--", "vllm", "serve", str(model_dir), *flags,
+        ]
+    )  # fmt: skip
+
+    async def scrape() -> str:
+        response = await server.handle_metrics(None)  # type: ignore[arg-type]
+        return bytes(response.body).decode()  # type: ignore[arg-type]
+
+    return asyncio.run(scrape())

@@ -40,7 +40,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from kvscale.capacity import CapacityInputError, plan_capacity
+from kvscale.capacity import CapacityInputError, ModelGeometry, plan_capacity
+from kvscale.capacity.types import LayerKind
 from kvscale.engines import EngineMetrics, UnsupportedEngineError, metric_queries
 from kvscale.sim.engine import EngineSim, SimRequest
 from kvscale.sim.engine_args import EngineArgs, EngineArgsError, parse_engine_args
@@ -266,7 +267,7 @@ class _EngineCollector(Collector):
                 g.add_metric(values, float(value))
                 yield g
         counters = (
-            (names.preemptions, "Requests preempted for KV", eng.preemptions_total),
+            (names.preemptions, "Requests preempted for KV", eng.preemptions_reported_total),
             (names.prompt_tokens, "Prompt tokens", eng.prompt_tokens_total),
             (names.generation_tokens, "Generated tokens", eng.generation_tokens_total),
         )
@@ -315,18 +316,38 @@ def _histogram(
 
 
 def _cache_info(srv: SimServer, names: EngineMetrics) -> GaugeMetricFamily:
-    plan = srv.plan
+    """The pool as the engine's info series carries it: one label per cache setting, values
+    spelled as the engine spells them (vLLM: `str()` of each CacheConfig field)."""
+    plan, request = srv.plan, srv.plan.request
     info = {
         names.cache_info_blocks_label or "num_gpu_blocks": str(plan.num_blocks),
         names.cache_info_block_size_label or "block_size": str(plan.block_size_tokens),
-        "cache_dtype": plan.request.kv_cache_dtype,
+        "cache_dtype": request.kv_cache_dtype,
         "gpu_memory_utilization": str(plan.gpu_memory_utilization),
-        "enable_prefix_caching": str(plan.request.enable_prefix_caching),
+        "enable_prefix_caching": str(request.enable_prefix_caching),
         "engine": "0",
     }
+    if srv.args.engine == "vllm":
+        info.update(
+            kv_cache_memory_bytes=str(request.kv_cache_memory_bytes),
+            num_gpu_blocks_override="None",
+            num_cpu_blocks="None",
+            sliding_window=str(_uniform_window(request.model)),
+        )
+    if names.cache_info_tokens_label:  # the planner's token figure: the release's semantics
+        info[names.cache_info_tokens_label] = str(plan.kv_cache_tokens)
+    if names.cache_info_concurrency_label:
+        info[names.cache_info_concurrency_label] = str(plan.max_concurrency)
     g = GaugeMetricFamily(str(names.cache_config_info), "Cache config", labels=list(info))
     g.add_metric(list(info.values()), 1.0)
     return g
+
+
+def _uniform_window(model: ModelGeometry) -> int | None:
+    """vLLM's CacheConfig.sliding_window: the window when every layer slides, else None."""
+    if model.layer_kinds and all(k is LayerKind.SLIDING for k in model.layer_kinds):
+        return model.sliding_window_tokens
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
