@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from harness.realvllm import EngineEnv, KvCase, plan_for, serve_argv
+from harness.realvllm import (
+    KV_SIZING_LABELS,
+    EngineEnv,
+    KvCase,
+    plan_for,
+    serve_argv,
+    simulated_metrics_text,
+)
 from kvscale.capacity.types import CapacityPlan, LayerKind
 
 pytestmark = pytest.mark.engine
@@ -84,6 +92,7 @@ def test_plan_given_the_pool_equals_the_engines_sizing(
         estimate = ESTIMATE.search(error)
         engine_fitting = int(estimate.group(1)) if estimate else 0
         assert min(plan.max_fitting_context_tokens, case.max_model_len) == engine_fitting
+        print(f"\n{case.id}: refused by both; largest fitting context {engine_fitting}")
         return
     assert engine["error"] is None, engine["error"]
     labels = engine["cache_config"]
@@ -97,6 +106,34 @@ def test_plan_given_the_pool_equals_the_engines_sizing(
     assert logged.group(1) == f"{plan.kv_cache_tokens:,}"
     assert logged.group(2) == f"{case.max_model_len:,}"
     assert logged.group(3) == f"{plan.max_concurrency:.2f}"
+    print(
+        f"\n{case.id}: blocks {plan.num_blocks}, tokens {plan.kv_cache_tokens}, "
+        f"concurrency {plan.max_concurrency!r} (kvscale = engine)"
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_the_simulated_engine_reports_the_real_pool(
+    case: KvCase,
+    planned: dict[str, CapacityPlan],
+    engine_sizes: dict[str, dict[str, Any]],
+    tiny_models: dict[str, Path],
+    engine_env: EngineEnv,
+) -> None:
+    """kvscale's simulated vLLM, started with the same flags, carries the same pool labels
+    (for a sliding-window model the token figure is concurrency x max_model_len, as vLLM's)."""
+    if not planned[case.id].fits:
+        pytest.skip("the engine refused this pool; nothing to report")
+    argv = serve_argv(planned[case.id], tiny_models[case.geometry])
+    text = simulated_metrics_text(argv[1:], tiny_models[case.geometry], engine_env.version)
+    (info,) = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "vllm:cache_config_info"
+    ]
+    real = engine_sizes[case.id]["cache_config"]
+    assert {k: info.labels[k] for k in KV_SIZING_LABELS} == {k: real[k] for k in KV_SIZING_LABELS}
 
 
 def test_the_table_exercises_every_layout(planned: dict[str, CapacityPlan]) -> None:
