@@ -41,6 +41,7 @@ POOLS: tuple[tuple[int, int, int, int], ...] = (
     (9_000_000, 1000, 1024, 64),
     (12_345_678, 4000, 512, 128),
     (5_000_000, 3000, 768, 96),
+    (32 * MIB, 4096, 1024, 64),  # large enough for every geometry (Qwen3 pays 4 KiB a token)
     (1_000_000, 4096, 2048, 32),  # holds no 4096-token request in any geometry
 )
 SLIDING_OR_FULL = ("llama-gqa", "llama-mqa", "mistral-swa", "gemma2-hybrid", "qwen3-qknorm")
