@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cluster import GPU_PRODUCT_LABEL
 from harness.kube import get_llmd
 from harness.prom import free_loopback_port
+from harness.realvllm import kill_group
 from kvscale.capacity import find_gpu
 from kvscale.engines import EngineMetrics, metric_queries
 
@@ -40,6 +42,10 @@ LABEL_LLMD = "llmd"
 POLL_S = 0.5
 STOP_TIMEOUT_S = 5.0
 DEFAULT_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds when it sets none
+
+# Starts the engine process of one pod: (the pod's container args, port, log file) -> process.
+# A namespace without one gets simulated engines; harness.realvllm provides the real vLLM's.
+Launcher = Callable[[list[str], int, Path], subprocess.Popen[bytes]]
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Engine:
     metrics: EngineMetrics  # the series names its engine release exposes
     grace_s: float = DEFAULT_GRACE_S
     listening: bool = False  # set once its port accepted a connection
+    own_group: bool = False  # started in its own process group (stopped with its children)
 
     @property
     def url(self) -> str:
@@ -100,6 +107,9 @@ class Engine:
         return dict(found[0].labels) if found else None
 
     def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
+        if self.own_group:
+            kill_group(self.process, grace_s)
+            return
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -117,6 +127,7 @@ class EngineRunner:
     work_dir: Path
     time_scale: float = 1.0
     namespaces: set[str] = field(default_factory=set)
+    launchers: dict[str, Launcher] = field(default_factory=dict)  # namespace -> real engines
     engines: dict[str, Engine] = field(default_factory=dict)  # by pod uid
     sim_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by namespace
     errors: list[str] = field(default_factory=list)
@@ -158,12 +169,18 @@ class EngineRunner:
         with self._lock:
             self.namespaces.discard(namespace)
             self.sim_flags.pop(namespace, None)
+            self.launchers.pop(namespace, None)
 
     def set_sim_flags(self, namespace: str, *flags: str) -> None:
         """Simulator flags for the engines started from now on in `namespace` (e.g.
         `--sim-kv-pool-fraction 0.9`: engines that hold less KV than the plan)."""
         with self._lock:
             self.sim_flags[namespace] = flags
+
+    def use_launcher(self, namespace: str, launcher: Launcher) -> None:
+        """Back this namespace's engine pods with `launcher` instead of simulated engines."""
+        with self._lock:
+            self.launchers[namespace] = launcher
 
     def engines_of(self, namespace: str, llmd: str) -> list[Engine]:
         with self._lock:
@@ -232,16 +249,22 @@ class EngineRunner:
                 return None
             raise
         release = engine_release(llmd)
-        argv = self._engine_argv(api, pod, llmd, release)
         port = free_loopback_port()
         log_path = self.work_dir / f"{namespace}_{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                _sim_command(argv, port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        with self._lock:
+            launcher = self.launchers.get(namespace)
+        if launcher is not None:
+            container = _engine_container(pod, _target_container(llmd))
+            process = launcher(list(container.args or []), port, log_path)
+        else:
+            argv = self._engine_argv(api, pod, llmd, release)
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    _sim_command(argv, port),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
         grace_s = pod.spec.termination_grace_period_seconds
         return Engine(
             namespace,
@@ -253,6 +276,7 @@ class EngineRunner:
             log_path,
             metric_queries(*release),
             DEFAULT_GRACE_S if grace_s is None else float(grace_s),
+            own_group=launcher is not None,
         )
 
     def _engine_argv(
@@ -261,7 +285,7 @@ class EngineRunner:
         """Our simulator's flags followed by `--` and the pod's engine command line."""
         spec = llmd.get("spec") or {}
         engine, version = release
-        container = _engine_container(pod, (spec.get("targetRef") or {}).get("container"))
+        container = _engine_container(pod, _target_container(llmd))
         node = client.CoreV1Api(api).read_node(pod.spec.node_name)
         product = (node.metadata.labels or {}).get(GPU_PRODUCT_LABEL, "")
         argv = [
@@ -320,6 +344,10 @@ def _sim_command(engine_argv: list[str], port: int) -> list[str]:
 def _split(argv: list[str]) -> tuple[list[str], str, list[str]]:
     index = argv.index("--")
     return argv[:index], "--", argv[index + 1 :]
+
+
+def _target_container(llmd: dict[str, Any]) -> str | None:
+    return ((llmd.get("spec") or {}).get("targetRef") or {}).get("container")
 
 
 def _engine_container(pod: Any, name: str | None) -> Any:

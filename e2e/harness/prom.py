@@ -21,7 +21,7 @@ if str(_INTEGRATION_DIR) not in sys.path:
 
 from promfixture import PrometheusServer, find_prometheus, free_loopback_port  # noqa: E402
 
-__all__ = ["FileSdPrometheus", "find_prometheus", "free_loopback_port"]
+__all__ = ["FileSdPrometheus", "PrometheusServer", "find_prometheus", "free_loopback_port"]
 
 SCRAPE_INTERVAL = "1s"
 

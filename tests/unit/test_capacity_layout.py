@@ -145,3 +145,33 @@ def test_block_rounding(kv_bytes: int, blocks: int) -> None:
     plan = _plan("meta-llama/Llama-3.1-8B-Instruct", kv_cache_memory_bytes=kv_bytes)
     assert plan.num_blocks == blocks
     assert plan.kv_cache_tokens == blocks * 16
+
+
+@pytest.mark.parametrize(
+    ("version", "fits_at_exact_pool"),
+    [("0.31.0", True), ("0.32.0", False)],
+)
+def test_start_up_check_reserves_the_null_block_from_0_32(
+    version: str, fits_at_exact_pool: bool
+) -> None:
+    """A pool of exactly one max-length request's blocks: 0.32 refuses it (the block pool holds
+    one block back, vLLM PR #47272), and its largest fitting context is one block shorter."""
+    block_bytes = 2 * 1024**2  # Llama-3.1-8B: 16 tokens x 131072 B
+    request_blocks = 8192 // 16
+    plan = _plan(
+        "meta-llama/Llama-3.1-8B-Instruct",
+        engine_version=version,
+        max_model_len_tokens=8192,
+        kv_cache_memory_bytes=request_blocks * block_bytes,
+    )
+    assert plan.num_blocks == request_blocks
+    assert plan.fits is fits_at_exact_pool
+    usable = request_blocks if fits_at_exact_pool else request_blocks - 1
+    assert plan.max_fitting_context_tokens == usable * 16
+    bigger = _plan(
+        "meta-llama/Llama-3.1-8B-Instruct",
+        engine_version=version,
+        max_model_len_tokens=8192,
+        kv_cache_memory_bytes=(request_blocks + 1) * block_bytes,
+    )
+    assert bigger.fits

@@ -154,3 +154,22 @@ def test_request_longer_than_max_model_len_is_rejected() -> None:
     ok = SimRequest(1, 0.0, 200, 500)
     assert engine.add_request(ok)
     assert ok.output_tokens == 56  # generation stops at max_model_len
+
+
+def test_a_preemption_is_reported_when_the_request_emits_its_next_token() -> None:
+    """vLLM counts a preemption in num_preemptions_total only with the preempted request's next
+    output; the simulator's exported counter follows (its internal total does not wait)."""
+    engine = EngineSim(_tiny_config(11))
+    reqs = [SimRequest(i, 0.0, 32, 60) for i in range(2)]
+    for r in reqs:
+        engine.add_request(r)
+    while engine.preemptions_total == 0:
+        engine.run_until(engine.clock_s + 1e-9)
+    (victim,) = [r for r in reqs if r.status == "waiting"]
+    assert engine.preemptions_reported_total == 0
+    emitted = victim.generated
+    while victim.generated == emitted:
+        engine.run_until(engine.clock_s + 1e-9)
+        assert engine.preemptions_reported_total == (victim.generated > emitted)
+    engine.run_until(math.inf)
+    assert engine.preemptions_reported_total == engine.preemptions_total >= 1

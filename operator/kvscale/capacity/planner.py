@@ -105,6 +105,13 @@ def _kv_cache_tokens(request: PlanRequest, num_blocks: int, layout: KvLayout, co
     return num_blocks * layout.block_size_tokens
 
 
+def _fit_check_reserved_blocks(request: PlanRequest) -> int:
+    """Blocks the engine's start-up check holds back before one max-length request must fit."""
+    if request.engine != "vllm":
+        return 0
+    return int(v.vllm_rules(request.engine_version, request.vllm_v0).fit_reserves_null_block)
+
+
 def _engine_cap(request: PlanRequest, budget: Budget, kv_tokens: int) -> int:
     if request.engine == "sglang" and not request.max_num_seqs:
         per_context = kv_tokens * SGLANG_RUNNING_PER_CONTEXT // request.max_model_len_tokens
@@ -168,10 +175,11 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
     mnbt, length = budget.max_num_batched_tokens, request.max_model_len_tokens
     per_request = blocks_for_request(layout.groups, length, mnbt)
     concurrency = num_blocks / per_request if per_request else 0.0
-    fits = available > 0 and per_request <= num_blocks
+    admissible = max(num_blocks - _fit_check_reserved_blocks(request), 0)
+    fits = available > 0 and per_request <= admissible
     # The fix "lower --max-model-len to N" must name a length the model supports.
     fitting = largest_fitting_context(
-        layout.groups, num_blocks, mnbt, request.model.max_position_embeddings
+        layout.groups, admissible, mnbt, request.model.max_position_embeddings
     )
     needed = per_request * layout.page_bytes * layout.group_size_layers
     tokens = _kv_cache_tokens(request, num_blocks, layout, concurrency)

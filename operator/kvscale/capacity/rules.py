@@ -34,6 +34,10 @@ class VllmRules:
     v0_chunked_above_tokens: int | None  # V0 turns chunked prefill on above this max_model_len
     non_torch_tp1_gib: float  # non-torch memory the profile charges at TP 1
     sampler_paths: tuple[SamplerPath, ...]  # top-k/top-p paths this release can run
+    # The start-up check (one max_model_len request must fit) counts the null block the block
+    # pool holds back: the request must fit in num_blocks - 1 (vLLM PR #47272, merged
+    # 2026-07-01; first verified in 0.32.0 against the real engine, earlier releases not).
+    fit_reserves_null_block: bool = False
 
 
 def _row(since: str, *cells: object) -> VllmRules:
@@ -64,6 +68,10 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row(
         "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.13,
         (_T, _F, _V2),
+    ),
+    _row(
+        "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.13,
+        (_T, _F, _V2), True,
     ),
 )  # fmt: skip
 

@@ -33,6 +33,8 @@ class EngineMetrics:
     cache_config_info: str | None = None  # info gauge (=1) carrying the pool size as labels
     cache_info_blocks_label: str | None = None  # label of cache_config_info: number of blocks
     cache_info_block_size_label: str | None = None  # label of cache_config_info: block size
+    cache_info_tokens_label: str | None = None  # label: the "KV cache size: N tokens" figure
+    cache_info_concurrency_label: str | None = None  # label: max concurrency at max_model_len
     request_success: str | None = None  # counter: finished requests
     request_rejections: str | None = None  # counter (may carry a label matcher): refused
     prompt_tokens: str | None = None  # counter

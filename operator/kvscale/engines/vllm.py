@@ -245,6 +245,19 @@ METRICS: tuple[MetricRow, ...] = (
     MetricRow("cache_config_info", "vllm:cache_config_info"),
     MetricRow("cache_info_blocks_label", "num_gpu_blocks"),
     MetricRow("cache_info_block_size_label", "block_size"),
+    *(
+        MetricRow(
+            field,
+            label,
+            _R("0.32.0"),
+            note="CacheConfig field exported by every label-per-field cache_config_info; seen "
+            "on the real 0.32.0 engine (engine tier), first release not verified",
+        )
+        for field, label in (
+            ("cache_info_tokens_label", "kv_cache_size_tokens"),
+            ("cache_info_concurrency_label", "kv_cache_max_concurrency"),
+        )
+    ),
     MetricRow("request_success", "vllm:request_success_total"),
     MetricRow(
         "request_rejections",

@@ -75,6 +75,7 @@ class SimRequest:
         "rid",
         "shared",
         "status",
+        "unreported_preemptions",
     )
 
     def __init__(
@@ -95,6 +96,7 @@ class SimRequest:
         self.blocks = 0  # blocks held in total (private + shared)
         self.shared = 0  # leading hashes referenced in the prefix cache
         self.preemptions = 0
+        self.unreported_preemptions = 0  # not yet in vLLM's counter: it waits for the next token
         self.first_scheduled_s: float | None = None
         self.first_token_s: float | None = None
         self.last_token_s = 0.0
@@ -134,6 +136,10 @@ class EngineSim:
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.preemptions_total = 0
+        # What vLLM's `num_preemptions_total` shows: a preemption is counted when the preempted
+        # request emits its next token (the event travels with that output; seen on the real
+        # 0.32.0 engine and in vllm/v1/metrics/stats.py), not when it is preempted.
+        self.preemptions_reported_total = 0
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.success_total = 0
@@ -316,6 +322,8 @@ class EngineSim:
             req.shared = full
 
     def _emit_token(self, req: SimRequest, at_s: float) -> None:
+        self.preemptions_reported_total += req.unreported_preemptions
+        req.unreported_preemptions = 0
         if req.generated == 0:
             req.first_token_s = at_s
             self.ttft.observe(at_s - req.arrival_s)
@@ -352,6 +360,7 @@ class EngineSim:
         self._release(req)
         req.computed = 0
         req.preemptions += 1
+        req.unreported_preemptions += 1
         req.status = "waiting"
         self.preemptions_total += 1
         self.waiting.appendleft(req)

@@ -41,9 +41,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from kvscale.capacity import CapacityInputError, CapacityPlan, plan_capacity
+from kvscale.capacity import CapacityInputError, CapacityPlan, ModelGeometry, plan_capacity
 from kvscale.capacity.calibration import modelled_non_kv_bytes, pool_pinned
-from kvscale.capacity.release import EngineVersion
+from kvscale.capacity.types import LayerKind
 from kvscale.engines import EngineMetrics, UnsupportedEngineError, metric_queries
 from kvscale.sim.engine import EngineSim, SimRequest
 from kvscale.sim.engine_args import EngineArgs, EngineArgsError, parse_engine_args
@@ -53,8 +53,6 @@ from kvscale.sim.stats import Histogram
 GPU_ENV = "KVSCALE_SIM_GPU"
 _POLL_S = 0.002  # wall seconds between engine advances while busy
 _CHARS_PER_TOKEN = 4  # prompt text -> tokens when the prompt is not token ids
-# First release seen exporting the pool in tokens on cache_config_info (0.32.0's /metrics).
-_VLLM_TOKENS_LABELS_FROM = EngineVersion.parse("0.32.0")
 
 
 def engine_plan(args: EngineArgs, kv_pool_fraction: float = 1.0) -> CapacityPlan:
@@ -286,7 +284,7 @@ class _EngineCollector(Collector):
                 g.add_metric(values, float(value))
                 yield g
         counters = (
-            (names.preemptions, "Requests preempted for KV", eng.preemptions_total),
+            (names.preemptions, "Requests preempted for KV", eng.preemptions_reported_total),
             (names.prompt_tokens, "Prompt tokens", eng.prompt_tokens_total),
             (names.generation_tokens, "Generated tokens", eng.generation_tokens_total),
         )
@@ -335,36 +333,38 @@ def _histogram(
 
 
 def _cache_info(srv: SimServer, names: EngineMetrics) -> GaugeMetricFamily:
-    """The info gauge with the engine's own label names: vLLM exports every CacheConfig field
-    as a string ("None" when unset) plus `engine`; SGLang 0.5.9-0.5.13 `page_size`/`num_pages`."""
-    plan = srv.plan
+    """The pool as the engine's info series carries it: one label per cache setting, values
+    spelled as the engine spells them (vLLM: `str()` of each CacheConfig field)."""
+    plan, request = srv.plan, srv.plan.request
     info = {
         names.cache_info_blocks_label or "num_gpu_blocks": str(plan.num_blocks),
         names.cache_info_block_size_label or "block_size": str(plan.block_size_tokens),
+        "cache_dtype": request.kv_cache_dtype,
+        "gpu_memory_utilization": str(plan.gpu_memory_utilization),
+        "enable_prefix_caching": str(request.enable_prefix_caching),
+        "engine": "0",
     }
     if srv.args.engine == "vllm":
-        info |= _vllm_cache_labels(srv)
+        info.update(
+            kv_cache_memory_bytes=str(request.kv_cache_memory_bytes),
+            num_gpu_blocks_override="None",
+            num_cpu_blocks="None",
+            sliding_window=str(_uniform_window(request.model)),
+        )
+    if names.cache_info_tokens_label:  # the planner's token figure: the release's semantics
+        info[names.cache_info_tokens_label] = str(plan.kv_cache_tokens)
+    if names.cache_info_concurrency_label:
+        info[names.cache_info_concurrency_label] = str(plan.max_concurrency)
     g = GaugeMetricFamily(str(names.cache_config_info), "Cache config", labels=list(info))
     g.add_metric(list(info.values()), 1.0)
     return g
 
 
-def _vllm_cache_labels(srv: SimServer) -> dict[str, str]:
-    plan, request = srv.plan, srv.plan.request
-    labels = {
-        "cache_dtype": request.kv_cache_dtype,
-        "gpu_memory_utilization": str(plan.gpu_memory_utilization),
-        "enable_prefix_caching": str(request.enable_prefix_caching),
-        "kv_cache_memory_bytes": str(request.kv_cache_memory_bytes),
-        "num_gpu_blocks_override": "None",
-        "num_cpu_blocks": "0",
-        "sliding_window": str(request.model.sliding_window_tokens),
-        "engine": "0",
-    }
-    if EngineVersion.parse(srv.args.version) >= _VLLM_TOKENS_LABELS_FROM:
-        labels["kv_cache_size_tokens"] = str(plan.kv_cache_tokens)
-        labels["kv_cache_max_concurrency"] = f"{plan.max_concurrency:.2f}"
-    return labels
+def _uniform_window(model: ModelGeometry) -> int | None:
+    """vLLM's CacheConfig.sliding_window: the window when every layer slides, else None."""
+    if model.layer_kinds and all(k is LayerKind.SLIDING for k in model.layer_kinds):
+        return model.sliding_window_tokens
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,133 @@
+"""KV pressure on a real engine, and its own /metrics sampled while it lasts.
+
+`drive_requests` sends N identical-shape completions at once (token-id prompts, so every prompt
+has exactly the intended length; `ignore_eos`, so every answer has exactly `max_tokens`);
+`MetricsSampler` reads the engine's /metrics on a short period in a background thread and keeps
+the series the checks need. Loopback only, bounded: every request and the sampler stop by
+themselves.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.realvllm import post_json
+from kvscale.engines import EngineMetrics
+
+REQUEST_TIMEOUT_S = 900.0
+FIRST_TOKEN_ID = 3  # after the tiny tokenizer's special tokens
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    count: int
+    prompt_tokens: int
+    output_tokens: int
+    vocab_size: int
+    seed: int = 7
+
+    def prompts(self) -> list[list[int]]:
+        """Distinct random token-id prompts (no shared prefix, so no prefix-cache hits)."""
+        rng = random.Random(self.seed)
+        return [
+            [rng.randrange(FIRST_TOKEN_ID, self.vocab_size) for _ in range(self.prompt_tokens)]
+            for _ in range(self.count)
+        ]
+
+
+def complete(base_url: str, model: str, prompt: list[int], output_tokens: int) -> dict[str, Any]:
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+    }
+    return post_json(f"{base_url}/v1/completions", body, REQUEST_TIMEOUT_S)
+
+
+def drive_requests(base_url: str, model: str, shape: RequestShape) -> list[dict[str, Any]]:
+    """All requests at once; returns their `usage` objects once every one has finished."""
+    prompts = shape.prompts()
+    with ThreadPoolExecutor(max_workers=shape.count) as pool:
+        futures = [pool.submit(complete, base_url, model, p, shape.output_tokens) for p in prompts]
+        return [f.result()["usage"] for f in futures]
+
+
+def scrape_values(text: str, names: Sequence[str]) -> dict[str, float]:
+    """Sum of the samples of each named series in a /metrics text (absent names omitted)."""
+    wanted = set(names)
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float
+    values: Mapping[str, float]
+
+
+@dataclass
+class MetricsSampler:
+    """Polls `<url>/metrics` every `period_s` until stopped; keeps the named series."""
+
+    url: str
+    names: tuple[str, ...]
+    period_s: float = 0.2
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def for_engine(cls, url: str, m: EngineMetrics) -> MetricsSampler:
+        names = (
+            m.kv_usage,
+            m.num_requests_running,
+            m.num_requests_waiting,
+            m.preemptions,
+            m.generation_tokens,
+            m.request_success,
+        )
+        return cls(url, tuple(n for n in names if n))
+
+    def __enter__(self) -> MetricsSampler:
+        self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.sample_once()  # the final state, after the last request finished
+
+    def sample_once(self) -> None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError as error:
+            self.errors.append(str(error))
+            return
+        self.samples.append(Sample(time.monotonic(), scrape_values(text, self.names)))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample_once()
+            self._stop.wait(self.period_s)
+
+    def series(self, name: str) -> list[float]:
+        return [s.values[name] for s in self.samples if name in s.values]
