@@ -18,7 +18,7 @@ from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
 from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
-from kvscale.scaling import reasons
+from kvscale.scaling import observe, reasons
 from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
 
 JsonDict = dict[str, Any]
@@ -113,29 +113,14 @@ def count_replicas(
     now_s: float,
     warmup_s: float,
 ) -> ReplicaCounts:
-    """Replica counts for the policy from the Deployment and (when known) its pods.
-
-    `starting` = replicas not yet Ready, plus Ready pods younger than the warm-up: a replica
-    that just turned Ready has an empty KV cache and a cold prefix cache, so its load is not
-    yet representative and it must not make the fleet look idle (no scale-down during it).
-    """
+    """Replica counts for the policy from the Deployment and (when known) its pods, by the
+    rule the simulator also uses (`kvscale.scaling.observe.count_replicas`)."""
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     raw = spec.get("replicas")
-    desired = 1 if raw is None else max(0, int(raw))  # the API server's default is 1
-    ready = max(0, int(status.get("readyReplicas") or 0))
-    not_ready = max(0, desired - ready)
-    young = sum(
-        1
-        for pod in pods
-        if pod.ready
-        and not pod.terminating
-        and pod.created_s is not None
-        and now_s - pod.created_s < warmup_s
-    )
-    return ReplicaCounts(
-        desired=desired, ready=min(ready, desired), starting=min(desired, not_ready + young)
-    )
+    desired = 1 if raw is None else int(raw)  # the API server's default is 1
+    ready = int(status.get("readyReplicas") or 0)
+    return observe.count_replicas(desired, ready, pods, now_s=now_s, warmup_s=warmup_s)
 
 
 def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:

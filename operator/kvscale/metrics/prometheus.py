@@ -40,6 +40,7 @@ from kvscale.metrics.vectors import (
     block_config_by_deployment,
     values_by_deployment,
 )
+from kvscale.scaling.observe import SIGNAL_WINDOW_S, pods_reporting
 from kvscale.scaling.types import Signals
 
 # Signals field -> DeploymentQueries attribute (kv_capacity is assembled separately).
@@ -125,7 +126,7 @@ class PrometheusSource:
         ca_file: str | None = None,
         timeout_s: float = 5.0,
         group_labels: tuple[str, str] = ("namespace", "llmd"),
-        window_s: int = 60,
+        window_s: int = int(SIGNAL_WINDOW_S),
         stale_after_s: float = 60.0,
         quantile: float = 0.95,
         client: QueryClient | None = None,
@@ -285,7 +286,7 @@ class PrometheusSource:
         present = _count(results, family.present, key)
         fresh = _count(results, family.fresh, key)
         expected = target.pods_expected
-        reporting = min(fresh, expected) if expected > 0 else fresh
+        reporting = pods_reporting(fresh, expected)
         base = _base_quality(present, fresh, expected)
         values: dict[str, float | None] = {}
         quality: dict[str, Quality] = {}

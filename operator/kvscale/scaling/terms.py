@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.scaling import reasons
+from kvscale.scaling.observe import SIGNAL_WINDOW_S
 from kvscale.scaling.types import ScalerState, ScalingConfig, Signals, StepResult
 
 _CEIL_EPS = 1e-9  # 3.0000000001 replicas is 3, not 4
-SIGNAL_WINDOW_S = 60.0  # the rate()/histogram_quantile() window of the operator's queries
 SUSTAINED_BREACH_S = 15.0  # learn from a breach seen on two reads at least this far apart
 MIN_LEARNED_SHARE_FRAC = 0.1  # a learned prefill target never drops below 10 % of the set one
 

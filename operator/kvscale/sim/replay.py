@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvscale.scaling import ReplicaCounts, Signals
+from kvscale.scaling import Signals
+from kvscale.scaling.observe import (
+    SIGNAL_WINDOW_S,
+    count_replicas,
+    pods_reporting,
+    window_increase_rate,
+)
 from kvscale.sim.engine import SimRequest
 from kvscale.sim.fleet import Fleet, FleetTotals
 from kvscale.sim.policies import FleetView, Policy
@@ -30,6 +36,7 @@ from kvscale.sim.stats import (
     ITL_BUCKETS_S,
     REQUEST_LATENCY_BUCKETS_S,
     TTFT_BUCKETS_S,
+    FloatArray,
     estimate_histogram_quantile,
 )
 from kvscale.sim.traces import Trace, slice_trace
@@ -44,7 +51,6 @@ _PREROLL_HASH_OFFSET = -(1 << 50)
 @dataclass(frozen=True)
 class ReplayOptions:
     tick_s: float = 15.0  # policy period (HPA sync period, operator timer)
-    signal_window_s: float = 60.0  # rate()/histogram_quantile() window of the signals
     warmup_s: float = 300.0  # pre-roll length (0: start cold at t=0)
     router: str = "least-kv"
     drain_limit_s: float = 3600.0  # after the last arrival, stop waiting for stragglers
@@ -99,6 +105,11 @@ class ReplayResult:
             "scaleEvents": self.scale_events,
             "peakReplicas": self.peak_replicas,
         }
+
+
+def _window_quantile(bounds: tuple[float, ...], counts: FloatArray) -> float | None:
+    """p95 of the observations in the signal window (histogram_quantile over rate())."""
+    return estimate_histogram_quantile(0.95, np.asarray(bounds), counts)
 
 
 def meets_slo(req: SimRequest, setup: SimSetup) -> bool:
@@ -177,55 +188,60 @@ class _Replay:
         self.arrivals_in_tick = 0
 
     def _observe(self, t_s: float) -> tuple[FleetView, TickSample]:
+        """What the operator would see now: pod facts → replica counts and windowed rates by
+        the rules in `kvscale.scaling.observe`, gauges averaged or summed over every pod that
+        serves /metrics (draining ones included, as Prometheus scrapes them)."""
         fleet = self.fleet
-        ready, starting = fleet.counts(t_s)
+        pods = tuple(fleet.pod_phases(t_s))
+        counts = count_replicas(
+            fleet.desired, fleet.ready, pods, now_s=t_s, warmup_s=self.setup.scaling.warmup_s
+        )
         engines = fleet.snapshot_engines()
         totals = fleet.totals()
         self.history.append((t_s, totals, self.rejected_total))
-        while self.history and self.history[0][0] < t_s - self.opts.signal_window_s - 1e-9:
+        while self.history and self.history[0][0] < t_s - SIGNAL_WINDOW_S - 1e-9:
             self.history.popleft()
-        t_old, old, rej_old = self.history[0]
-        span = max(t_s - t_old, 1e-9)
+        old = self.history[0][1]
         n = len(engines)
         usage = sum(e.pool.usage_frac for e in engines) / n if n else None
         waiting = float(sum(len(e.waiting) for e in engines)) if n else None
-        d_ttft = totals.ttft_counts - old.ttft_counts
-        ttft_p95 = estimate_histogram_quantile(0.95, np.asarray(TTFT_BUCKETS_S), d_ttft)
-        itl_p95 = estimate_histogram_quantile(
-            0.95, np.asarray(ITL_BUCKETS_S), totals.itl_counts - old.itl_counts
-        )
-        queue_p95 = estimate_histogram_quantile(
-            0.95, np.asarray(REQUEST_LATENCY_BUCKETS_S), totals.queue_counts - old.queue_counts
+        ttft_p95 = _window_quantile(TTFT_BUCKETS_S, totals.ttft_counts - old.ttft_counts)
+        itl_p95 = _window_quantile(ITL_BUCKETS_S, totals.itl_counts - old.itl_counts)
+        queue_p95 = _window_quantile(
+            REQUEST_LATENCY_BUCKETS_S, totals.queue_counts - old.queue_counts
         )
         signals = Signals(
-            pods_expected=n,
-            pods_reporting=n,
+            pods_expected=fleet.ready,
+            pods_reporting=pods_reporting(n, fleet.ready),
             kv_usage_frac=usage,
             num_requests_running=float(sum(len(e.running) for e in engines)) if n else None,
             num_requests_waiting=waiting,
-            preemptions_per_s=(totals.preemptions - old.preemptions) / span if n else None,
-            rejections_per_s=(self.rejected_total - rej_old) / span,
+            preemptions_per_s=self._rate(lambda tot, _: tot.preemptions, t_s) if n else None,
+            rejections_per_s=self._rate(lambda _, rejected: rejected, t_s),
             ttft_p95_s=ttft_p95,
             itl_p95_s=itl_p95,
             queue_time_p95_s=queue_p95,
-            prompt_tokens_per_s=(totals.prompt_tokens - old.prompt_tokens) / span if n else None,
+            prompt_tokens_per_s=self._rate(lambda tot, _: tot.prompt_tokens, t_s) if n else None,
             num_gpu_blocks=self.setup.plan.num_blocks,
             block_size_tokens=self.setup.plan.block_size_tokens,
         )
-        counts = ReplicaCounts(desired=fleet.desired, ready=ready, starting=starting)
         prev = self.history[-2][1].preemptions if len(self.history) > 1 else old.preemptions
         sample = TickSample(
             t_s=t_s,
-            desired=fleet.desired,
-            ready=ready,
-            starting=starting,
+            desired=counts.desired,
+            ready=counts.ready,
+            starting=counts.starting,
             arrivals_per_s=self.arrivals_in_tick / self.opts.tick_s,
             kv_usage_frac=usage,
             waiting=waiting or 0.0,
             ttft_p95_s=ttft_p95,
             preemptions=totals.preemptions - prev,
         )
-        return FleetView(t_s, counts, signals), sample
+        return FleetView(t_s, counts, signals, pods), sample
+
+    def _rate(self, counter: Callable[[FleetTotals, int], float], t_s: float) -> float | None:
+        samples = [(at_s, counter(totals, rejected)) for at_s, totals, rejected in self.history]
+        return window_increase_rate(samples, t_s)
 
     def run(self, progress: ProgressFn | None) -> list[SimRequest]:
         opts = self.opts
@@ -333,7 +349,6 @@ def size_static_replicas(
     allowed = int(len(trace) * (1.0 - target_frac))
     opts = ReplayOptions(
         tick_s=base.tick_s,
-        signal_window_s=base.signal_window_s,
         warmup_s=base.warmup_s,
         router=base.router,
         drain_limit_s=base.drain_limit_s,
