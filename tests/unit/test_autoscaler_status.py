@@ -25,6 +25,7 @@ from kvscale.controller.autoscaler_status import (
 )
 from kvscale.metrics import Quality, SignalsReading
 from kvscale.scaling import Decision, ReplicaCounts, ScalerState, Signals, reasons
+from kvscale.scaling.types import SEASON_BINS, SeasonProfile
 
 NOW_S = 1_800_000_000.0
 
@@ -120,13 +121,19 @@ def test_scaler_state_round_trips_through_status(state: ScalerState) -> None:
 def test_every_scaler_state_field_is_stored_in_the_crd_status() -> None:
     # Each field set to a non-default value must survive the CRD's status model (a field the
     # schema does not declare is pruned by the API server and silently forgotten).
+    bins = tuple(None if i % 3 else 0.25 * i for i in range(SEASON_BINS))
+    structured = {
+        "recommendations": ((1.0, 3),),
+        "failed_reads": 1,
+        "demand_samples": ((1.0, 0.5, None), (16.0, None, 1.25)),
+        "season": SeasonProfile(bins, bins[::-1], open_bin=7, open_kv_sum=1.5, open_count=2),
+    }
     full = ScalerState(
-        recommendations=((1.0, 3),),
-        failed_reads=1,
+        **structured,
         **{
             f.name: 0.25 if f.type == "float | None" else 2
             for f in dataclasses.fields(ScalerState)
-            if f.name not in {"recommendations", "failed_reads"}
+            if f.name not in structured
         },
     )
     assert all(

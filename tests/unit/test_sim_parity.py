@@ -29,8 +29,6 @@ from kvscale.sim.replay import ReplayOptions, run_replay
 from kvscale.sim.router import LeastKvRouter
 from kvscale.sim.traces import default_azure_path, load_azure, ramp_trace, slice_trace
 
-EPOCH_S = 1_800_000_000.0  # the operator's clock is wall time; the replay's starts at 0
-
 
 def _operator_status(spec: LLMDeploymentSpec) -> dict[str, Any]:
     """The plan part of status as the reconcile writes it (selected GPU type, plans)."""
@@ -54,7 +52,7 @@ def _operator_tick(
         "status": {"readyReplicas": view.signals.pods_expected},
     }
     pods = [
-        PodFacts(f"pod-{i}", pod.created_s + EPOCH_S if pod.created_s is not None else None,
+        PodFacts(f"pod-{i}", pod.created_s,
                  pod.ready, pod.terminating, 0, 0, 0, None)
         for i, pod in enumerate(view.pods)
     ]  # fmt: skip
@@ -64,7 +62,7 @@ def _operator_tick(
         deployment=deployment,
         pods=pods,
         reading=SignalsReading(view.signals),
-        now_s=view.now_s + EPOCH_S,
+        now_s=view.now_s,  # the operator's clock is injected: the replay's
     )
     return plan.decision, {**status, "autoscaler": plan.autoscaler_status}, plan.scale_to
 

@@ -121,6 +121,30 @@ class RecommendationSample(StatusModel):
     replicas: int = Field(description="Recommended replicas.", ge=0)
 
 
+class DemandSample(StatusModel):
+    """One tick's demand in replicas' worth at full use (the forecast's trend window)."""
+
+    time_seconds: float = Field(description="When it was seen, seconds since the Unix epoch.")
+    kv_units: float | None = Field(default=None, description="KV demand, replicas' worth.")
+    prefill_units: float | None = Field(
+        default=None, description="Prompt-token rate, replicas' worth of prefill."
+    )
+
+
+class DemandProfile(StatusModel):
+    """Demand by time of day in 10-minute bins (the forecast's seasonal profile), compact:
+    one comma-separated number per bin, empty where never seen."""
+
+    kv_units: str = Field(default="", description="KV demand per bin.", max_length=4096)
+    prefill_units: str = Field(default="", description="Prompt demand per bin.", max_length=4096)
+    open_bin: int | None = Field(default=None, description="Bin being filled.", ge=0, le=143)
+    open_kv_sum: float = Field(default=0.0, description="Its KV demand so far (sum).", ge=0)
+    open_prefill_sum: float = Field(
+        default=0.0, description="Its prompt demand so far (sum).", ge=0
+    )
+    open_count: int = Field(default=0, description="Ticks summed into it.", ge=0)
+
+
 class SignalsStatus(StatusModel):
     """The serving signals the last decision saw; unknown stays null (never 0)."""
 
@@ -239,6 +263,12 @@ class AutoscalerStatus(StatusModel):
     failed_reads: int = Field(default=0, description="Consecutive failed metric reads.", ge=0)
     recommendations: list[RecommendationSample] = Field(
         default_factory=list, description="Recent raw recommendations.", max_length=512
+    )
+    demand_samples: list[DemandSample] = Field(
+        default_factory=list, description="Recent demand (the forecast's trend).", max_length=128
+    )
+    demand_profile: DemandProfile | None = Field(
+        default=None, description="Demand by time of day (the forecast's daily profile)."
     )
 
 

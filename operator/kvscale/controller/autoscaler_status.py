@@ -19,7 +19,14 @@ from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling import observe, reasons
-from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
+from kvscale.scaling.types import (
+    SEASON_BINS,
+    Decision,
+    ReplicaCounts,
+    ScalerState,
+    SeasonProfile,
+    Signals,
+)
 
 JsonDict = dict[str, Any]
 
@@ -143,7 +150,62 @@ def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
         learned_prefill_utilization_frac=_float_or_none(raw.get("learnedPrefillUtilization")),
         learned_prefill_at_s=_float_or_none(raw.get("learnedPrefillTimeSeconds")),
         latency_breach_since_s=_float_or_none(raw.get("latencyBreachSinceSeconds")),
+        demand_samples=_load_demand_samples(raw.get("demandSamples")),
+        season=_load_profile(raw.get("demandProfile")),
     )
+
+
+def _load_demand_samples(raw: Any) -> tuple[tuple[float, float | None, float | None], ...]:
+    samples = []
+    for item in raw if isinstance(raw, list) else []:
+        time_s = _float_or_none(item.get("timeSeconds")) if isinstance(item, Mapping) else None
+        if time_s is not None:
+            kv, prefill = item.get("kvUnits"), item.get("prefillUnits")
+            samples.append((time_s, _float_or_none(kv), _float_or_none(prefill)))
+    return tuple(samples)
+
+
+def _load_profile(raw: Any) -> SeasonProfile | None:
+    """The daily profile from status (None when absent or malformed: it is learned afresh)."""
+    if not isinstance(raw, Mapping):
+        return None
+    kv, prefill = _load_bins(raw.get("kvUnits")), _load_bins(raw.get("prefillUnits"))
+    open_bin = _int_or_none(raw.get("openBin"))
+    if kv is None or prefill is None or (open_bin is not None and not 0 <= open_bin < SEASON_BINS):
+        return None
+    return SeasonProfile(
+        kv_units=kv,
+        prefill_units=prefill,
+        open_bin=open_bin,
+        open_kv_sum=_float_or_none(raw.get("openKvSum")) or 0.0,
+        open_prefill_sum=_float_or_none(raw.get("openPrefillSum")) or 0.0,
+        open_count=_int_or(raw.get("openCount"), 0),
+    )
+
+
+def _load_bins(text: Any) -> tuple[float | None, ...] | None:
+    if not isinstance(text, str):
+        return None
+    parts = text.split(",")
+    if len(parts) != SEASON_BINS:
+        return None
+    try:
+        return tuple(float(part) if part else None for part in parts)
+    except ValueError:
+        return None
+
+
+def _dump_profile(profile: SeasonProfile | None) -> JsonDict | None:
+    if profile is None:
+        return None
+    return {
+        "kvUnits": ",".join("" if v is None else repr(v) for v in profile.kv_units),
+        "prefillUnits": ",".join("" if v is None else repr(v) for v in profile.prefill_units),
+        "openBin": profile.open_bin,
+        "openKvSum": profile.open_kv_sum,
+        "openPrefillSum": profile.open_prefill_sum,
+        "openCount": profile.open_count,
+    }
 
 
 def dump_scaler_state(state: ScalerState) -> JsonDict:
@@ -162,6 +224,11 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
         "learnedPrefillUtilization": state.learned_prefill_utilization_frac,
         "learnedPrefillTimeSeconds": state.learned_prefill_at_s,
         "latencyBreachSinceSeconds": state.latency_breach_since_s,
+        "demandSamples": [
+            {"timeSeconds": time_s, "kvUnits": kv, "prefillUnits": prefill}
+            for time_s, kv, prefill in state.demand_samples
+        ],
+        "demandProfile": _dump_profile(state.season),
     }
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kvscale.scaling import guards, reasons
+from kvscale.scaling.forecast import record_demand
 from kvscale.scaling.terms import (
     TERMS,
     Tick,
     allocation_failures,
+    demand_of,
     latency_breaches,
     learn_prefill_target,
 )
@@ -52,6 +54,8 @@ def decide(
     state = replace(state, failed_reads=0)
     tick = Tick(config, state, signals, counts.desired, counts.starting, now_s)
     state = learn_prefill_target(tick)
+    if config.forecast_horizon_s > 0:
+        state = record_demand(state, now_s, demand_of(tick))
     tick = replace(tick, state=state)
     undo = undo_regressed_scale_down(tick)
     if undo is not None:
