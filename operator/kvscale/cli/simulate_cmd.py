@@ -157,10 +157,12 @@ def run_policies(
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (nothing when stderr is not wanted)."""
+    """A one-line progress bar on stderr, only when stderr is a terminal (a log or a pipe
+    gets no carriage-return noise)."""
 
     def __init__(self, label: str, enabled: bool = True, width: int = 30) -> None:
-        self.label, self.enabled, self.width = label, enabled, width
+        self.label, self.width = label, width
+        self.enabled = enabled and sys.stderr.isatty()
         self._last = -1
 
     def update(self, frac: float) -> None:

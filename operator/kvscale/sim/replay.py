@@ -335,12 +335,14 @@ def size_static_replicas(
     options: ReplayOptions | None = None,
     target_frac: float = 0.99,
     build: Callable[[int], Policy] | None = None,
+    *,
+    start: int | None = None,
 ) -> int:
     """Smallest fixed replica count meeting the SLO for `target_frac` of requests (peak
     provisioning sized by load test, the strongest static baseline); max_replicas if none does.
 
-    Galloping search from min_replicas (cheap for light loads), then bisection; a run stops as
-    soon as it has missed more requests than the target allows.
+    Galloping search from `start` (default min_replicas, cheap for light loads) up or down,
+    then bisection; a run stops as soon as it has missed more requests than the target allows.
     """
     from kvscale.sim.policies import StaticPolicy
 
@@ -354,17 +356,29 @@ def size_static_replicas(
         drain_limit_s=base.drain_limit_s,
         abort_after_misses=allowed,
     )
+
+    def meets(count: int) -> bool:
+        return _static_meets(trace, setup, make(count), opts)
+
     lo, hi = setup.scaling.min_replicas, setup.scaling.max_replicas
+    probe = min(hi, max(lo, 1, start or 0))
     failed = lo - 1  # largest count known to miss
-    probe = max(lo, 1)
-    while not _static_meets(trace, setup, make(probe), opts):  # gallop up: failing runs stop early
-        failed = probe
-        if probe >= hi:
-            return hi
-        probe = min(hi, probe * 2)
+    if start is not None and meets(probe):  # gallop down from a count that meets
+        step = 1
+        while probe - step > failed and meets(probe - step):
+            probe -= step
+            step *= 2
+        failed = max(failed, probe - step)
+    else:
+        step = probe if start is None else 1
+        while not meets(probe):  # gallop up: failing runs stop early
+            failed = probe
+            if probe >= hi:
+                return hi
+            probe, step = min(hi, probe + step), step * 2
     while probe - failed > 1:  # probe meets the SLO, failed does not
         mid = (failed + probe) // 2
-        if _static_meets(trace, setup, make(mid), opts):
+        if meets(mid):
             probe = mid
         else:
             failed = mid
