@@ -19,6 +19,7 @@ from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
 from kvscale.scaling import observe, reasons
+from kvscale.scaling.forecast import Demand, seed_profile
 from kvscale.scaling.types import (
     SEASON_BINS,
     Decision,
@@ -193,6 +194,26 @@ def _load_bins(text: Any) -> tuple[float | None, ...] | None:
         return tuple(float(part) if part else None for part in parts)
     except ValueError:
         return None
+
+
+def seed_demand_profile(
+    status: Mapping[str, Any], history: Sequence[tuple[float, float | None, float | None]]
+) -> JsonDict:
+    """Status with a daily profile learned from `history` ((time_s, KV demand, prompt tokens/s)
+    from Prometheus), unless it already holds one or the history is empty. The prompt rate is
+    counted in replicas' worth of the selected plan's prefill rate, as the ticks count it."""
+    autoscaler = dict(status.get("autoscaler") or {})
+    if autoscaler.get("demandProfile") or not history:
+        return dict(status)
+    capacity = planned_prefill_tokens_per_s_of(status)
+    profile = seed_profile(
+        [
+            (time_s, Demand(kv, None if rate is None or capacity is None else rate / capacity))
+            for time_s, kv, rate in history
+        ]
+    )
+    autoscaler["demandProfile"] = _dump_profile(profile)
+    return {**status, "autoscaler": autoscaler}
 
 
 def _dump_profile(profile: SeasonProfile | None) -> JsonDict | None:
