@@ -54,11 +54,11 @@ def pod(age_s: float, *, ready: bool = True, terminating: bool = False) -> PodFa
         (deployment(3, 3), [], ReplicaCounts(3, 3, 0)),
         (deployment(3, 1), [], ReplicaCounts(3, 1, 2)),  # two not Ready yet
         (deployment(None, 0), [], ReplicaCounts(1, 0, 1)),  # API default replicas is 1
-        (deployment(3, 3), [pod(30), pod(500), pod(600)], ReplicaCounts(3, 3, 1)),  # one young
-        (deployment(3, 2), [pod(30), pod(30, ready=False)], ReplicaCounts(3, 2, 2)),
+        (deployment(3, 3), [pod(30), pod(500), pod(600)], ReplicaCounts(3, 3, 0, 1)),  # young
+        (deployment(3, 2), [pod(30), pod(30, ready=False)], ReplicaCounts(3, 2, 1, 1)),
         (deployment(2, 2), [pod(10, terminating=True), pod(400)], ReplicaCounts(2, 2, 0)),
         (deployment(2, 4), [], ReplicaCounts(2, 2, 0)),  # scaling down: extra Ready pods
-        (deployment(2, 2), [pod(1), pod(1), pod(1)], ReplicaCounts(2, 2, 2)),  # capped
+        (deployment(2, 2), [pod(1), pod(1), pod(1)], ReplicaCounts(2, 2, 0, 2)),  # capped
     ],
 )
 def test_count_replicas(dep: dict[str, Any], pods: list[PodFacts], want: ReplicaCounts) -> None:

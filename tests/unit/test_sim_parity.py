@@ -9,6 +9,7 @@ every time — scale-ups, holds during warm-up, scale-downs and their messages a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,13 +22,14 @@ from kvscale.controller.autoscaler import plan_tick
 from kvscale.controller.autoscaler_status import PodFacts
 from kvscale.controller.autoscaler_status import count_replicas as operator_count
 from kvscale.metrics.source import SignalsReading
-from kvscale.scaling import Decision, ReplicaCounts, reasons
+from kvscale.scaling import Decision, Observation, ReplicaCounts, ScalerState, decide, reasons
 from kvscale.scaling.observe import count_replicas, window_increase_rate
 from kvscale.sim.fleet import Fleet
 from kvscale.sim.policies import FleetView, KvscalePolicy
 from kvscale.sim.replay import ReplayOptions, run_replay
 from kvscale.sim.router import LeastKvRouter
 from kvscale.sim.traces import default_azure_path, load_azure, ramp_trace, slice_trace
+from samples import signals
 
 
 def _operator_status(spec: LLMDeploymentSpec) -> dict[str, Any]:
@@ -89,8 +91,7 @@ def test_the_replay_exercises_scale_out_warm_up_and_scale_in(
     ups = [d for v, d in decisions if d.act and d.replicas > v.replicas.desired]
     downs = [d for v, d in decisions if d.act and d.replicas < v.replicas.desired]
     assert ups and downs
-    assert any(view.replicas.starting > view.replicas.desired - view.replicas.ready
-               for view, _ in decisions), "no Ready pod counted as warming up"  # fmt: skip
+    assert any(view.replicas.warming > 0 for view, _ in decisions), "no pod warming up"
     assert reasons.COLD_START_HOLD in seen or reasons.WITHIN_TOLERANCE in seen
 
 
@@ -112,8 +113,9 @@ def test_operator_takes_the_simulators_decision_at_every_tick(
         assert (scale_to if scale_to is not None else view.replicas.desired) == acted, where
 
 
-def test_a_ready_replica_inside_its_warm_up_counts_as_starting_in_both_paths() -> None:
-    """Three Ready replicas, one 100 s old (warm-up 180 s): both paths count one starting."""
+def test_a_ready_replica_inside_its_warm_up_holds_a_scale_down_in_both_paths() -> None:
+    """Three Ready replicas, one 100 s old (warm-up 180 s), KV usage 0.2: both paths count one
+    warming up, and the policy holds at 3 instead of scaling to 2."""
     setup = load_deployment(default_deployment_path()).setup
     fleet = Fleet(setup.engine, LeastKvRouter(), 58.0, lambda _: None)
     fleet.scale_to(2, -1000.0, warm=True)
@@ -124,7 +126,12 @@ def test_a_ready_replica_inside_its_warm_up_counts_as_starting_in_both_paths() -
              for i, p in enumerate(pods)]  # fmt: skip
     deployment = {"spec": {"replicas": 3}, "status": {"readyReplicas": 3}}
     operator = operator_count(deployment, facts, now_s=0.0, warmup_s=180.0)
-    assert simulated == operator == ReplicaCounts(desired=3, ready=3, starting=1)
+    assert simulated == operator == ReplicaCounts(desired=3, ready=3, starting=0, warming=1)
+    config = replace(setup.scaling, warmup_s=180.0)
+    decision, _ = decide(
+        config, ScalerState(), Observation(simulated, signals(3, kv_usage_frac=0.2)), 0.0
+    )
+    assert (decision.replicas, decision.reason) == (3, reasons.COLD_START_HOLD)
 
 
 @pytest.mark.parametrize(

@@ -256,10 +256,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(results, loaded.setup))
         if "static" in names:
-            print(f"static = {static_n} replicas (smallest fixed count meeting the SLO)")
+            count = f"{static_n} replica{'' if static_n == 1 else 's'}"
+            print(f"static = {count} (smallest fixed count meeting the SLO)")
     if args.report:
         from kvscale.sim.report import write_report
 
-        out = write_report(Path(args.report), trace, loaded.setup, results, static_n)
+        out = write_report(
+            Path(args.report), trace, loaded.setup, results, static_n, warmup_s=args.warmup
+        )
         _say(True, f"report written to {out}")
     return 0

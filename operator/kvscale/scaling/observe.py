@@ -44,10 +44,11 @@ def count_replicas(
 ) -> ReplicaCounts:
     """Replica counts for the policy from the workload's desired and Ready counts and its pods.
 
-    `starting` = replicas not yet Ready, plus Ready pods younger than the warm-up: a replica
-    that just turned Ready has an empty KV cache and a cold prefix cache, so its load is not
-    yet representative and it must not make the fleet look idle (no scale-down during it).
-    Terminating pods are neither (they are leaving).
+    `starting` = replicas not yet Ready: capacity on its way, which the signals do not show.
+    `warming` = Ready pods younger than the warm-up: they serve (their capacity is in the
+    signals), but a replica that just turned Ready has an empty KV cache and a cold prefix
+    cache, so its load is not yet representative and must not make the fleet look idle (no
+    scale-down while any replica starts or warms). Terminating pods are neither.
     """
     desired = max(0, desired)
     ready = max(0, ready)
@@ -60,8 +61,9 @@ def count_replicas(
         and pod.created_s is not None
         and now_s - pod.created_s < warmup_s
     )
+    ready = min(ready, desired)
     return ReplicaCounts(
-        desired=desired, ready=min(ready, desired), starting=min(desired, not_ready + young)
+        desired=desired, ready=ready, starting=not_ready, warming=min(ready, young)
     )
 
 

@@ -52,7 +52,7 @@ def decide(
     if signals is None or not _is_usable(signals):
         return _decide_without_data(config, state, counts.desired, signals, now_s)
     state = replace(state, failed_reads=0)
-    tick = Tick(config, state, signals, counts.desired, counts.starting, now_s)
+    tick = Tick(config, state, signals, counts.desired, counts.starting, now_s, counts.warming)
     state = learn_prefill_target(tick)
     if config.forecast_horizon_s > 0:
         state = record_demand(state, now_s, demand_of(tick))

@@ -37,6 +37,7 @@ class Tick:
     current: int  # the workload's replicas now (desired, including starting ones)
     starting: int  # replicas created but not Ready
     now_s: float
+    warming: int = 0  # Ready replicas still inside their warm-up
 
     @property
     def missing_pods(self) -> int:

@@ -46,6 +46,7 @@ class ReplicaCounts:
     desired: int  # spec.replicas of the workload now
     ready: int  # Ready (serving) replicas
     starting: int  # created but not yet Ready (pending / loading weights / warming up)
+    warming: int = 0  # Ready and serving, but younger than the warm-up (load not representative)
 
 
 @dataclass(frozen=True)

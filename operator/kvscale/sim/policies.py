@@ -170,7 +170,7 @@ class KvscalePolicy:
         self.config = config
         self.state = ScalerState()
         self._initial = initial if initial is not None else config.min_replicas
-        self.reasons: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()  # of the decisions that changed the count
         self.record = record
         self.decisions: list[tuple[FleetView, Decision]] = []  # every tick, when `record`
 
@@ -183,7 +183,8 @@ class KvscalePolicy:
     def desired_replicas(self, now_s: float, view: FleetView) -> int:
         obs = Observation(replicas=view.replicas, signals=view.signals)
         decision, self.state = decide(self.config, self.state, obs, now_s)
-        self.reasons[decision.reason] += 1
+        if decision.act:
+            self.reasons[decision.reason] += 1
         if self.record:
             self.decisions.append((view, decision))
         return decision.replicas if decision.act else view.replicas.desired
