@@ -127,24 +127,22 @@ def trend_forecast(
 ) -> tuple[float, float] | None:
     """(forecast, slope per second counted) from a line through the window's samples.
 
-    The newest level plus the slope that is sure to be there times the horizon: the smallest
-    of the window's lower confidence bound (slope − 2 standard errors) and the slopes of its
-    older and newer halves. Noise is no trend, and neither is a step (a burst that arrived and
-    stays, or a fleet that grew out of saturation): the line must fit the samples better than
-    the best single step does. None when no rise is sure or there are too few samples. A
-    falling trend is not extrapolated: the reactive terms size for the demand now, and a
-    forecast below it could only ever be outvoted.
+    The newest level plus the slope that is sure to be there times the horizon: the smaller of
+    the window's lower confidence bound (slope − 2 standard errors) and the slope of its newer
+    half — the rise must still be going on (a burst that arrived and stays, or a fleet that
+    grew out of saturation, has a flat newer half), and an accelerating rise (a queue building
+    up) counts at the window's average pace. Noise is no trend, and neither is a step: the line
+    must fit the samples better than the best single step does. None when no rise is sure or
+    there are too few samples. A falling trend is not extrapolated: the reactive terms size
+    for the demand now, and a forecast below it could only ever be outvoted.
     """
     inside = [(t, y) for t, y in samples if now_s - t <= TREND_WINDOW_S]
     fit = _fit_line(inside)
-    if fit is None:
+    newer = _fit_line(inside[len(inside) // 2 :])
+    if fit is None or newer is None:
         return None
     slope, stderr, residual = fit
-    middle = len(inside) // 2
-    halves = [_fit_line(inside[:middle]), _fit_line(inside[middle:])]
-    counted = slope - TREND_CONFIDENCE_SIGMAS * stderr
-    for half in halves:
-        counted = min(counted, -1.0 if half is None else half[0])
+    counted = min(slope - TREND_CONFIDENCE_SIGMAS * stderr, newer[0])
     if counted <= 0 or residual >= _best_step_residual([y for _, y in inside]):
         return None
     return inside[-1][1] + counted * horizon_s, counted

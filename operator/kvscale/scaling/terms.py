@@ -215,7 +215,8 @@ def _kv_or_cap_explains(tick: Tick) -> bool:
 
 def _settled_breach(tick: Tick, state: ScalerState) -> bool:
     since_s = state.latency_breach_since_s
-    if tick.starting > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
+    young = tick.starting + tick.warming  # a warming replica's capacity is not yet in the window
+    if young > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
         return False
     last_s = state.last_scale_time_s
     return last_s is None or tick.now_s - last_s >= SIGNAL_WINDOW_S
