@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from kvscale.api.base import ApiModel
+from kvscale.scaling.forecast import MAX_DEMAND_SAMPLES
+from kvscale.scaling.types import SEASON_BINS
 
 _Line = Annotated[str, Field(max_length=4096)]
 _Hash = Annotated[str, Field(max_length=128)]
@@ -137,7 +139,9 @@ class DemandProfile(StatusModel):
 
     kv_units: str = Field(default="", description="KV demand per bin.", max_length=4096)
     prefill_units: str = Field(default="", description="Prompt demand per bin.", max_length=4096)
-    open_bin: int | None = Field(default=None, description="Bin being filled.", ge=0, le=143)
+    open_bin: int | None = Field(
+        default=None, description="Bin being filled.", ge=0, le=SEASON_BINS - 1
+    )
     open_kv_sum: float = Field(default=0.0, description="Its KV demand so far (sum).", ge=0)
     open_prefill_sum: float = Field(
         default=0.0, description="Its prompt demand so far (sum).", ge=0
@@ -265,7 +269,9 @@ class AutoscalerStatus(StatusModel):
         default_factory=list, description="Recent raw recommendations.", max_length=512
     )
     demand_samples: list[DemandSample] = Field(
-        default_factory=list, description="Recent demand (the forecast's trend).", max_length=128
+        default_factory=list,
+        description="Recent demand (the forecast's trend).",
+        max_length=MAX_DEMAND_SAMPLES,
     )
     demand_profile: DemandProfile | None = Field(
         default=None, description="Demand by time of day (the forecast's daily profile)."

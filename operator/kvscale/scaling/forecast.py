@@ -30,6 +30,7 @@ from kvscale.scaling.types import SEASON_BINS, ScalerState, SeasonProfile, StepR
 
 TREND_WINDOW_S = 300.0  # the demand samples a trend is fitted through (5 policy minutes)
 MIN_TREND_SAMPLES = 6  # fewer points do not make a line worth extrapolating
+MAX_DEMAND_SAMPLES = 64  # kept at most (bounded status: a 5 s interval fills the window with 61)
 TREND_CONFIDENCE_SIGMAS = 2.0  # slope counted beyond this many standard errors (≈ 95 %)
 SEASON_S = 86_400.0  # one day
 SEASON_BIN_S = SEASON_S / SEASON_BINS
@@ -181,7 +182,8 @@ def record_demand(state: ScalerState, now_s: float, demand: Demand) -> ScalerSta
     kept = tuple(sample for sample in state.demand_samples if now_s - sample[0] <= TREND_WINDOW_S)
     sample = (now_s, demand.kv_units, demand.prefill_units)
     profile = fold_sample(state.season or SeasonProfile(), now_s, demand)
-    return replace(state, demand_samples=(*kept, sample), season=profile)
+    samples = (*kept, sample)[-MAX_DEMAND_SAMPLES:]
+    return replace(state, demand_samples=samples, season=profile)
 
 
 def series(
