@@ -45,7 +45,7 @@ from kvscale.metrics.vectors import (
     parse_sample_value,
     values_by_deployment,
 )
-from kvscale.scaling.observe import SIGNAL_WINDOW_S, pods_reporting
+from kvscale.scaling.observe import SIGNAL_WINDOW_S
 from kvscale.scaling.types import Signals
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,9 @@ class PrometheusSource:
         present = _count(results, family.present, key)
         fresh = _count(results, family.fresh, key)
         expected = target.pods_expected
-        reporting = pods_reporting(fresh, expected)
+        # every pod with a fresh sample, draining ones included: the load a draining pod holds
+        # moves to the Ready pods as it leaves, so summed over all of them it is the fleet's
+        reporting = fresh
         base = _base_quality(present, fresh, expected)
         values: dict[str, float | None] = {}
         quality: dict[str, Quality] = {}

@@ -67,12 +67,6 @@ def count_replicas(
     )
 
 
-def pods_reporting(fresh: int, expected: int) -> int:
-    """Pods that count as reporting: those with a fresh sample, at most the Ready pods (a pod
-    still draining keeps reporting but is no longer part of the workload)."""
-    return min(fresh, expected) if expected > 0 else fresh
-
-
 def window_increase_rate(samples: Sequence[tuple[float, float]], now_s: float) -> float | None:
     """Per-second increase of a counter over the signal window, from (time_s, value) samples.
 

@@ -24,7 +24,7 @@ class Signals:
     """
 
     pods_expected: int  # pods that should report (Running engine pods)
-    pods_reporting: int  # pods with a fresh sample
+    pods_reporting: int  # pods with a fresh sample, draining ones included (their load moves)
     kv_usage_frac: float | None = None  # mean KV-cache usage, 0..1
     num_requests_running: float | None = None  # sum over pods
     num_requests_waiting: float | None = None  # sum over pods

@@ -24,7 +24,6 @@ from kvscale.scaling import Signals
 from kvscale.scaling.observe import (
     SIGNAL_WINDOW_S,
     count_replicas,
-    pods_reporting,
     window_increase_rate,
 )
 from kvscale.sim.engine import SimRequest
@@ -212,7 +211,7 @@ class _Replay:
         )
         signals = Signals(
             pods_expected=fleet.ready,
-            pods_reporting=pods_reporting(n, fleet.ready),
+            pods_reporting=n,  # every pod serving /metrics, as the Prometheus adapter counts
             kv_usage_frac=usage,
             num_requests_running=float(sum(len(e.running) for e in engines)) if n else None,
             num_requests_waiting=waiting,
