@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(results, loaded.setup))
     print(f"static = {replicas_text(static_n)} (smallest fixed count meeting the SLO)\n")
-    print(explain_results(results, static_n))
+    print(explain_results(results, static_n, loaded.setup.slo.ttft_p95_s))
     from kvscale.sim.report import write_report
 
     out = write_report(
@@ -129,7 +129,8 @@ def replicas_text(count: int) -> str:
 _WHY = {
     "kvscale": (
         "sizes for KV and prompt demand now and one cold start ahead (trend, daily profile),"
-        " with SLO, queue and preemption terms as a safety net"
+        " with SLO, queue and preemption terms as a safety net; the prompt load one replica"
+        " takes comes from the plan's roofline until an SLO breach teaches a lower one"
     ),
     "static": "holds the count that meets the SLO at the peak, also while the load is low",
     "queue": (
@@ -143,7 +144,9 @@ _WHY = {
 }
 
 
-def explain_results(results: dict[str, ReplayResult], static_n: int) -> str:
+def explain_results(
+    results: dict[str, ReplayResult], static_n: int, ttft_target_s: float | None = None
+) -> str:
     """One paragraph per policy: what it does and where this run put it."""
     static = results.get("static")
     lines = ["why each policy lands where it does:"]
@@ -155,9 +158,25 @@ def explain_results(results: dict[str, ReplayResult], static_n: int) -> str:
         lines.append(
             f"- {name}: {_WHY.get(name, '')}. Here: {verdict} the 99 % target"
             f" ({r.slo_attainment * 100:.2f} %){cost}, peak {replicas_text(r.peak_replicas)},"
-            f" {r.scale_events} scale events{_top_reasons(r)}."
+            f" {r.scale_events} scale events{_top_reasons(r)}.{_where_missed(r, ttft_target_s)}"
         )
     return "\n".join(lines)
+
+
+def _where_missed(result: ReplayResult, ttft_target_s: float | None) -> str:
+    """' TTFT p95 over the 2 s target in minutes 8-10, with 1-2 replicas serving.' or ''."""
+    if ttft_target_s is None:
+        return ""
+    over = [s for s in result.samples if s.ttft_p95_s is not None and s.ttft_p95_s > ttft_target_s]
+    if not over:
+        return ""
+    first, last = over[0].t_s / 60.0, over[-1].t_s / 60.0
+    low, high = min(s.ready for s in over), max(s.ready for s in over)
+    serving = replicas_text(low) if low == high else f"{low}-{high} replicas"
+    return (
+        f" TTFT p95 over the {ttft_target_s:g} s target between minutes {first:.0f} and"
+        f" {last:.0f} ({len(over)} of {len(result.samples)} ticks), {serving} serving."
+    )
 
 
 def _top_reasons(result: ReplayResult) -> str:
