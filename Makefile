@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench demo clean
+.PHONY: install generate lint typecheck crd-check check test test-unit test-integration e2e demo-cluster bench bench-replay-quick demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,10 @@ test: check e2e
 
 bench: install
 	$(BIN)/python bench/capacity_accuracy.py
+
+# The autoscaling replay at smoke size (every trace shortened; the hindsight optimum included).
+bench-replay-quick: install
+	$(BIN)/python bench/autoscale_replay.py --quick --no-speed
 
 demo: install
 	$(BIN)/kvscale demo
