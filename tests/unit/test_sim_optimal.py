@@ -7,7 +7,12 @@ import random
 
 import pytest
 
-from kvscale.sim.optimal import schedule_from_needs
+from kvscale.capacity import PlanRequest, SloTargets, find_gpu, find_model, plan_capacity
+from kvscale.scaling import ScalingConfig
+from kvscale.sim.optimal import schedule_from_needs, window_needs
+from kvscale.sim.replay import ReplayOptions, size_static_replicas
+from kvscale.sim.setup import SimSetup, build_sim_setup
+from kvscale.sim.traces import Trace, default_azure_path, load_azure, ramp_trace, slice_trace
 
 
 def _brute_force(needs: list[int], window_s: float, cold_s: float, max_down: int) -> float:
@@ -53,3 +58,34 @@ def test_a_short_dip_is_kept_when_a_cold_start_costs_more_than_it_saves() -> Non
     assert keep.replicas == (3, 3, 3)
     assert follow.replicas == (3, 2, 3)
     assert keep.peak_need == 3
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[Trace, SimSetup]:
+    plan = plan_capacity(
+        PlanRequest(
+            model=find_model("meta-llama/Llama-3.1-8B-Instruct"),
+            gpu=find_gpu("l40s"),
+            max_model_len_tokens=8192,
+        )
+    )
+    config = ScalingConfig(min_replicas=1, max_replicas=8)
+    setup = build_sim_setup("test", plan, config, SloTargets(2.0, 0.1))
+    azure = slice_trace(load_azure(default_azure_path("conv")), 0.0, 120.0)
+    return ramp_trace(azure, ((0.0, 1.0), (60.0, 1.0), (61.0, 4.0))), setup
+
+
+def test_the_search_finds_the_same_count_from_any_start(small: tuple[Trace, SimSetup]) -> None:
+    trace, setup = small
+    options = ReplayOptions(warmup_s=30.0)
+    plain = size_static_replicas(trace, setup, options)
+    assert plain > 1  # the load needs more than one replica, so the search has work to do
+    for start in (1, plain, plain + 3):
+        assert size_static_replicas(trace, setup, options, start=start) == plain
+
+
+def test_each_window_needs_what_its_own_load_needs(small: tuple[Trace, SimSetup]) -> None:
+    trace, setup = small
+    needs = window_needs(trace, setup, 60.0, preroll_s=30.0)
+    assert len(needs) == 2
+    assert needs[0] < needs[1]  # the second minute carries 4x the first one's rate
