@@ -126,7 +126,7 @@ def test_every_scaler_state_field_is_stored_in_the_crd_status() -> None:
         "recommendations": ((1.0, 3),),
         "failed_reads": 1,
         "demand_samples": ((1.0, 0.5, None), (16.0, None, 1.25)),
-        "season": SeasonProfile(bins, bins[::-1], open_bin=7, open_kv_sum=1.5, open_count=2),
+        "season": SeasonProfile(bins, bins[::-1], open_bin=7, open_kv_sum=1.5, open_kv_count=2),
     }
     full = ScalerState(
         **structured,

@@ -129,3 +129,12 @@ def test_seasonal_forecast_is_todays_level_times_the_profiles_growth() -> None:
     assert forecast[0] == pytest.approx(6.0)
     assert profile_at((None,) * SEASON_BINS, noon) is None
     assert math.isclose(profile_at(bins, noon) or 0.0, 1.5)
+
+
+def test_an_unknown_demand_is_no_evidence_of_a_quiet_bin() -> None:
+    profile = SeasonProfile()
+    for minute, kv in enumerate((3.0, None, None, 3.0)):  # KV censored twice (preempting)
+        profile = fold_sample(profile, 60.0 * minute, Demand(kv, 1.0))
+    profile = fold_sample(profile, SEASON_BIN_S, Demand(1.0, 1.0))  # closes bin 0
+    assert profile.kv_units[0] == pytest.approx(3.0)
+    assert profile.prefill_units[0] == pytest.approx(1.0)

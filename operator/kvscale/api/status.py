@@ -146,7 +146,8 @@ class DemandProfile(StatusModel):
     open_prefill_sum: float = Field(
         default=0.0, description="Its prompt demand so far (sum).", ge=0
     )
-    open_count: int = Field(default=0, description="Ticks summed into it.", ge=0)
+    open_kv_count: int = Field(default=0, description="Ticks in its KV sum.", ge=0)
+    open_prefill_count: int = Field(default=0, description="Ticks in its prompt sum.", ge=0)
 
 
 class SignalsStatus(StatusModel):

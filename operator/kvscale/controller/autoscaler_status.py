@@ -180,7 +180,8 @@ def _load_profile(raw: Any) -> SeasonProfile | None:
         open_bin=open_bin,
         open_kv_sum=_float_or_none(raw.get("openKvSum")) or 0.0,
         open_prefill_sum=_float_or_none(raw.get("openPrefillSum")) or 0.0,
-        open_count=_int_or(raw.get("openCount"), 0),
+        open_kv_count=_int_or(raw.get("openKvCount"), 0),
+        open_prefill_count=_int_or(raw.get("openPrefillCount"), 0),
     )
 
 
@@ -225,7 +226,8 @@ def _dump_profile(profile: SeasonProfile | None) -> JsonDict | None:
         "openBin": profile.open_bin,
         "openKvSum": profile.open_kv_sum,
         "openPrefillSum": profile.open_prefill_sum,
-        "openCount": profile.open_count,
+        "openKvCount": profile.open_kv_count,
+        "openPrefillCount": profile.open_prefill_count,
     }
 
 

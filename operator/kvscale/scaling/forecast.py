@@ -5,8 +5,9 @@ the demand measured over the last signal window, arrive late on a ramp. This ter
 demand `forecast_horizon_s` ahead, by the larger of two forecasts:
 
 * **trend** — a least-squares line through the recent demand samples (`TREND_WINDOW_S`),
-  extrapolated over the horizon. Only the part of the slope that stands out of the noise counts
-  (the slope less two standard errors), so a flat but bursty load does not read as a ramp.
+  extrapolated over the horizon. Only a rise that stands out of the noise, is still going on
+  and is no single step counts (see `trend_forecast`), so a flat but bursty load does not read
+  as a ramp.
 * **seasonal** — a profile of demand by time of day (`SEASON_BINS` bins, each blending the
   same time yesterday and the days before), learned from the ticks themselves and seeded from
   Prometheus history. The forecast is today's level times the profile's change from now to the
@@ -50,17 +51,20 @@ def season_bin(t_s: float) -> int:
 
 
 def fold_sample(profile: SeasonProfile, t_s: float, demand: Demand) -> SeasonProfile:
-    """Add one tick's demand to the open bin; on entering a new bin, blend the closed one in."""
+    """Add one tick's demand to the open bin; on entering a new bin, blend the closed one in.
+    An unknown (or censored) demand adds nothing: it is no evidence of a quiet time of day."""
     index = season_bin(t_s)
     if profile.open_bin is not None and index != profile.open_bin:
         profile = _close_bin(profile)
     if profile.open_bin != index:
         profile = replace(profile, open_bin=index)
+    kv, prefill = demand.kv_units, demand.prefill_units
     return replace(
         profile,
-        open_kv_sum=profile.open_kv_sum + (demand.kv_units or 0.0),
-        open_prefill_sum=profile.open_prefill_sum + (demand.prefill_units or 0.0),
-        open_count=profile.open_count + 1,
+        open_kv_sum=profile.open_kv_sum + (kv or 0.0),
+        open_kv_count=profile.open_kv_count + (kv is not None),
+        open_prefill_sum=profile.open_prefill_sum + (prefill or 0.0),
+        open_prefill_count=profile.open_prefill_count + (prefill is not None),
     )
 
 
@@ -73,11 +77,14 @@ def seed_profile(samples: Sequence[tuple[float, Demand]]) -> SeasonProfile:
 
 
 def _close_bin(profile: SeasonProfile) -> SeasonProfile:
-    index, count = profile.open_bin, profile.open_count
-    if index is None or count <= 0:
-        return replace(profile, open_bin=None, open_count=0)
-    kv = _blend(profile.kv_units, index, profile.open_kv_sum / count)
-    prefill = _blend(profile.prefill_units, index, profile.open_prefill_sum / count)
+    index = profile.open_bin
+    if index is None:
+        return SeasonProfile(profile.kv_units, profile.prefill_units)
+    kv, prefill = profile.kv_units, profile.prefill_units
+    if profile.open_kv_count > 0:
+        kv = _blend(kv, index, profile.open_kv_sum / profile.open_kv_count)
+    if profile.open_prefill_count > 0:
+        prefill = _blend(prefill, index, profile.open_prefill_sum / profile.open_prefill_count)
     return SeasonProfile(kv_units=kv, prefill_units=prefill)
 
 

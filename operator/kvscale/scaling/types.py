@@ -126,7 +126,8 @@ class SeasonProfile:
     open_bin: int | None = None
     open_kv_sum: float = 0.0
     open_prefill_sum: float = 0.0
-    open_count: int = 0
+    open_kv_count: int = 0  # ticks with a known (uncensored) KV demand
+    open_prefill_count: int = 0
 
 
 @dataclass(frozen=True)
