@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     trace, corners = ramp_load(args.duration, args.warmup, args.peak, args.seed)
     print(
         f"\nreplaying {len(trace):,} requests: {trace.duration_s / 60:.0f} min of Azure LLM"
-        f" inference 2023 conv at 1x, ramped to {args.peak:g}x from minute"
-        f" {corners[1][0] / 60:.0f} to {corners[2][0] / 60:.0f} and back by minute"
-        f" {corners[3][0] / 60:.0f}, under {', '.join(names)}"
+        f" inference 2023 conv: 1x until minute {corners[1][0] / 60:.0f}, {args.peak:g}x at"
+        f" minute {corners[2][0] / 60:.0f}, 1x again from minute {corners[3][0] / 60:.0f},"
+        f" under {', '.join(names)}"
     )
     print(
         f"SLO: a request meets it when its TTFT is within {loaded.setup.slo.ttft_p95_s} s and its"
@@ -134,8 +134,9 @@ _WHY = {
     ),
     "static": "holds the count that meets the SLO at the peak, also while the load is low",
     "queue": (
-        "KEDA on waiting requests (> 5 per replica): a queue forms only once replicas are"
-        " already saturated, so it scales late and then overshoots while new ones load"
+        "KEDA on waiting requests (> 5 per replica): it sees load only once requests queue,"
+        " so it adds replicas after the queue forms and keeps them through the HPA's 5-minute"
+        " scale-down window"
     ),
     "kv-threshold": (
         "HPA on mean KV usage (target 0.8): blind to prefill load and to the cold start,"
