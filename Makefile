@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install generate lint typecheck crd-check chart-check k8s-tools check test test-unit test-integration e2e engine-install engine-tier demo-cluster bench bench-quick demo clean image image-smoke image-lock image-lock-debian
+.PHONY: install generate lint typecheck crd-check chart-check k8s-tools check test test-unit test-integration e2e engine-install engine-tier demo-cluster bench bench-quick bench-replay-quick demo clean image image-smoke image-lock image-lock-debian
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -109,6 +109,10 @@ bench-quick: install
 	  echo "== $$bench --quick"; rc=0; $(BIN)/python $$bench --quick || rc=$$?; \
 	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc; \
 	done
+
+# The autoscaling replay at smoke size (every trace shortened; the hindsight optimum included).
+bench-replay-quick: install
+	$(BIN)/python bench/autoscale_replay.py --quick --no-speed
 
 demo: install
 	$(BIN)/kvscale demo

@@ -26,7 +26,7 @@ from harness.scenario import (
     wait_replicas,
 )
 from harness.specs import autoscaler_status, history_of, llmd_manifest
-from kvscale.scaling.terms import SIGNAL_WINDOW_S
+from kvscale.scaling.observe import SIGNAL_WINDOW_S
 
 pytestmark = pytest.mark.e2e
 

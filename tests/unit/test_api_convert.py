@@ -49,6 +49,7 @@ SCALING_MAP: dict[str, tuple[Any, str]] = {
     "maxScaleDownCooldownSeconds": (1800, "max_scale_down_cooldown_s"),
     "targetPrefillUtilization": (0.55, "target_prefill_utilization_frac"),
     "prefillHeadroomMemorySeconds": (900, "prefill_headroom_memory_s"),
+    "forecastHorizonSeconds": (90, "forecast_horizon_s"),
 }
 FROM_PLAN_OR_SLO = {
     "safe_concurrency_per_replica",

@@ -25,6 +25,7 @@ from kvscale.controller.autoscaler_status import (
 )
 from kvscale.metrics import Quality, SignalsReading
 from kvscale.scaling import Decision, ReplicaCounts, ScalerState, Signals, reasons
+from kvscale.scaling.types import SEASON_BINS, SeasonProfile
 
 NOW_S = 1_800_000_000.0
 
@@ -53,11 +54,11 @@ def pod(age_s: float, *, ready: bool = True, terminating: bool = False) -> PodFa
         (deployment(3, 3), [], ReplicaCounts(3, 3, 0)),
         (deployment(3, 1), [], ReplicaCounts(3, 1, 2)),  # two not Ready yet
         (deployment(None, 0), [], ReplicaCounts(1, 0, 1)),  # API default replicas is 1
-        (deployment(3, 3), [pod(30), pod(500), pod(600)], ReplicaCounts(3, 3, 1)),  # one young
-        (deployment(3, 2), [pod(30), pod(30, ready=False)], ReplicaCounts(3, 2, 2)),
+        (deployment(3, 3), [pod(30), pod(500), pod(600)], ReplicaCounts(3, 3, 0, 1)),  # young
+        (deployment(3, 2), [pod(30), pod(30, ready=False)], ReplicaCounts(3, 2, 1, 1)),
         (deployment(2, 2), [pod(10, terminating=True), pod(400)], ReplicaCounts(2, 2, 0)),
         (deployment(2, 4), [], ReplicaCounts(2, 2, 0)),  # scaling down: extra Ready pods
-        (deployment(2, 2), [pod(1), pod(1), pod(1)], ReplicaCounts(2, 2, 2)),  # capped
+        (deployment(2, 2), [pod(1), pod(1), pod(1)], ReplicaCounts(2, 2, 0, 2)),  # capped
     ],
 )
 def test_count_replicas(dep: dict[str, Any], pods: list[PodFacts], want: ReplicaCounts) -> None:
@@ -120,13 +121,19 @@ def test_scaler_state_round_trips_through_status(state: ScalerState) -> None:
 def test_every_scaler_state_field_is_stored_in_the_crd_status() -> None:
     # Each field set to a non-default value must survive the CRD's status model (a field the
     # schema does not declare is pruned by the API server and silently forgotten).
+    bins = tuple(None if i % 3 else 0.25 * i for i in range(SEASON_BINS))
+    structured = {
+        "recommendations": ((1.0, 3),),
+        "failed_reads": 1,
+        "demand_samples": ((1.0, 0.5, None), (16.0, None, 1.25)),
+        "season": SeasonProfile(bins, bins[::-1], open_bin=7, open_kv_sum=1.5, open_kv_count=2),
+    }
     full = ScalerState(
-        recommendations=((1.0, 3),),
-        failed_reads=1,
+        **structured,
         **{
             f.name: 0.25 if f.type == "float | None" else 2
             for f in dataclasses.fields(ScalerState)
-            if f.name not in {"recommendations", "failed_reads"}
+            if f.name not in structured
         },
     )
     assert all(

@@ -476,9 +476,10 @@ def test_trace_lists_every_term_in_declared_order() -> None:
     observation = Observation(ReplicaCounts(3, 3, 0), sig(3, kv_usage_frac=0.95))
     decision, _ = decide(BASE, ScalerState(), observation, NOW_S)
     names = [step.step for step in decision.steps]
-    assert names[:6] == [
+    assert names[:7] == [
         "kv_demand",
         "prefill_demand",
+        "forecast",
         "queue",
         "allocation_failure",
         "slo",

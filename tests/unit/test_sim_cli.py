@@ -53,10 +53,13 @@ def test_servegen_needs_lengths(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_demo_writes_plots_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["demo", *FAST, "--duration", "30", "--rate-scale", "1", "--report", str(tmp_path)]
+    argv = ["demo", *FAST, "--duration", "30", "--peak", "2", "--report", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "KV cache" in out and str(tmp_path) in out
+    assert "SLO: a request meets it when its TTFT is within" in out
+    assert "static = 1 replica (" in out  # one replica, not "1 replicas"
+    assert all(f"- {name}: " in out for name in ("kvscale", "static", "queue", "kv-threshold"))
     names = {p.name for p in tmp_path.iterdir()}
     assert {"replicas.png", "kv_usage.png", "ttft_p95.png", "preemptions.png"} <= names
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -134,8 +134,9 @@ def test_new_replicas_take_no_traffic_until_ready(setup: SimSetup) -> None:
     fleet = Fleet(setup.engine, RoundRobinRouter(), 60.0, done.append)
     fleet.scale_to(1, 0.0, warm=True)
     fleet.scale_to(2, 0.0)
-    assert fleet.counts(59.0) == (1, 1)
-    assert fleet.counts(60.0) == (2, 0)
+    assert [pod.ready for pod in fleet.pod_phases(59.0)] == [True, False]
+    assert [pod.ready for pod in fleet.pod_phases(60.0)] == [True, True]
+    assert fleet.ready == 2
     assert fleet.gpu_seconds(0.0, 100.0) == pytest.approx(200.0)
 
 

@@ -229,6 +229,7 @@ def to_scaling_config(
         prefill_tokens_per_s_per_replica=prefill_tokens_per_s,
         target_prefill_utilization_frac=s.target_prefill_utilization,
         prefill_headroom_memory_s=float(s.prefill_headroom_memory_seconds),
+        forecast_horizon_s=float(s.forecast_horizon_seconds),
     )
 
 

@@ -128,6 +128,16 @@ class ScalingSpec(ApiModel):
         gt=0,
         le=604800,
     )
+    forecast_horizon_seconds: int = Field(
+        default=120,
+        description=(
+            "Size for the KV and prompt demand forecast this far ahead (trend and daily"
+            " profile), seconds: a replica's cold start plus half the 60 s signal window and"
+            " one decision interval. 0 turns the forecast off."
+        ),
+        ge=0,
+        le=3600,
+    )
     interval_seconds: int = Field(
         default=15, description="Seconds between autoscaling decisions.", ge=5, le=600
     )

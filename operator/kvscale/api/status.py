@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_snake
 
 from kvscale.api.base import ApiModel
 from kvscale.api.vocabulary import ConditionType
+from kvscale.scaling.forecast import MAX_DEMAND_SAMPLES
 from kvscale.scaling.rollback import (
     MAX_REFUSED_HASHES,
     GuardrailSnapshot,
@@ -23,6 +24,7 @@ from kvscale.scaling.rollback import (
     RolloutState,
 )
 from kvscale.scaling.signals import SIGNAL_FIELDS
+from kvscale.scaling.types import SEASON_BINS
 
 __all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
 
@@ -201,6 +203,33 @@ class RecommendationSample(StatusModel):
     replicas: int = Field(description="Recommended replicas.", ge=0)
 
 
+class DemandSample(StatusModel):
+    """One tick's demand in replicas' worth at full use (the forecast's trend window)."""
+
+    time_seconds: float = Field(description="When it was seen, seconds since the Unix epoch.")
+    kv_units: float | None = Field(default=None, description="KV demand, replicas' worth.")
+    prefill_units: float | None = Field(
+        default=None, description="Prompt-token rate, replicas' worth of prefill."
+    )
+
+
+class DemandProfile(StatusModel):
+    """Demand by time of day in 10-minute bins (the forecast's seasonal profile), compact:
+    one comma-separated number per bin, empty where never seen."""
+
+    kv_units: str = Field(default="", description="KV demand per bin.", max_length=4096)
+    prefill_units: str = Field(default="", description="Prompt demand per bin.", max_length=4096)
+    open_bin: int | None = Field(
+        default=None, description="Bin being filled.", ge=0, le=SEASON_BINS - 1
+    )
+    open_kv_sum: float = Field(default=0.0, description="Its KV demand so far (sum).", ge=0)
+    open_prefill_sum: float = Field(
+        default=0.0, description="Its prompt demand so far (sum).", ge=0
+    )
+    open_kv_count: int = Field(default=0, description="Ticks in its KV sum.", ge=0)
+    open_prefill_count: int = Field(default=0, description="Ticks in its prompt sum.", ge=0)
+
+
 def _signals_status_model() -> type[StatusModel]:
     """`SignalsStatus` from the signal table: one nullable, non-negative field per row."""
     fields: dict[str, Any] = {
@@ -306,6 +335,14 @@ class AutoscalerStatus(StatusModel):
     failed_reads: int = Field(default=0, description="Consecutive failed metric reads.", ge=0)
     recommendations: list[RecommendationSample] = Field(
         default_factory=list, description="Recent raw recommendations.", max_length=512
+    )
+    demand_samples: list[DemandSample] = Field(
+        default_factory=list,
+        description="Recent demand (the forecast's trend).",
+        max_length=MAX_DEMAND_SAMPLES,
+    )
+    demand_profile: DemandProfile | None = Field(
+        default=None, description="Demand by time of day (the forecast's daily profile)."
     )
 
 

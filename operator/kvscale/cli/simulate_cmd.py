@@ -157,10 +157,12 @@ def run_policies(
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (nothing when stderr is not wanted)."""
+    """A one-line progress bar on stderr, only when stderr is a terminal (a log or a pipe
+    gets no carriage-return noise)."""
 
     def __init__(self, label: str, enabled: bool = True, width: int = 30) -> None:
-        self.label, self.enabled, self.width = label, enabled, width
+        self.label, self.width = label, width
+        self.enabled = enabled and sys.stderr.isatty()
         self._last = -1
 
     def update(self, frac: float) -> None:
@@ -258,10 +260,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(results, loaded.setup))
         if "static" in names:
-            print(f"static = {static_n} replicas (smallest fixed count meeting the SLO)")
+            count = f"{static_n} replica{'' if static_n == 1 else 's'}"
+            print(f"static = {count} (smallest fixed count meeting the SLO)")
     if args.report:
         from kvscale.sim.report import write_report
 
-        out = write_report(Path(args.report), trace, loaded.setup, results, static_n)
+        out = write_report(
+            Path(args.report), trace, loaded.setup, results, static_n, warmup_s=args.warmup
+        )
         _say(True, f"report written to {out}")
     return 0

@@ -18,6 +18,7 @@ other handlers use. `plan_tick` is the pure core of one tick (the benchmark time
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ from kvscale.controller.autoscaler_status import (
     pod_facts,
     scale_event,
     scaling_condition,
+    seed_demand_profile,
 )
 from kvscale.controller.calibration import CalibrationRecord, step_calibration, unsettled_reason
 from kvscale.controller.conditions import ConditionUpdate
@@ -74,10 +76,12 @@ from kvscale.controller.workload import LABEL_LLMD
 from kvscale.metrics import DeploymentKey, DeploymentTarget, MetricsSource, PrometheusSource
 from kvscale.metrics.source import SignalsReading
 from kvscale.scaling import Decision, Mode, Observation, ReplicaCounts, ScalerState, decide
+from kvscale.scaling.forecast import SEASON_BIN_S, SEASON_S
 from kvscale.scaling.rollback import RolloutState
 
 JsonDict = dict[str, Any]
 Clock = Callable[[], float]
+PROFILE_HISTORY_S = 7 * SEASON_S  # the history that seeds the forecast's daily profile
 PODS_INDEX = "kvscale_engine_pods"  # kopf passes the index to handlers under this name
 logger = logging.getLogger(__name__)
 
@@ -152,6 +156,7 @@ class Autoscaler:
         self.memory = memory
         self.record = record or CalibrationRecord(kube, settings.calibration)
         self.clock = clock
+        self._seeded: set[DeploymentKey] = set()  # objects whose profile history was read
 
     def is_due(self, raw_spec: Mapping[str, Any], status: Mapping[str, Any], now_s: float) -> bool:
         """Honour spec.scaling.intervalSeconds when set; the timer ticks at the operator's
@@ -190,6 +195,8 @@ class Autoscaler:
         if reading is None:
             self._write_conditions(body, patch, [metrics_condition(None)])
             return
+        if spec.scaling.forecast_horizon_seconds > 0:
+            status = await self._seed_profile(target, status, now_s)
         plan = plan_tick(
             spec, status, deployment=deployment, pods=pods, reading=reading, now_s=now_s
         )
@@ -208,6 +215,25 @@ class Autoscaler:
             await self._rollout(
                 body, patch, spec, deployment=deployment, pods=pods, reading=reading, now_s=now_s
             )
+
+    async def _seed_profile(
+        self, target: DeploymentTarget, status: Mapping[str, Any], now_s: float
+    ) -> Mapping[str, Any]:
+        """On the first tick without a daily profile in status, learn one from the last week
+        of Prometheus history (once per object and operator process; ADR 0009). Later ticks
+        add to it, and status keeps it across restarts."""
+        autoscaler = status.get("autoscaler") or {}
+        history = getattr(self.cache.source, "demand_history", None)
+        if autoscaler.get("demandProfile") or target.key in self._seeded or history is None:
+            return status
+        self._seeded.add(target.key)
+        start_s = now_s - PROFILE_HISTORY_S
+        try:
+            samples = await asyncio.to_thread(history, target, start_s, now_s, SEASON_BIN_S)
+        except Exception:  # a source must not raise; if one does, the ticks learn alone
+            logger.exception("%s: demand history read failed", target.key)
+            return status
+        return seed_demand_profile(status, samples)
 
     def _record_plan(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """The plan's pool per replica on /metrics (the plan-drift alert compares it)."""

@@ -19,9 +19,17 @@ from kvscale.controller.conditions import FALSE, TRUE, UNKNOWN, ConditionUpdate
 from kvscale.controller.events import EventNote
 from kvscale.controller.workload import ANNOTATION_PLAN_HASH
 from kvscale.metrics.source import SIGNAL_NAMES, Quality, SignalsReading
-from kvscale.scaling import reasons
+from kvscale.scaling import observe, reasons
+from kvscale.scaling.forecast import Demand, seed_profile
 from kvscale.scaling.signals import SIGNAL_FIELDS
-from kvscale.scaling.types import Decision, ReplicaCounts, ScalerState, Signals
+from kvscale.scaling.types import (
+    SEASON_BINS,
+    Decision,
+    ReplicaCounts,
+    ScalerState,
+    SeasonProfile,
+    Signals,
+)
 
 JsonDict = dict[str, Any]
 
@@ -97,29 +105,14 @@ def count_replicas(
     now_s: float,
     warmup_s: float,
 ) -> ReplicaCounts:
-    """Replica counts for the policy from the Deployment and (when known) its pods.
-
-    `starting` = replicas not yet Ready, plus Ready pods younger than the warm-up: a replica
-    that just turned Ready has an empty KV cache and a cold prefix cache, so its load is not
-    yet representative and it must not make the fleet look idle (no scale-down during it).
-    """
+    """Replica counts for the policy from the Deployment and (when known) its pods, by the
+    rule the simulator also uses (`kvscale.scaling.observe.count_replicas`)."""
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     raw = spec.get("replicas")
-    desired = 1 if raw is None else max(0, int(raw))  # the API server's default is 1
-    ready = max(0, int(status.get("readyReplicas") or 0))
-    not_ready = max(0, desired - ready)
-    young = sum(
-        1
-        for pod in pods
-        if pod.ready
-        and not pod.terminating
-        and pod.created_s is not None
-        and now_s - pod.created_s < warmup_s
-    )
-    return ReplicaCounts(
-        desired=desired, ready=min(ready, desired), starting=min(desired, not_ready + young)
-    )
+    desired = 1 if raw is None else int(raw)  # the API server's default is 1
+    ready = int(status.get("readyReplicas") or 0)
+    return observe.count_replicas(desired, ready, pods, now_s=now_s, warmup_s=warmup_s)
 
 
 def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
@@ -142,7 +135,84 @@ def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
         learned_prefill_utilization_frac=_float_or_none(raw.get("learnedPrefillUtilization")),
         learned_prefill_at_s=_float_or_none(raw.get("learnedPrefillTimeSeconds")),
         latency_breach_since_s=_float_or_none(raw.get("latencyBreachSinceSeconds")),
+        demand_samples=_load_demand_samples(raw.get("demandSamples")),
+        season=_load_profile(raw.get("demandProfile")),
     )
+
+
+def _load_demand_samples(raw: Any) -> tuple[tuple[float, float | None, float | None], ...]:
+    samples = []
+    for item in raw if isinstance(raw, list) else []:
+        time_s = _float_or_none(item.get("timeSeconds")) if isinstance(item, Mapping) else None
+        if time_s is not None:
+            kv, prefill = item.get("kvUnits"), item.get("prefillUnits")
+            samples.append((time_s, _float_or_none(kv), _float_or_none(prefill)))
+    return tuple(samples)
+
+
+def _load_profile(raw: Any) -> SeasonProfile | None:
+    """The daily profile from status (None when absent or malformed: it is learned afresh)."""
+    if not isinstance(raw, Mapping):
+        return None
+    kv, prefill = _load_bins(raw.get("kvUnits")), _load_bins(raw.get("prefillUnits"))
+    open_bin = _int_or_none(raw.get("openBin"))
+    if kv is None or prefill is None or (open_bin is not None and not 0 <= open_bin < SEASON_BINS):
+        return None
+    return SeasonProfile(
+        kv_units=kv,
+        prefill_units=prefill,
+        open_bin=open_bin,
+        open_kv_sum=_float_or_none(raw.get("openKvSum")) or 0.0,
+        open_prefill_sum=_float_or_none(raw.get("openPrefillSum")) or 0.0,
+        open_kv_count=_int_or(raw.get("openKvCount"), 0),
+        open_prefill_count=_int_or(raw.get("openPrefillCount"), 0),
+    )
+
+
+def _load_bins(text: Any) -> tuple[float | None, ...] | None:
+    if not isinstance(text, str):
+        return None
+    parts = text.split(",")
+    if len(parts) != SEASON_BINS:
+        return None
+    try:
+        return tuple(float(part) if part else None for part in parts)
+    except ValueError:
+        return None
+
+
+def seed_demand_profile(
+    status: Mapping[str, Any], history: Sequence[tuple[float, float | None, float | None]]
+) -> JsonDict:
+    """Status with a daily profile learned from `history` ((time_s, KV demand, prompt tokens/s)
+    from Prometheus), unless it already holds one or the history is empty. The prompt rate is
+    counted in replicas' worth of the selected plan's prefill rate, as the ticks count it."""
+    autoscaler = dict(status.get("autoscaler") or {})
+    if autoscaler.get("demandProfile") or not history:
+        return dict(status)
+    capacity = planned_prefill_tokens_per_s_of(status)
+    profile = seed_profile(
+        [
+            (time_s, Demand(kv, None if rate is None or capacity is None else rate / capacity))
+            for time_s, kv, rate in history
+        ]
+    )
+    autoscaler["demandProfile"] = _dump_profile(profile)
+    return {**status, "autoscaler": autoscaler}
+
+
+def _dump_profile(profile: SeasonProfile | None) -> JsonDict | None:
+    if profile is None:
+        return None
+    return {
+        "kvUnits": ",".join("" if v is None else repr(v) for v in profile.kv_units),
+        "prefillUnits": ",".join("" if v is None else repr(v) for v in profile.prefill_units),
+        "openBin": profile.open_bin,
+        "openKvSum": profile.open_kv_sum,
+        "openPrefillSum": profile.open_prefill_sum,
+        "openKvCount": profile.open_kv_count,
+        "openPrefillCount": profile.open_prefill_count,
+    }
 
 
 def dump_scaler_state(state: ScalerState) -> JsonDict:
@@ -161,6 +231,11 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
         "learnedPrefillUtilization": state.learned_prefill_utilization_frac,
         "learnedPrefillTimeSeconds": state.learned_prefill_at_s,
         "latencyBreachSinceSeconds": state.latency_breach_since_s,
+        "demandSamples": [
+            {"timeSeconds": time_s, "kvUnits": kv, "prefillUnits": prefill}
+            for time_s, kv, prefill in state.demand_samples
+        ],
+        "demandProfile": _dump_profile(state.season),
     }
 
 

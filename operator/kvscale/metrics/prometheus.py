@@ -11,11 +11,13 @@ pods reporting is "partial", and an unreachable server is a reading with `signal
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
@@ -27,6 +29,7 @@ from kvscale.engines import (
     UnsupportedEngineError,
     build_deployment_queries,
     metric_queries,
+    promql_kv_usage,
 )
 from kvscale.metrics.source import (
     SIGNAL_NAMES,
@@ -38,10 +41,15 @@ from kvscale.metrics.source import (
 from kvscale.metrics.vectors import (
     VectorResult,
     block_config_by_deployment,
+    key_of,
+    parse_sample_value,
     values_by_deployment,
 )
+from kvscale.scaling.observe import SIGNAL_WINDOW_S
 from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import Signals
+
+logger = logging.getLogger(__name__)
 
 # Signals field -> DeploymentQueries attribute, from the signal table (the KV pool, read from
 # two series, is assembled separately).
@@ -54,6 +62,15 @@ class QueryClient(Protocol):
     """The one call we need from PrometheusConnect (a fake in unit tests)."""
 
     def custom_query(self, query: str, params: dict[Any, Any] = ..., timeout: int = ...) -> Any: ...
+
+
+@runtime_checkable
+class RangeQueryClient(Protocol):
+    """The range query that seeds the forecast's profile (PrometheusConnect has it)."""
+
+    def custom_query_range(
+        self, query: str, start_time: datetime, end_time: datetime, step: str
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,7 @@ class PrometheusSource:
         ca_file: str | None = None,
         timeout_s: float = 5.0,
         group_labels: tuple[str, str] = ("namespace", "llmd"),
-        window_s: int = 60,
+        window_s: int = int(SIGNAL_WINDOW_S),
         stale_after_s: float = 60.0,
         quantile: float = 0.95,
         client: QueryClient | None = None,
@@ -163,6 +180,59 @@ class PrometheusSource:
             else:
                 readings[target.key] = self._assemble(target, family, results)
         return readings
+
+    def demand_history(
+        self, target: DeploymentTarget, start_s: float, end_s: float, step_s: float
+    ) -> list[tuple[float, float | None, float | None]]:
+        """(time_s, KV demand in replicas' worth, prompt tokens/s) of one deployment over a past
+        range (`query_range`), oldest first: what seeds the forecast's daily profile.
+
+        KV demand is the sum of the pods' usage (each pod's share of its pool), the prompt rate
+        the same `rate()` the autoscaler reads. Unknown points are None; an engine release
+        without the metrics or a failed query gives an empty history (the profile is then
+        learned from the ticks alone).
+        """
+        family = self._family_of(target)
+        if isinstance(family, str):
+            return []
+        metrics = metric_queries(target.engine, target.engine_version)
+        queries = (
+            promql_kv_usage(metrics, self.group_labels, agg="sum"),
+            family.signals.get("prompt_tokens_per_s"),
+        )
+        columns: list[dict[float, float]] = []
+        for query in queries:
+            columns.append(
+                {} if query is None else self._range(query, target, start_s, end_s, step_s)
+            )
+        times = sorted(set(columns[0]) | set(columns[1]))
+        return [(t, columns[0].get(t), columns[1].get(t)) for t in times]
+
+    def _range(
+        self, query: str, target: DeploymentTarget, start_s: float, end_s: float, step_s: float
+    ) -> dict[float, float]:
+        client = self._connect()
+        if not isinstance(client, RangeQueryClient):
+            return {}
+        try:
+            result = client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(start_s, UTC),
+                end_time=datetime.fromtimestamp(end_s, UTC),
+                step=f"{step_s:g}s",
+            )
+        except (PrometheusApiClientException, requests.RequestException, ValueError) as error:
+            logger.warning("%s: history query failed: %s", target.key, _first_line(error))
+            return {}
+        out: dict[float, float] = {}
+        for series in result if isinstance(result, list) else []:
+            if key_of(series.get("metric", {}), self.group_labels) != target.key:
+                continue
+            for point in series.get("values") or []:
+                value = parse_sample_value(point)
+                if not math.isnan(value):
+                    out[float(point[0])] = value
+        return out
 
     def close(self) -> None:
         """Release the HTTP connection pool (the operator calls it on shutdown)."""
@@ -279,7 +349,9 @@ class PrometheusSource:
         present = _count(results, family.present, key)
         fresh = _count(results, family.fresh, key)
         expected = target.pods_expected
-        reporting = min(fresh, expected) if expected > 0 else fresh
+        # every pod with a fresh sample, draining ones included: the load a draining pod holds
+        # moves to the Ready pods as it leaves, so summed over all of them it is the fleet's
+        reporting = fresh
         base = _base_quality(present, fresh, expected)
         values: dict[str, float | None] = {}
         quality: dict[str, Quality] = {}

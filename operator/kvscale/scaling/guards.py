@@ -34,10 +34,13 @@ def hold_partial_data(tick: Tick, verdict: StepResult) -> StepResult:
 
 
 def hold_cold_start(tick: Tick, verdict: StepResult) -> StepResult:
-    """No scale-down while any replica is starting: its load is not visible yet."""
-    if tick.starting <= 0 or verdict.replicas >= tick.current:
+    """No scale-down while any replica is starting or warming up: its load is not visible yet."""
+    if tick.starting + tick.warming <= 0 or verdict.replicas >= tick.current:
         return verdict
-    message = f"{tick.starting} replica(s) starting: no scale-down (would be {verdict.replicas})"
+    young = f"{tick.starting} replica(s) starting" if tick.starting else ""
+    if tick.warming:
+        young = f"{young}{', ' if young else ''}{tick.warming} warming up"
+    message = f"{young}: no scale-down (would be {verdict.replicas})"
     return StepResult("cold_start", tick.current, reasons.COLD_START_HOLD, message)
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kvscale.scaling import guards, reasons
+from kvscale.scaling.forecast import record_demand
 from kvscale.scaling.signals import is_usable
 from kvscale.scaling.terms import (
     TERMS,
     Tick,
     allocation_failures,
+    demand_of,
     latency_breaches,
     learn_prefill_target,
 )
@@ -51,8 +53,10 @@ def decide(
     if signals is None or not is_usable(signals):
         return _decide_without_data(config, state, counts.desired, signals, now_s)
     state = replace(state, failed_reads=0)
-    tick = Tick(config, state, signals, counts.desired, counts.starting, now_s)
+    tick = Tick(config, state, signals, counts.desired, counts.starting, now_s, counts.warming)
     state = learn_prefill_target(tick)
+    if config.forecast_horizon_s > 0:
+        state = record_demand(state, now_s, demand_of(tick))
     tick = replace(tick, state=state)
     undo = undo_regressed_scale_down(tick)
     if undo is not None:

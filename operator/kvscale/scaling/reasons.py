@@ -15,6 +15,7 @@ PREFILL_DEMAND: Final = "PrefillDemand"  # prompt tokens/s at the target share o
 QUEUE: Final = "QueueGrowth"  # waiting requests / queue time over target
 ALLOCATION_FAILURE: Final = "AllocationFailure"  # preemptions or engine rejections
 SLO_BREACH: Final = "SloBreach"  # TTFT / ITL p95 over target
+FORECAST: Final = "ForecastDemand"  # KV / prefill demand expected one cold start ahead
 NO_PRESSURE: Final = "NoPressure"  # a term that abstains (its signal is quiet or unknown)
 
 # --- holds and guards (why the replica count did not follow the raw recommendation) -------------

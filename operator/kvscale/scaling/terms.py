@@ -18,10 +18,11 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.scaling import reasons
+from kvscale.scaling.forecast import Demand, forecast_series, propose_forecast_units
+from kvscale.scaling.observe import SIGNAL_WINDOW_S
 from kvscale.scaling.types import ScalerState, ScalingConfig, Signals, StepResult
 
 _CEIL_EPS = 1e-9  # 3.0000000001 replicas is 3, not 4
-SIGNAL_WINDOW_S = 60.0  # the rate()/histogram_quantile() window of the operator's queries
 SUSTAINED_BREACH_S = 15.0  # learn from a breach seen on two reads at least this far apart
 MIN_LEARNED_SHARE_FRAC = 0.1  # a learned prefill target never drops below 10 % of the set one
 
@@ -36,6 +37,7 @@ class Tick:
     current: int  # the workload's replicas now (desired, including starting ones)
     starting: int  # replicas created but not Ready
     now_s: float
+    warming: int = 0  # Ready replicas still inside their warm-up
 
     @property
     def missing_pods(self) -> int:
@@ -213,7 +215,8 @@ def _kv_or_cap_explains(tick: Tick) -> bool:
 
 def _settled_breach(tick: Tick, state: ScalerState) -> bool:
     since_s = state.latency_breach_since_s
-    if tick.starting > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
+    young = tick.starting + tick.warming  # a warming replica's capacity is not yet in the window
+    if young > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
         return False
     last_s = state.last_scale_time_s
     return last_s is None or tick.now_s - last_s >= SIGNAL_WINDOW_S
@@ -386,9 +389,43 @@ def bump_one(tick: Tick, step: str, reason: str, message: str) -> StepResult:
     return StepResult(step, tick.current + 1, reason, f"{message} → +1 = {tick.current + 1}")
 
 
+def demand_of(tick: Tick) -> Demand:
+    """This tick's demand in replicas' worth at full use (the forecast's series).
+
+    KV: mean usage over the reporting pods times their number. Prefill: the prompt-token rate
+    over one replica's prefill rate. Both are what the KV and prefill terms size for. While the
+    pool preempts or rejects, KV usage is capped by the fleet's size, not by demand: the KV
+    sample is censored and left out (else a fleet growing out of saturation reads as a trend).
+    """
+    signals = tick.signals
+    kv = None
+    censored = bool(allocation_failures(tick.config, signals))
+    if signals.kv_usage_frac is not None and signals.pods_reporting > 0 and not censored:
+        kv = min(1.0, max(0.0, signals.kv_usage_frac)) * signals.pods_reporting
+    inputs = prefill_inputs(tick)
+    prefill = None if inputs is None else max(0.0, inputs[1]) / inputs[0]
+    return Demand(kv, prefill)
+
+
+def propose_forecast(tick: Tick) -> StepResult | None:
+    """Replicas for the KV and prefill demand expected one horizon ahead (`kvscale.scaling.
+    forecast`); abstains when neither demand is forecast to rise."""
+    config, state = tick.config, tick.state
+    horizon_s = config.forecast_horizon_s
+    if horizon_s <= 0 or not state.demand_samples:
+        return None
+    prefill_target, _ = effective_prefill_target(config, state, tick.now_s)
+    kv_target = config.target_kv_utilization_frac
+    kv = forecast_series(state, 1, tick.now_s, horizon_s)
+    prefill = forecast_series(state, 2, tick.now_s, horizon_s)
+    candidates = (("KV demand", kv, kv_target), ("prompt load", prefill, prefill_target))
+    return propose_forecast_units(candidates, horizon_s)
+
+
 TERMS = (
     propose_kv_demand,
     propose_prefill_demand,
+    propose_forecast,
     propose_queue,
     propose_allocation_failure,
     propose_slo,

@@ -24,7 +24,7 @@ class Signals:
     """
 
     pods_expected: int  # pods that should report (Running engine pods)
-    pods_reporting: int  # pods with a fresh sample
+    pods_reporting: int  # pods with a fresh sample, draining ones included (their load moves)
     kv_usage_frac: float | None = None  # mean KV-cache usage, 0..1
     num_requests_running: float | None = None  # sum over pods
     num_requests_waiting: float | None = None  # sum over pods
@@ -46,6 +46,7 @@ class ReplicaCounts:
     desired: int  # spec.replicas of the workload now
     ready: int  # Ready (serving) replicas
     starting: int  # created but not yet Ready (pending / loading weights / warming up)
+    warming: int = 0  # Ready and serving, but younger than the warm-up (load not representative)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ScalingConfig:
     prefill_tokens_per_s_per_replica: float | None = None  # roofline prefill rate (from the plan)
     target_prefill_utilization_frac: float = 0.7  # share of that rate the prompt load may use
     prefill_headroom_memory_s: float = 3600.0  # a target learned from an SLO breach lasts this
+    forecast_horizon_s: float = 120.0  # size for the demand this far ahead (0: no forecast)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,23 @@ class Decision:
     steps: tuple[StepResult, ...] = field(default_factory=tuple)
 
 
+SEASON_BINS = 144  # 10-minute bins of a day (the forecast's seasonal profile)
+
+
+@dataclass(frozen=True)
+class SeasonProfile:
+    """Demand by time of day: `SEASON_BINS` (kv, prefill) means, None where never seen."""
+
+    kv_units: tuple[float | None, ...] = (None,) * SEASON_BINS
+    prefill_units: tuple[float | None, ...] = (None,) * SEASON_BINS
+    # the bin being filled now: its index and running sums over its ticks
+    open_bin: int | None = None
+    open_kv_sum: float = 0.0
+    open_prefill_sum: float = 0.0
+    open_kv_count: int = 0  # ticks with a known (uncensored) KV demand
+    open_prefill_count: int = 0
+
+
 @dataclass(frozen=True)
 class ScalerState:
     """What the policy remembers between ticks (the caller stores it, e.g. in CR status)."""
@@ -126,3 +145,6 @@ class ScalerState:
     learned_prefill_utilization_frac: float | None = None  # prefill share that breached the SLO
     learned_prefill_at_s: float | None = None  # when it was last (re)learned
     latency_breach_since_s: float | None = None  # first tick of the current TTFT/ITL breach
+    # (time_s, KV demand, prefill demand) in replicas' worth, over the forecast's trend window
+    demand_samples: tuple[tuple[float, float | None, float | None], ...] = ()
+    season: SeasonProfile | None = None  # demand by time of day (the forecast's profile)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvscale.scaling.observe import PodPhase
 from kvscale.sim.engine import EngineConfig, EngineSim, SimRequest
 from kvscale.sim.router import Router
 from kvscale.sim.stats import (
@@ -96,12 +97,22 @@ class Fleet:
     def desired(self) -> int:
         return sum(1 for r in self.alive if r.state in ("starting", "ready"))
 
-    def counts(self, now_s: float) -> tuple[int, int]:
-        """(ready, starting) at `now_s`."""
+    @property
+    def ready(self) -> int:
+        """Ready replicas not draining (a Deployment's readyReplicas)."""
+        return sum(1 for r in self.alive if r.state == "ready")
+
+    def pod_phases(self, now_s: float) -> list[PodPhase]:
+        """The pods a Deployment of this fleet would show at `now_s` (draining = terminating)."""
         self._promote(now_s)
-        ready = sum(1 for r in self.alive if r.state == "ready")
-        starting = sum(1 for r in self.alive if r.state == "starting")
-        return ready, starting
+        return [
+            PodPhase(
+                created_s=r.created_s,
+                ready=r.state != "starting",
+                terminating=r.state == "draining",
+            )
+            for r in self.alive
+        ]
 
     def scale_to(self, replicas: int, now_s: float, *, warm: bool = False) -> None:
         """Create or drain replicas so that `replicas` are starting or ready."""

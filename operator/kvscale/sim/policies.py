@@ -20,7 +20,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvscale.scaling import Observation, ReplicaCounts, ScalerState, ScalingConfig, Signals, decide
+from kvscale.scaling import (
+    Decision,
+    Observation,
+    ReplicaCounts,
+    ScalerState,
+    ScalingConfig,
+    Signals,
+    decide,
+)
+from kvscale.scaling.observe import PodPhase
 
 POLICIES: tuple[str, ...] = ("kvscale", "static", "queue", "kv-threshold")
 
@@ -39,6 +48,7 @@ class FleetView:
     now_s: float
     replicas: ReplicaCounts
     signals: Signals
+    pods: tuple[PodPhase, ...] = ()  # the pod facts the replica counts came from
 
 
 class Policy(Protocol):
@@ -154,11 +164,15 @@ class KvscalePolicy:
 
     name = "kvscale"
 
-    def __init__(self, config: ScalingConfig, initial: int | None = None) -> None:
+    def __init__(
+        self, config: ScalingConfig, initial: int | None = None, *, record: bool = False
+    ) -> None:
         self.config = config
         self.state = ScalerState()
         self._initial = initial if initial is not None else config.min_replicas
-        self.reasons: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()  # of the decisions that changed the count
+        self.record = record
+        self.decisions: list[tuple[FleetView, Decision]] = []  # every tick, when `record`
 
     def initial_replicas(self) -> int:
         return self._initial
@@ -169,7 +183,10 @@ class KvscalePolicy:
     def desired_replicas(self, now_s: float, view: FleetView) -> int:
         obs = Observation(replicas=view.replicas, signals=view.signals)
         decision, self.state = decide(self.config, self.state, obs, now_s)
-        self.reasons[decision.reason] += 1
+        if decision.act:
+            self.reasons[decision.reason] += 1
+        if self.record:
+            self.decisions.append((view, decision))
         return decision.replicas if decision.act else view.replicas.desired
 
 

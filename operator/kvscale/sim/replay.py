@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvscale.scaling import ReplicaCounts, Signals
+from kvscale.scaling import Signals
+from kvscale.scaling.observe import (
+    SIGNAL_WINDOW_S,
+    count_replicas,
+    window_increase_rate,
+)
 from kvscale.sim.engine import SimRequest
 from kvscale.sim.fleet import Fleet, FleetTotals
 from kvscale.sim.policies import FleetView, Policy
@@ -30,6 +35,7 @@ from kvscale.sim.stats import (
     ITL_BUCKETS_S,
     REQUEST_LATENCY_BUCKETS_S,
     TTFT_BUCKETS_S,
+    FloatArray,
     estimate_histogram_quantile,
 )
 from kvscale.sim.traces import Trace, slice_trace
@@ -44,7 +50,6 @@ _PREROLL_HASH_OFFSET = -(1 << 50)
 @dataclass(frozen=True)
 class ReplayOptions:
     tick_s: float = 15.0  # policy period (HPA sync period, operator timer)
-    signal_window_s: float = 60.0  # rate()/histogram_quantile() window of the signals
     warmup_s: float = 300.0  # pre-roll length (0: start cold at t=0)
     router: str = "least-kv"
     drain_limit_s: float = 3600.0  # after the last arrival, stop waiting for stragglers
@@ -99,6 +104,11 @@ class ReplayResult:
             "scaleEvents": self.scale_events,
             "peakReplicas": self.peak_replicas,
         }
+
+
+def _window_quantile(bounds: tuple[float, ...], counts: FloatArray) -> float | None:
+    """p95 of the observations in the signal window (histogram_quantile over rate())."""
+    return estimate_histogram_quantile(0.95, np.asarray(bounds), counts)
 
 
 def meets_slo(req: SimRequest, setup: SimSetup) -> bool:
@@ -177,55 +187,60 @@ class _Replay:
         self.arrivals_in_tick = 0
 
     def _observe(self, t_s: float) -> tuple[FleetView, TickSample]:
+        """What the operator would see now: pod facts → replica counts and windowed rates by
+        the rules in `kvscale.scaling.observe`, gauges averaged or summed over every pod that
+        serves /metrics (draining ones included, as Prometheus scrapes them)."""
         fleet = self.fleet
-        ready, starting = fleet.counts(t_s)
+        pods = tuple(fleet.pod_phases(t_s))
+        counts = count_replicas(
+            fleet.desired, fleet.ready, pods, now_s=t_s, warmup_s=self.setup.scaling.warmup_s
+        )
         engines = fleet.snapshot_engines()
         totals = fleet.totals()
         self.history.append((t_s, totals, self.rejected_total))
-        while self.history and self.history[0][0] < t_s - self.opts.signal_window_s - 1e-9:
+        while self.history and self.history[0][0] < t_s - SIGNAL_WINDOW_S - 1e-9:
             self.history.popleft()
-        t_old, old, rej_old = self.history[0]
-        span = max(t_s - t_old, 1e-9)
+        old = self.history[0][1]
         n = len(engines)
         usage = sum(e.pool.usage_frac for e in engines) / n if n else None
         waiting = float(sum(len(e.waiting) for e in engines)) if n else None
-        d_ttft = totals.ttft_counts - old.ttft_counts
-        ttft_p95 = estimate_histogram_quantile(0.95, np.asarray(TTFT_BUCKETS_S), d_ttft)
-        itl_p95 = estimate_histogram_quantile(
-            0.95, np.asarray(ITL_BUCKETS_S), totals.itl_counts - old.itl_counts
-        )
-        queue_p95 = estimate_histogram_quantile(
-            0.95, np.asarray(REQUEST_LATENCY_BUCKETS_S), totals.queue_counts - old.queue_counts
+        ttft_p95 = _window_quantile(TTFT_BUCKETS_S, totals.ttft_counts - old.ttft_counts)
+        itl_p95 = _window_quantile(ITL_BUCKETS_S, totals.itl_counts - old.itl_counts)
+        queue_p95 = _window_quantile(
+            REQUEST_LATENCY_BUCKETS_S, totals.queue_counts - old.queue_counts
         )
         signals = Signals(
-            pods_expected=n,
-            pods_reporting=n,
+            pods_expected=fleet.ready,
+            pods_reporting=n,  # every pod serving /metrics, as the Prometheus adapter counts
             kv_usage_frac=usage,
             num_requests_running=float(sum(len(e.running) for e in engines)) if n else None,
             num_requests_waiting=waiting,
-            preemptions_per_s=(totals.preemptions - old.preemptions) / span if n else None,
-            rejections_per_s=(self.rejected_total - rej_old) / span,
+            preemptions_per_s=self._rate(lambda tot, _: tot.preemptions, t_s) if n else None,
+            rejections_per_s=self._rate(lambda _, rejected: rejected, t_s),
             ttft_p95_s=ttft_p95,
             itl_p95_s=itl_p95,
             queue_time_p95_s=queue_p95,
-            prompt_tokens_per_s=(totals.prompt_tokens - old.prompt_tokens) / span if n else None,
+            prompt_tokens_per_s=self._rate(lambda tot, _: tot.prompt_tokens, t_s) if n else None,
             num_gpu_blocks=self.setup.plan.num_blocks,
             block_size_tokens=self.setup.plan.block_size_tokens,
         )
-        counts = ReplicaCounts(desired=fleet.desired, ready=ready, starting=starting)
         prev = self.history[-2][1].preemptions if len(self.history) > 1 else old.preemptions
         sample = TickSample(
             t_s=t_s,
-            desired=fleet.desired,
-            ready=ready,
-            starting=starting,
+            desired=counts.desired,
+            ready=counts.ready,
+            starting=counts.starting,
             arrivals_per_s=self.arrivals_in_tick / self.opts.tick_s,
             kv_usage_frac=usage,
             waiting=waiting or 0.0,
             ttft_p95_s=ttft_p95,
             preemptions=totals.preemptions - prev,
         )
-        return FleetView(t_s, counts, signals), sample
+        return FleetView(t_s, counts, signals, pods), sample
+
+    def _rate(self, counter: Callable[[FleetTotals, int], float], t_s: float) -> float | None:
+        samples = [(at_s, counter(totals, rejected)) for at_s, totals, rejected in self.history]
+        return window_increase_rate(samples, t_s)
 
     def run(self, progress: ProgressFn | None) -> list[SimRequest]:
         opts = self.opts
@@ -319,12 +334,14 @@ def size_static_replicas(
     options: ReplayOptions | None = None,
     target_frac: float = 0.99,
     build: Callable[[int], Policy] | None = None,
+    *,
+    start: int | None = None,
 ) -> int:
     """Smallest fixed replica count meeting the SLO for `target_frac` of requests (peak
     provisioning sized by load test, the strongest static baseline); max_replicas if none does.
 
-    Galloping search from min_replicas (cheap for light loads), then bisection; a run stops as
-    soon as it has missed more requests than the target allows.
+    Galloping search from `start` (default min_replicas, cheap for light loads) up or down,
+    then bisection; a run stops as soon as it has missed more requests than the target allows.
     """
     from kvscale.sim.policies import StaticPolicy
 
@@ -333,23 +350,34 @@ def size_static_replicas(
     allowed = int(len(trace) * (1.0 - target_frac))
     opts = ReplayOptions(
         tick_s=base.tick_s,
-        signal_window_s=base.signal_window_s,
         warmup_s=base.warmup_s,
         router=base.router,
         drain_limit_s=base.drain_limit_s,
         abort_after_misses=allowed,
     )
+
+    def meets(count: int) -> bool:
+        return _static_meets(trace, setup, make(count), opts)
+
     lo, hi = setup.scaling.min_replicas, setup.scaling.max_replicas
+    probe = min(hi, max(lo, 1, start or 0))
     failed = lo - 1  # largest count known to miss
-    probe = max(lo, 1)
-    while not _static_meets(trace, setup, make(probe), opts):  # gallop up: failing runs stop early
-        failed = probe
-        if probe >= hi:
-            return hi
-        probe = min(hi, probe * 2)
+    if start is not None and meets(probe):  # gallop down from a count that meets
+        step = 1
+        while probe - step > failed and meets(probe - step):
+            probe -= step
+            step *= 2
+        failed = max(failed, probe - step)
+    else:
+        step = probe if start is None else 1
+        while not meets(probe):  # gallop up: failing runs stop early
+            failed = probe
+            if probe >= hi:
+                return hi
+            probe, step = min(hi, probe + step), step * 2
     while probe - failed > 1:  # probe meets the SLO, failed does not
         mid = (failed + probe) // 2
-        if _static_meets(trace, setup, make(mid), opts):
+        if meets(mid):
             probe = mid
         else:
             failed = mid

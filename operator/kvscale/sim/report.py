@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from kvscale.sim.replay import ReplayResult, TickSample
 from kvscale.sim.traces import Trace
@@ -26,39 +27,70 @@ if TYPE_CHECKING:
 SampleValue = Callable[[TickSample], float | None]
 
 
+STYLES = (("-", 2.2), ("--", 1.8), (":", 2.2), ("-.", 1.6), ((0, (5, 1, 1, 1)), 1.4))
+
+
+def _style(index: int) -> dict[str, Any]:
+    """A distinct colour, dash pattern and width per policy, so no line hides another."""
+    dash, width = STYLES[index % len(STYLES)]
+    return {"color": f"C{index}", "linestyle": dash, "linewidth": width}
+
+
 def _minutes(samples: tuple[TickSample, ...]) -> list[float]:
     return [s.t_s / 60.0 for s in samples]
 
 
+def _label(name: str, result: ReplayResult) -> str:
+    """The policy with the table's totals (the same numbers the table prints)."""
+    return f"{name}: {result.gpu_hours:.2f} GPU-h, {result.slo_attainment * 100:.2f} % SLO"
+
+
+def _time_axis(ax: Any, warmup_s: float) -> None:
+    note = f" (after a {warmup_s / 60:g}-min pre-roll, not scored)" if warmup_s > 0 else ""
+    ax.set_xlabel(f"time (min){note}")
+
+
 def _plot_series(
-    ax: Any, results: Mapping[str, ReplayResult], value: SampleValue, *, step: bool = False
+    ax: Any, results: Mapping[str, ReplayResult], value: SampleValue, warmup_s: float
 ) -> None:
-    for name, res in results.items():
+    for index, (name, res) in enumerate(results.items()):
         xs, ys = [], []
         for s in res.samples:
             v = value(s)
             if v is not None:
                 xs.append(s.t_s / 60.0)
                 ys.append(v)
-        if step:
-            ax.step(xs, ys, where="post", label=name, linewidth=1.2)
-        else:
-            ax.plot(xs, ys, label=name, linewidth=1.0)
-    ax.set_xlabel("time (min)")
+        ax.plot(xs, ys, label=_label(name, res), **_style(index))
+    _time_axis(ax, warmup_s)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
 
-def plot_replicas(path: Path, results: Mapping[str, ReplayResult]) -> None:
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    _plot_series(ax, results, lambda s: float(s.desired), step=True)
-    ax.set_ylabel("replicas (desired)")
-    first = next(iter(results.values()))
-    load = ax.twinx()
-    load.plot(_minutes(first.samples), [s.arrivals_per_s for s in first.samples], color="0.6",
-              linewidth=0.8, alpha=0.7)  # fmt: skip
-    load.set_ylabel("arrivals (req/s, grey)")
-    ax.set_title("Replicas vs load")
+def plot_replicas(path: Path, results: Mapping[str, ReplayResult], warmup_s: float = 0.0) -> None:
+    """One panel per policy (shared axes): replicas as integer steps over the arrival rate."""
+    fig, axes = plt.subplots(
+        len(results), 1, figsize=(10, 1.9 * len(results) + 0.8), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    top = max((s.desired for r in results.values() for s in r.samples), default=1)
+    for index, (name, res) in enumerate(results.items()):
+        ax = axes[index][0]
+        load = ax.twinx()
+        load.fill_between(_minutes(res.samples), [s.arrivals_per_s for s in res.samples],
+                          step="post", color="0.85", linewidth=0)  # fmt: skip
+        load.set_ylabel("req/s", fontsize=8, color="0.45")
+        load.tick_params(labelsize=7, colors="0.45")
+        ax.set_zorder(load.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.step(_minutes(res.samples), [s.desired for s in res.samples], where="post",
+                label=_label(name, res), **_style(index))  # fmt: skip
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, top + 1)
+        ax.set_ylabel("replicas")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    _time_axis(axes[-1][0], warmup_s)
+    fig.suptitle("Replicas per policy (steps) over the arrival rate (grey)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -66,10 +98,13 @@ def plot_replicas(path: Path, results: Mapping[str, ReplayResult]) -> None:
 
 def plot_metric(
     path: Path, results: Mapping[str, ReplayResult], value: SampleValue, ylabel: str, title: str,
-    *, log: bool = False,
+    *, log: bool = False, limit: float | None = None, limit_label: str = "",
+    warmup_s: float = 0.0,
 ) -> None:  # fmt: skip
     fig, ax = plt.subplots(figsize=(10, 4))
-    _plot_series(ax, results, value)
+    if limit is not None:
+        ax.axhline(limit, color="black", linewidth=1.0, linestyle=(0, (2, 2)), label=limit_label)
+    _plot_series(ax, results, value, warmup_s)
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
@@ -77,15 +112,6 @@ def plot_metric(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _cumulative_preemptions(res: ReplayResult) -> dict[float, float]:
-    total = 0.0
-    out: dict[float, float] = {}
-    for s in res.samples:
-        total += s.preemptions
-        out[s.t_s] = total
-    return out
 
 
 def format_summary(
@@ -101,7 +127,8 @@ def format_summary(
         f" {plan.num_blocks:,} KV blocks ({plan.kv_cache_tokens:,} tokens),"
         f" max_num_seqs {plan.max_num_seqs}, cold start {setup.cold_start_s:.0f} s",
         f"- SLO per request: TTFT ≤ {setup.slo.ttft_p95_s} s, mean ITL ≤ {setup.slo.itl_p95_s} s",
-        f"- static baseline: {static_n} replicas (smallest fixed count meeting the SLO)",
+        f"- static baseline: {static_n} replica{'' if static_n == 1 else 's'}"
+        " (smallest fixed count meeting the SLO)",
         "",
         "| policy | GPU-h | SLO met | TTFT p95 s | ITL p95 ms | preemptions | rejected |"
         " scale events | peak replicas |",
@@ -122,32 +149,45 @@ def write_report(
     setup: SimSetup,
     results: Mapping[str, ReplayResult],
     static_n: int,
+    *,
+    warmup_s: float = 0.0,
 ) -> Path:
     """Write replicas.png, kv_usage.png, ttft_p95.png, preemptions.png, summary.md/.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_replicas(out_dir / "replicas.png", results)
+    plot_replicas(out_dir / "replicas.png", results, warmup_s)
     plot_metric(
         out_dir / "kv_usage.png", results, lambda s: s.kv_usage_frac,
         "mean KV-cache usage (0-1)", "KV-cache utilisation",
+        limit=setup.scaling.target_kv_utilization_frac, limit_label="kvscale's KV target",
+        warmup_s=warmup_s,
     )  # fmt: skip
     per_minute = {name: replace(r, samples=r.samples[3::4]) for name, r in results.items()}
     plot_metric(
         out_dir / "ttft_p95.png", per_minute, lambda s: s.ttft_p95_s,
         "TTFT p95 over the last minute (s)", "TTFT p95 per minute", log=True,
+        limit=setup.slo.ttft_p95_s, limit_label="SLO: TTFT target", warmup_s=warmup_s,
     )  # fmt: skip
-    cumulative = {name: _cumulative_preemptions(r) for name, r in results.items()}
-    _plot_preemptions(out_dir / "preemptions.png", cumulative)
+    _plot_preemptions(out_dir / "preemptions.png", results, warmup_s)
     (out_dir / "summary.md").write_text(format_summary(trace, setup, results, static_n))
     payload = {name: r.to_json() for name, r in results.items()}
     (out_dir / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
     return out_dir
 
 
-def _plot_preemptions(path: Path, cumulative: Mapping[str, dict[float, float]]) -> None:
+def _plot_preemptions(path: Path, results: Mapping[str, ReplayResult], warmup_s: float) -> None:
+    """Cumulative preemptions from minute 0; the legend gives the table's total (which also
+    counts those while the last requests drain after the trace ends)."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    for name, series in cumulative.items():
-        ax.step([t / 60.0 for t in series], list(series.values()), where="post", label=name)
-    ax.set_xlabel("time (min)")
+    for index, (name, res) in enumerate(results.items()):
+        total, xs, ys = 0, [0.0], [0]
+        for sample in res.samples[1:]:  # the first sample's count is from before minute 0
+            total += sample.preemptions
+            xs.append(sample.t_s / 60.0)
+            ys.append(total)
+        label = f"{name}: {res.preemptions} preemptions"
+        ax.step(xs, ys, where="post", label=label, **_style(index))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _time_axis(ax, warmup_s)
     ax.set_ylabel("preemptions (cumulative)")
     ax.set_title("Preemptions")
     ax.grid(alpha=0.3)

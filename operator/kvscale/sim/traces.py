@@ -219,6 +219,25 @@ def scale_trace(
     return _concat(parts, out.name)
 
 
+def ramp_trace(trace: Trace, points: Sequence[tuple[float, float]], seed: int = 0) -> Trace:
+    """The trace with its rate multiplied by a piecewise-linear factor of time.
+
+    `points` are (time_s, factor) corners, e.g. ((0, 1), (600, 8), (1200, 1)) for 1x -> 8x ->
+    1x in 20 minutes; the factor is held flat beyond the first and last corner. The trace is
+    superposed up to the largest factor (time-shifted copies, as `scale_trace` does) and each
+    request is kept with probability factor(t) / largest factor.
+    """
+    if not points or any(factor <= 0 for _, factor in points):
+        raise TraceError("ramp: need (time_s, factor > 0) points")
+    corners_s = np.array([t for t, _ in points], dtype=float)
+    factors = np.array([f for _, f in points], dtype=float)
+    peak = float(factors.max())
+    out = scale_trace(trace, 1.0, peak, seed)
+    rng = np.random.default_rng(seed + 1)
+    keep = rng.random(len(out)) < np.interp(out.arrival_s, corners_s, factors) / peak
+    return _select(out, keep, out.arrival_s[keep])
+
+
 def _select(
     trace: Trace,
     mask: npt.NDArray[np.bool_],
