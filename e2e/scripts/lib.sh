@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for the e2e control-plane scripts (sourced, not executed).
 # Pinned versions come from e2e/controlplane/versions.env; an environment variable of the
 # same name overrides a pin (e.g. K8S_VERSION=v1.36.1 e2e/scripts/build-controlplane.sh).
@@ -5,14 +6,9 @@
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONTROLPLANE_DIR=$E2E_DIR/controlplane
 
-while IFS='=' read -r key value; do
-  case $key in
-    '' | '#'*) continue ;;
-  esac
-  if [ -z "${!key:-}" ]; then
-    printf -v "$key" '%s' "$value"
-  fi
-done <"$CONTROLPLANE_DIR/versions.env"
+# shellcheck source-path=SCRIPTDIR source=pins.sh
+. "$E2E_DIR/scripts/pins.sh"
+read_pins "$CONTROLPLANE_DIR/versions.env"
 export K8S_VERSION ETCD_VERSION KWOK_VERSION
 
 # Binaries are cached per version outside the repo, so a warm run skips the build entirely.
