@@ -39,7 +39,9 @@ def test_script_passes_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed")
-    result = subprocess.run([shellcheck, "-x", str(SCRIPT)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [shellcheck, "-x", str(SCRIPT)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout
 
 
