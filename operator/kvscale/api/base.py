@@ -91,3 +91,9 @@ class ApiModel(BaseModel):
                     {"message": message, "fix": rule.fix, "field": rule.field},
                 )
         return self
+
+
+class StatusModel(ApiModel):
+    """Status is written by the operator and read back leniently (older fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")

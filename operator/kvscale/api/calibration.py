@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.api.status import CalibrationKeyStatus, CalibrationStatus
+from kvscale.api.status_calibration import CalibrationKeyStatus, CalibrationStatus
 from kvscale.capacity import plan_capacity
 from kvscale.capacity.calibration import (
     CalibrationKey,

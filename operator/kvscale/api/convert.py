@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from kvscale.api.calibration import CalibrationLookup, calibrated_plan, planned_calibration
 from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
-from kvscale.api.status import CalibrationStatus, GpuPlanStatus
+from kvscale.api.status import GpuPlanStatus
+from kvscale.api.status_calibration import CalibrationStatus
 from kvscale.capacity import (
     CapacityInputError,
     EngineVersion,

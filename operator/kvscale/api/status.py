@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model
+from pydantic import Field, create_model
 from pydantic.alias_generators import to_snake
 
-from kvscale.api.base import ApiModel
+from kvscale.api.base import StatusModel
+from kvscale.api.status_calibration import CalibrationStatus
 from kvscale.api.vocabulary import ConditionType
 from kvscale.scaling.forecast import MAX_DEMAND_SAMPLES
 from kvscale.scaling.rollback import (
@@ -26,7 +27,7 @@ from kvscale.scaling.rollback import (
 from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import SEASON_BINS
 
-__all__ = ["ConditionType"]  # re-exported: declared in kvscale.api.vocabulary
+__all__ = ["ConditionType", "StatusModel"]  # re-exported: declared in vocabulary and base
 
 _Line = Annotated[str, Field(max_length=4096)]
 _Hash = Annotated[str, Field(max_length=128)]
@@ -39,12 +40,6 @@ _CONDITION_TYPE = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
-
-
-class StatusModel(ApiModel):
-    """Status is written by the operator and read back leniently (older fields are ignored)."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 class Condition(StatusModel):
@@ -127,72 +122,6 @@ class GpuPlanStatus(StatusModel):
         default=None,
         description="KV tokens the planner's model alone predicts (set with observedNonKvBytes).",
         ge=0,
-    )
-
-
-class CalibrationKeyStatus(StatusModel):
-    """What an observed non-KV overhead is valid for (one entry of the calibration record)."""
-
-    engine: str = Field(description="Serving engine.", max_length=63)
-    engine_version: str = Field(description="Engine release.", max_length=63)
-    model: str = Field(description="The model the engine loads.", max_length=1024)
-    gpu_type: str = Field(description="Catalog GPU type.", max_length=63)
-    tensor_parallel: int = Field(description="GPUs per replica (tensor parallel).", ge=1)
-    sampler_path: str = Field(description="Sampler implementation (auto: unknown).", max_length=32)
-    max_num_batched_tokens: int = Field(description="Tokens per engine step.", ge=0)
-    max_num_seqs: int = Field(description="Running sequences per replica.", ge=0)
-
-
-class CalibrationStatus(StatusModel):
-    """The selected GPU type's planned KV pool beside the one the engines report."""
-
-    record_key: str = Field(
-        description="Key of this tuple in the cluster's calibration ConfigMap.", max_length=253
-    )
-    key: CalibrationKeyStatus = Field(description="The tuple the calibration is valid for.")
-    non_kv_source: Literal["model", "observed"] = Field(
-        description="Where the plan's non-KV overhead came from: the model or a live engine."
-    )
-    planned_num_blocks: int = Field(description="KV blocks per replica in the plan.", ge=0)
-    planned_kv_tokens: int = Field(description="KV tokens per replica in the plan.", ge=0)
-    planned_block_size_tokens: int = Field(description="Tokens per block in the plan.", ge=1)
-    kv_bytes_per_block: int = Field(description="Bytes one block costs per GPU.", ge=0)
-    requested_bytes: int | None = Field(
-        default=None,
-        description="Memory per GPU the engine budgets for weights, overhead and KV (null:"
-        " the pool is pinned with kvCacheMemoryBytes, nothing is profiled).",
-        ge=0,
-    )
-    planned_non_kv_bytes: int = Field(description="Non-KV bytes per GPU the plan holds back.", ge=0)
-    modelled_non_kv_bytes: int = Field(
-        description="Non-KV bytes per GPU the planner's model estimates.", ge=0
-    )
-    modelled_kv_tokens: int = Field(
-        description="KV tokens per replica the planner's model alone predicts.", ge=0
-    )
-    live_num_blocks: int | None = Field(
-        default=None, description="KV blocks per replica the engines report (smallest pod).", ge=0
-    )
-    live_block_size_tokens: int | None = Field(
-        default=None, description="Tokens per block the engines report.", ge=0
-    )
-    live_kv_tokens: int | None = Field(
-        default=None, description="The live pool in tokens per replica.", ge=0
-    )
-    implied_non_kv_bytes: int | None = Field(
-        default=None,
-        description="requestedBytes minus the live pool's bytes: the engines' real overhead.",
-    )
-    drift_fraction: float | None = Field(
-        default=None,
-        description="(live - planned) / planned KV blocks; negative: the plan over-predicts.",
-    )
-    observed_time: datetime | None = Field(
-        default=None, description="When the engines' pool was last read (RFC 3339)."
-    )
-    recorded_time: datetime | None = Field(
-        default=None,
-        description="When this deployment last wrote the tuple's overhead to the record.",
     )
 
 

@@ -29,8 +29,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from kvscale.api.base import StatusModel
 from kvscale.api.models import LLMDeploymentSpec
-from kvscale.api.status import CalibrationKeyStatus, StatusModel
+from kvscale.api.status_calibration import CalibrationKeyStatus
 from kvscale.api.vocabulary import CalibrationReason, ConditionType
 from kvscale.capacity import GIB
 from kvscale.capacity.calibration import CalibrationKey, LivePool, PoolBasis
