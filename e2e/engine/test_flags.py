@@ -22,7 +22,8 @@ import pytest
 
 from harness.realvllm import EngineEnv
 from kvscale.api.validation import load_documents, validate_documents
-from kvscale.engines import parse_version, render
+from kvscale.capacity import EngineVersion
+from kvscale.engines import render
 from kvscale.engines.vllm import FLAGS, KV_DTYPES
 
 pytestmark = pytest.mark.engine
@@ -66,7 +67,7 @@ def rendered(engine_env: EngineEnv) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def lacking(engine_env: EngineEnv) -> list[str]:
     """Flags kvscale's table says the installed release does not have."""
-    version = parse_version(engine_env.version)
+    version = EngineVersion.parse(engine_env.version)
     return [spec.name for spec in FLAGS if not spec.exists_in(version)]
 
 
@@ -111,7 +112,7 @@ def test_flags_the_release_lacks_are_refused(lacking: list[str], parsed: dict[st
 def test_flags_the_release_has_are_options_of_its_parser(
     engine_env: EngineEnv, parsed: dict[str, Any]
 ) -> None:
-    version = parse_version(engine_env.version)
+    version = EngineVersion.parse(engine_env.version)
     known = [spec.name for spec in FLAGS if spec.exists_in(version)]
     assert sorted(set(known) - set(parsed["options"])) == []
 
@@ -119,7 +120,7 @@ def test_flags_the_release_has_are_options_of_its_parser(
 def test_kv_cache_dtypes_kvscale_renders_are_engine_choices(
     engine_env: EngineEnv, parsed: dict[str, Any]
 ) -> None:
-    version = parse_version(engine_env.version)
+    version = EngineVersion.parse(engine_env.version)
     ours = {row.value for row in KV_DTYPES if row.available.contains(version)}
     theirs = set(parsed["choices"][KV_DTYPE_FLAG])
     assert sorted(ours - theirs) == []
