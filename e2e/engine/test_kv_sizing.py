@@ -45,9 +45,22 @@ POOLS: tuple[tuple[int, int, int, int], ...] = (
     (1_000_000, 4096, 2048, 32),  # holds no 4096-token request in any geometry
 )
 SLIDING_OR_FULL = ("llama-gqa", "llama-mqa", "mistral-swa", "gemma2-hybrid", "qwen3-qknorm")
-# The CPU MLA backend takes only block size 16 (it overrides --block-size with a warning), so
-# MLA cases leave the block size to both sides' default (kvscale renders none for them).
 MLA = "deepseek-v2-mla"
+
+
+def _host_has_amx() -> bool:
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+
+
+# vLLM 0.32.0's CPU platform (vllm/platforms/cpu.py, check_and_update_config) picks the MLA
+# backend by host: on x86 with AMX tiles the AMX MLA backend, which takes block sizes that are
+# multiples of 32 (and defaults to 128, the CPU platform's default); elsewhere the reference
+# MLA kernel, which takes only 16 and overrides any other. Every MLA case names its block size,
+# so kvscale renders --block-size and both sides use the same one on either kind of host.
+MLA_TAKES_POOL_BLOCK_SIZES = _host_has_amx()
 
 CASES: tuple[KvCase, ...] = (
     *(
@@ -55,7 +68,10 @@ CASES: tuple[KvCase, ...] = (
         for g in SLIDING_OR_FULL
         for pool, length, mnbt, block in POOLS
     ),
-    *(KvCase(MLA, pool, length, mnbt, None) for pool, length, mnbt, _ in POOLS),
+    *(
+        KvCase(MLA, pool, length, mnbt, block if MLA_TAKES_POOL_BLOCK_SIZES else 16)
+        for pool, length, mnbt, block in POOLS
+    ),
 )
 TOO_SMALL = re.compile(r"To serve at least one request with the model's max seq len \((\d+)\)")
 ESTIMATE = re.compile(r"the estimated maximum model length is (\d+)")
