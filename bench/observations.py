@@ -35,6 +35,7 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
     "Qwen/Qwen3-235B-A22B-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),
     "BatsResearch/bonito-v1 (Mistral-7B arch)": ("mistralai/Mistral-7B-Instruct-v0.3", None),
+    "meta-llama/Meta-Llama-3-8B": ("meta-llama/Meta-Llama-3-8B", None),
     "meta-llama/Meta-Llama-3-8B-Instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", None),
     "teknium/OpenHermes-2.5-Mistral-7B": ("mistralai/Mistral-7B-Instruct-v0.3", None),
     "TheBloke/Llama-2-7B-GPTQ": ("meta-llama/Llama-2-7b-hf", "gptq"),
