@@ -35,6 +35,7 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
     "Qwen/Qwen3-235B-A22B-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),
     "BatsResearch/bonito-v1 (Mistral-7B arch)": ("mistralai/Mistral-7B-Instruct-v0.3", None),
+    "meta-llama/Meta-Llama-3-8B": ("meta-llama/Meta-Llama-3-8B", None),
     "meta-llama/Meta-Llama-3-8B-Instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", None),
     "teknium/OpenHermes-2.5-Mistral-7B": ("mistralai/Mistral-7B-Instruct-v0.3", None),
     "TheBloke/Llama-2-7B-GPTQ": ("meta-llama/Llama-2-7b-hf", "gptq"),
@@ -43,6 +44,9 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
     "deepseek-ai/DeepSeek-V3": ("deepseek-ai/DeepSeek-V3", None),
     "deepseek-ai/DeepSeek-V2-Lite": ("deepseek-ai/DeepSeek-V2-Lite", None),
     "microsoft/phi-4 (bnb 4-bit, Unsloth)": ("microsoft/phi-4", "bnb-4bit"),
+    "Qwen/Qwen1.5-7B-Chat-GPTQ-Int4": ("Qwen/Qwen1.5-7B-Chat", "gptq"),
+    "facebook/opt-125m": ("facebook/opt-125m", None),
+    "mgoin/phi-2-super-marlin": ("microsoft/phi-2", "gptq"),
     # the model is "not stated"; the notes identify a Qwen3-30B-A3B geometry (48 KiB/token fp8)
     "not stated (weights 29.09 GiB; 48 KiB/token fp8 = Qwen3-30B-A3B-like)": (
         "Qwen/Qwen3-30B-A3B",
