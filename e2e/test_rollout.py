@@ -76,9 +76,9 @@ def test_guardrail_breach_rolls_back_to_last_known_good(
     driver = start_trace_load(e2e, namespace, name)
     try:
         driver.rate = 0.4
-        time.sleep(15)  # a baseline under load: no preemptions on the planned 2247-block pool
-        # The "tuning" a user might try: less memory for the engine; the KV pool shrinks ~3x.
-        patch_llmd(api, namespace, name, {"spec": {"engine": {"gpuMemoryUtilization": 0.76}}})
+        time.sleep(15)  # a baseline under load: no preemptions on the planned 1,803-block pool
+        # The "tuning" a user might try: less memory for the engine; the KV pool shrinks ~3x (564).
+        patch_llmd(api, namespace, name, {"spec": {"engine": {"gpuMemoryUtilization": 0.79}}})
 
         def rolled_back() -> dict[str, Any] | None:
             obj = get_llmd(api, namespace, name)

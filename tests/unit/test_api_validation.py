@@ -176,6 +176,15 @@ def test_valid_spec_parses_with_defaults():
     assert spec.desired_replicas() == spec.scaling.min_replicas
 
 
+@pytest.mark.parametrize("path", ["sort", "flashinfer", "triton", "v2"])
+def test_a_sampler_path_as_the_wire_sends_it_parses(path: str):
+    """A string, as kubectl and the API server send it (validation is strict): was refused
+    with "Input should be an instance of SamplerPath" while the enum was the field's type."""
+    spec, problems = parse_spec(with_changes({"engine.samplerPath": path}))
+    assert problems == []
+    assert spec is not None and spec.engine.sampler_path == path
+
+
 def doc(spec: dict[str, Any], **envelope: Any) -> dict[str, Any]:
     base = {
         "apiVersion": "kvscale.dev/v1alpha1",

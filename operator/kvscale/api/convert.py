@@ -21,6 +21,7 @@ from kvscale.api.status_calibration import CalibrationStatus
 from kvscale.capacity import (
     CapacityInputError,
     EngineVersion,
+    SamplerPath,
     estimate_safe_concurrency,
     find_gpu,
     find_model,
@@ -169,7 +170,7 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         max_num_seqs=spec.engine.max_num_seqs,
         weights_bytes=spec.model.weights_bytes,
         enable_prefix_caching=spec.kv_cache.prefix_caching,
-        sampler_path=spec.engine.sampler_path,
+        sampler_path=SamplerPath(spec.engine.sampler_path),
         pin_kv_pool=spec.kv_cache.pool == "pinned",
     )
 

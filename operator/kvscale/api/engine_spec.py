@@ -5,7 +5,7 @@ Split from `kvscale.api.models` (the spec's root); the CRD is generated from bot
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -18,6 +18,10 @@ KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float
 KvPoolSizing = Literal["profiled", "pinned"]
 _VERSION = r"^[0-9]+(\.[0-9]+){1,2}[A-Za-z0-9.+-]*$"
 _Arg = Annotated[str, Field(max_length=1024)]
+#: `SamplerPath`'s values as the API spells them (a string on the wire, also in strict mode).
+SamplerPathName = Literal["auto", "sort", "flashinfer", "triton", "v2"]
+if set(get_args(SamplerPathName)) != {path.value for path in SamplerPath}:
+    raise ImportError("SamplerPathName must list kvscale.capacity.SamplerPath's values")
 
 
 class EngineSpec(ApiModel):
@@ -65,8 +69,8 @@ class EngineSpec(ApiModel):
         ge=1,
         le=65536,
     )
-    sampler_path: SamplerPath = Field(
-        default=SamplerPath.AUTO,
+    sampler_path: SamplerPathName = Field(
+        default="auto",
         description="vLLM top-k/top-p path its memory profile runs (sort, flashinfer, triton, "
         "v2); auto plans with the costliest path the release can run, so the plan never "
         "promises more KV cache than the engine gets.",
