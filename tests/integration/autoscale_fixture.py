@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import json
 import threading
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kmock
-from kube_fixture import LLMD, FakeCluster
+from kube_fixture import LLMD, FakeCluster, running_fake_cluster
 
 from kvscale.controller.autoscaler import Autoscaler, register
 from kvscale.controller.kube import connect
@@ -85,6 +86,25 @@ def declare_pods(cluster: FakeCluster) -> None:
         verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
         subresources={"status"},
     )
+
+
+def llmd_object(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An LLMDeployment manifest with a copy of `spec`."""
+    return {
+        "apiVersion": "kvscale.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": copy.deepcopy(spec),
+    }
+
+
+@contextlib.asynccontextmanager
+async def cluster_with_pods() -> AsyncIterator[FakeCluster]:
+    """The fake API server, serving pods too; leaked sessions collected at the end."""
+    async with running_fake_cluster() as fake_cluster:
+        declare_pods(fake_cluster)
+        yield fake_cluster
+    collect_leaked_sessions()
 
 
 @contextlib.asynccontextmanager

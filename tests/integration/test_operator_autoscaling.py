@@ -13,19 +13,18 @@ and the reconcile does not re-apply the refused template.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from autoscale_fixture import (
     ScriptedSource,
-    collect_leaked_sessions,
-    declare_pods,
+    cluster_with_pods,
     describe,
+    llmd_object,
     operator_with_autoscaler,
 )
-from kube_fixture import DEPLOYMENTS, LLMD, FakeCluster, running_fake_cluster, wait_for
+from kube_fixture import DEPLOYMENTS, LLMD, FakeCluster, wait_for
 from promfixture import VLLM_V1, StartPod, StartPrometheus, iter_targets
 
 from kvscale.controller.settings import (
@@ -66,20 +65,13 @@ def settings() -> Settings:
 
 
 def llmd(spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kvscale.dev/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": copy.deepcopy(spec),
-    }
+    return llmd_object(NAME, NS, spec)
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[FakeCluster]:
-    async with running_fake_cluster() as fake_cluster:
-        declare_pods(fake_cluster)
+    async with cluster_with_pods() as fake_cluster:
         yield fake_cluster
-    collect_leaked_sessions()
 
 
 def obj(cluster: FakeCluster) -> dict[str, Any]:

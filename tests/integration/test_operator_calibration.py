@@ -9,7 +9,6 @@ LLMDeployment of the same tuple plans from it at once. A pool that stops being r
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,12 +16,12 @@ from typing import Any
 import pytest
 from autoscale_fixture import (
     ScriptedSource,
-    collect_leaked_sessions,
-    declare_pods,
+    cluster_with_pods,
     describe,
+    llmd_object,
     operator_with_autoscaler,
 )
-from kube_fixture import LLMD, FakeCluster, running_fake_cluster, wait_for
+from kube_fixture import LLMD, FakeCluster, wait_for
 from promfixture import VLLM_V1, StartPod, StartPrometheus, iter_targets
 
 from kvscale.api.convert import plan_deployment
@@ -58,20 +57,13 @@ def settings() -> Settings:
 
 
 def llmd(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kvscale.dev/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": copy.deepcopy(SPEC),
-    }
+    return llmd_object(name, NS, SPEC)
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[FakeCluster]:
-    async with running_fake_cluster() as fake_cluster:
-        declare_pods(fake_cluster)
+    async with cluster_with_pods() as fake_cluster:
         yield fake_cluster
-    collect_leaked_sessions()
 
 
 def status_of(cluster: FakeCluster, name: str) -> dict[str, Any]:
