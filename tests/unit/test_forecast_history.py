@@ -88,3 +88,14 @@ def test_a_profile_already_in_status_is_kept() -> None:
         "demandProfile": kept
     }
     assert "autoscaler" not in seed_demand_profile(_status(), [])
+
+
+def test_a_fleet_seeding_within_one_step_reads_each_range_query_once() -> None:
+    client = RangeClient({})
+    source = PrometheusSource("http://prometheus.invalid", client=client)
+    other = DeploymentTarget("team-b", "chat", "vllm", "0.11.0", pods_expected=1)
+    assert source.demand_history(CHAT, 0.0, 600.0, SEASON_BIN_S) == []
+    assert source.demand_history(other, 5.0, 605.0, SEASON_BIN_S) == [(0.0, 9.0, 9.0)]
+    assert len(client.asked) == 2  # the KV query and the prompt-rate query, once each
+    source.demand_history(CHAT, 600.0, 1200.0, SEASON_BIN_S)  # a step later: read again
+    assert len(client.asked) == 4

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,16 @@ class RangeQueryClient(Protocol):
     def custom_query_range(
         self, query: str, start_time: datetime, end_time: datetime, step: str
     ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class _RangeRows:
+    """A range query's points by deployment, from one read that ended at `end_s`."""
+
+    end_s: float
+    step_s: float
+    read_at: float  # time.monotonic() of the read
+    rows: dict[DeploymentKey, dict[float, float]]
 
 
 @dataclass(frozen=True)
@@ -159,9 +170,12 @@ class PrometheusSource:
         self._ca_file = ca_file
         self._client = client
         self._families: dict[tuple[str, str], FamilyQueries | str] = {}
+        self._history: dict[str, _RangeRows] = {}  # range query -> its last read, split
 
     def fetch(self, targets: Sequence[DeploymentTarget]) -> dict[DeploymentKey, SignalsReading]:
         """One reading per target; backend failures come back as readings, never raised."""
+        now = time.monotonic()  # range reads older than one step serve no profile seed now
+        self._history = {q: r for q, r in self._history.items() if now - r.read_at < r.step_s}
         families = {target.key: self._family_of(target) for target in targets}
         wanted = sorted(
             {
@@ -211,9 +225,26 @@ class PrometheusSource:
     def _range(
         self, query: str, target: DeploymentTarget, start_s: float, end_s: float, step_s: float
     ) -> dict[float, float]:
+        """One deployment's points of a range query. The query's result holds every
+        deployment's series, so it is read once and split by deployment; a call whose window
+        ends within one step of the read's is answered from it (the objects of a fleet seed
+        their profiles on their first ticks, seconds apart: one read, not one per object)."""
+        cached = self._history.get(query)
+        if cached is None or cached.step_s != step_s or abs(end_s - cached.end_s) >= step_s:
+            rows = self._read_range(query, target, start_s, end_s, step_s)
+            if rows is None:
+                return {}
+            cached = _RangeRows(end_s, step_s, time.monotonic(), rows)
+            self._history[query] = cached
+        return dict(cached.rows.get(target.key, {}))
+
+    def _read_range(
+        self, query: str, target: DeploymentTarget, start_s: float, end_s: float, step_s: float
+    ) -> dict[DeploymentKey, dict[float, float]] | None:
+        """Every deployment's points of one range query; None when it cannot be read."""
         client = self._connect()
         if not isinstance(client, RangeQueryClient):
-            return {}
+            return None
         try:
             result = client.custom_query_range(
                 query,
@@ -223,16 +254,18 @@ class PrometheusSource:
             )
         except (PrometheusApiClientException, requests.RequestException, ValueError) as error:
             logger.warning("%s: history query failed: %s", target.key, _first_line(error))
-            return {}
-        out: dict[float, float] = {}
+            return None
+        rows: dict[DeploymentKey, dict[float, float]] = {}
         for series in result if isinstance(result, list) else []:
-            if key_of(series.get("metric", {}), self.group_labels) != target.key:
+            key = key_of(series.get("metric", {}), self.group_labels)
+            if key is None:
                 continue
+            points = rows.setdefault(key, {})
             for point in series.get("values") or []:
                 value = parse_sample_value(point)
                 if not math.isnan(value):
-                    out[float(point[0])] = value
-        return out
+                    points[float(point[0])] = value
+        return rows
 
     def close(self) -> None:
         """Release the HTTP connection pool (the operator calls it on shutdown)."""
