@@ -58,7 +58,7 @@ check: lint typecheck crd-check
 
 # The e2e tier: builds the control plane on first use (cached per version), then the scenarios.
 e2e: install
-	$(BIN)/pytest -m "e2e and not engine" e2e -q -rP --durations=0
+	$(BIN)/pytest -m "e2e and not engine" e2e -q -rPfE --durations=25
 
 # The real vLLM (CPU build) for the engine tier: installed once per version outside the repo
 # (~6 GB, ~8 min cold, download-bound; idempotent). Safe to run beside the control-plane build.
@@ -69,7 +69,7 @@ engine-install:
 # against the real engine (installs it first when missing), and the e2e scenario whose pods are
 # real engines (needs the e2e control plane, built by the e2e tier).
 engine-tier: install engine-install
-	$(BIN)/pytest -m engine e2e/engine -q -rP --durations=0
+	$(BIN)/pytest -m engine e2e/engine -q -rPfE --durations=25
 
 # The e2e stack with a live view while a trace replays (about 6 minutes, warm cache).
 demo-cluster: install

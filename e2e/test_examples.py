@@ -160,6 +160,20 @@ def test_every_example_is_planned_run_on_its_gpu_and_ready(
             client.CoreV1Api(api).delete_persistent_volume(name)
 
 
+def pods_not_running(api: ApiClient, namespace: str) -> dict[str, str]:
+    """Each pod that is not Running, with the scheduler's or kubelet's last word on it."""
+    found = {}
+    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace).items:
+        if pod.status.phase == "Running":
+            continue
+        words = [
+            f"{c.type}={c.status} {c.reason or ''} {c.message or ''}".strip()
+            for c in pod.status.conditions or []
+        ]
+        found[pod.metadata.name] = f"{pod.status.phase} on {pod.spec.node_name}: {'; '.join(words)}"
+    return found
+
+
 def check_every_example(
     e2e: Harness, api: ApiClient, namespace: str, tmp_path: Path, llmds: list[dict[str, Any]]
 ) -> None:
@@ -172,7 +186,8 @@ def check_every_example(
     except AssertionError:
         names = [d["metadata"]["name"] for d in llmds]
         states = {n: condition_of(get_llmd(api, namespace, n), "Ready") for n in names}
-        pytest.fail(f"not all Ready: {states}\n{e2e.operator.log_tail()}")
+        pods = pods_not_running(api, namespace)
+        pytest.fail(f"not all Ready: {states}\npods: {pods}\n{e2e.operator.log_tail()}")
     for manifest, obj in zip(llmds, live, strict=True):
         expected = cli_plan(manifest, tmp_path)
         status = obj["status"]

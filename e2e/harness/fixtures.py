@@ -31,7 +31,11 @@ from harness.prom import FileSdPrometheus, find_prometheus, free_loopback_port
 # Fast loops for the scenarios; specs shorten the per-object windows themselves.
 RECONCILE_INTERVAL_S = 3
 SCALING_INTERVAL_S = 2.5
-EXTRA_H200_NODES = 3  # examples 02-05 on H200 at once need 17 GPUs
+# Examples 02-05 on H200 at once need 17 GPUs: pods of 4, 1 and 4 GPUs and one of 8. The
+# scheduler spreads pods (least-allocated scoring), so the three smaller pods can land on three
+# different nodes and leave no node with 8 free GPUs; a fourth node keeps one whole node free
+# whatever order the pods are scheduled in.
+EXTRA_H200_NODES = 4
 EXTRA_L4_NODES = 14  # 100 one-GPU LLMDeployments, next to what other scenarios left running
 
 
