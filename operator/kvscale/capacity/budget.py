@@ -137,7 +137,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = int(rules.non_torch_tp1_gib * GIB)
     if tp > 1:
-        non_torch += v.NON_TORCH_TP_EXTRA_BYTES
+        non_torch += int(rules.non_torch_tp_extra_gib * GIB)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     observed = request.observed_non_kv_bytes
