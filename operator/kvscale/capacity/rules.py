@@ -40,6 +40,9 @@ class VllmRules:
     fit_reserves_null_block: bool = False
     # What TP >= 2 adds per rank (NCCL and all-reduce buffers allocated during the profile run).
     non_torch_tp_extra_gib: float = 0.42
+    # Fused-MoE scratch comes from a persistent workspace (v1/worker/workspace.py, first in the
+    # 0.13.0 wheel; 0.12.0's modular_kernel.py allocates per call): live when the sampler runs.
+    moe_workspace: bool = False
 
 
 def _row(since: str, *cells: object, **named: object) -> VllmRules:
@@ -65,17 +68,19 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
     _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.13, (_S, _F)),
     _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F)),
+    _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F),
+         moe_workspace=True),
     _row("0.17.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.25,
-         (_T, _F), non_torch_tp_extra_gib=1.85),
+         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
     _row("0.20.0", True, 0.92, True, True, False, "memory", "groups", False, None, 0.25,
-         (_T, _F), non_torch_tp_extra_gib=1.85),
+         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
     _row(
         "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
-        (_T, _F, _V2), non_torch_tp_extra_gib=1.85,
+        (_T, _F, _V2), non_torch_tp_extra_gib=1.85, moe_workspace=True,
     ),
     _row(
         "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
-        (_T, _F, _V2), True, non_torch_tp_extra_gib=1.85,
+        (_T, _F, _V2), True, non_torch_tp_extra_gib=1.85, moe_workspace=True,
     ),
 )  # fmt: skip
 
