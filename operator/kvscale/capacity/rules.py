@@ -55,6 +55,9 @@ def _row(since: str, *cells: object, **named: object) -> VllmRules:
 # False`); 0.11.1-0.16 sort, FlashInfer opt-in (`if envs.VLLM_USE_FLASHINFER_SAMPLER:`);
 # >= 0.17 Triton top-k/top-p from 8 rows (`apply_top_k_top_p`, 0.20.0), FlashInfer opt-in;
 # Model Runner V2 (v1/worker/gpu/, allow-listed models) from 0.23 (approximate).
+# Llama-4's chunked-local layers join the hybrid KV cache manager by default from 0.14.0
+# (`VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE` defaults to "1" in the 0.14.0 wheel's
+# envs.py, "0" in 0.13.0; a 0.19.0 Llama-4-Scout log counts 4 groups of blocks per token).
 # 0.20.0: util 0.92 (config/cache.py L66) and VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default
 # "1" (envs.py L1725; subtracted in v1/worker/gpu_worker.py L401) — both read in the 0.20.0
 # wheel. 0.8.0-0.9.0 charge the CUDA context as non-torch (total − torch allocated); from
@@ -70,9 +73,11 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F)),
     _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F),
          moe_workspace=True),
-    _row("0.17.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.25,
+    _row("0.14.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.13, (_S, _F),
+         moe_workspace=True),
+    _row("0.17.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.25,
          (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
-    _row("0.20.0", True, 0.92, True, True, False, "memory", "groups", False, None, 0.25,
+    _row("0.20.0", True, 0.92, True, True, True, "memory", "groups", False, None, 0.25,
          (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
     _row(
         "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
