@@ -116,12 +116,17 @@ def _naive(plan: CapacityPlan, measure: str) -> float:
 
 
 def _non_torch_class(request: PlanRequest) -> str:
-    """The non-torch figure a prediction used: one per engine era and TP class."""
+    """The non-torch figure a prediction used: one per engine era, TP class and GPU vendor (a
+    HIP runtime's allocations are not a CUDA context's, so ROCm rows measure their own)."""
     tp_class = "tp1" if request.tensor_parallel == 1 else "tp>1"
+    vendor = "" if request.gpu.vendor == "NVIDIA" else f" on {request.gpu.vendor}"
     if request.engine != "vllm":
-        return f"{request.engine} {tp_class}"
+        return f"{request.engine} {tp_class}{vendor}"
     rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
-    return f"vllm non-torch {rules.non_torch_tp1_gib:g} GiB {tp_class}"
+    if tp_class == "tp1":
+        return f"vllm non-torch {rules.non_torch_tp1_gib:g} GiB tp1{vendor}"
+    total = rules.non_torch_tp1_gib + rules.non_torch_tp_extra_gib
+    return f"vllm non-torch {total:g} GiB tp>1{vendor}"
 
 
 def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: float) -> float:

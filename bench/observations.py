@@ -46,6 +46,33 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
     "microsoft/phi-4 (bnb 4-bit, Unsloth)": ("microsoft/phi-4", "bnb-4bit"),
     "Qwen/Qwen1.5-7B-Chat-GPTQ-Int4": ("Qwen/Qwen1.5-7B-Chat", "gptq"),
     "facebook/opt-125m": ("facebook/opt-125m", None),
+    "RedHatAI/Meta-Llama-3.1-8B-Instruct-quantized.w4a16": (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "gptq",
+    ),
+    "RedHatAI/Llama-3.3-70B-Instruct-fp8-dynamic": ("meta-llama/Llama-3.3-70B-Instruct", "fp8"),
+    "Qwen/Qwen2.5-7B-Instruct": ("Qwen/Qwen2.5-7B-Instruct", None),
+    "Qwen/Qwen2.5-72B-Instruct": ("Qwen/Qwen2.5-72B-Instruct", None),
+    "Qwen/Qwen3-8B": ("Qwen/Qwen3-8B", None),
+    "Qwen/Qwen3-30B-A3B": ("Qwen/Qwen3-30B-A3B", None),
+    "google/gemma-2-9b-it": ("google/gemma-2-9b-it", None),
+    "google/gemma-2-27b-it": ("google/gemma-2-27b-it", None),
+    "google/gemma-3-12b-it": ("google/gemma-3-12b-it", None),
+    "google/gemma-3-27b-it": ("google/gemma-3-27b-it", None),
+    "microsoft/phi-2": ("microsoft/phi-2", None),
+    "microsoft/phi-4": ("microsoft/phi-4", None),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": ("mistralai/Mixtral-8x7B-Instruct-v0.1", None),
+    "meta-llama/Llama-4-Scout-17B-16E-Instruct": (
+        "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+        None,
+    ),
+    "deepseek-ai/DeepSeek-V2-Lite-Chat": ("deepseek-ai/DeepSeek-V2-Lite", None),
+    "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
+    "Qwen/Qwen3-14B": ("Qwen/Qwen3-14B", None),
+    "Qwen/Qwen3-14B-AWQ": ("Qwen/Qwen3-14B", "awq"),
+    "meta-llama/Llama-2-7b-chat-hf": ("meta-llama/Llama-2-7b-hf", None),
+    "meta-llama/Llama-3.1-405B-Instruct": ("meta-llama/Llama-3.1-405B", None),
+    "ibm-granite/granite-3.3-8b-instruct": ("ibm-granite/granite-3.3-8b-instruct", None),
     "mgoin/phi-2-super-marlin": ("microsoft/phi-2", "gptq"),
     # the model is "not stated"; the notes identify a Qwen3-30B-A3B geometry (48 KiB/token fp8)
     "not stated (weights 29.09 GiB; 48 KiB/token fp8 = Qwen3-30B-A3B-like)": (
@@ -59,6 +86,11 @@ GPU_MAP: dict[str, str] = {
     "A100-80GB": "a100_sxm_80gb",
     "A100-40GB": "a100_sxm_40gb",
     "H100-80GB": "h100_sxm_80gb",
+    "H100-80GB HBM3": "h100_sxm_80gb",
+    "L40S": "l40s",
+    "L40S 46GB": "l40s",
+    "L4 24GB": "l4",
+    "MI300X 192GB": "mi300x",
     "RTX 3090": "rtx_3090",
     "RTX 3090 24GB": "rtx_3090",
     "RTX A6000": "rtx_a6000",
@@ -74,8 +106,18 @@ GPU_MAP: dict[str, str] = {
 # GPU are planned on this stand-in, and mode (b) skips them (their utilisation is unknown too).
 MODE_A_STANDIN_GPU = "h100_sxm_80gb"
 
+FP32_REASON = (
+    "--dtype float32: the planner serves 16-bit models (fp32 weights and a 4-byte KV cache "
+    "are not modelled)"
+)
+
 # Mode (a) rows shown but not gated, with the reason.
 MODE_A_EXCLUDED: dict[tuple[str, str], str] = {
+    (
+        "llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs/"
+        "meta-llama-llama-3--h100-80gb--tp1pp1dp1--8192-dtf32.log",
+        "meta-llama/Llama-3.1-8B-Instruct",
+    ): FP32_REASON,
     (
         "vllm-project/vllm#21348",
         "Qwen/Qwen3-235B-A22B-FP8",
@@ -89,6 +131,11 @@ MODE_A_EXCLUDED: dict[tuple[str, str], str] = {
 
 # Rows that are shown but not gated in mode (b), with the reason (keyed by source + model).
 MODE_B_EXCLUDED: dict[tuple[str, str], str] = {
+    (
+        "llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs/"
+        "meta-llama-llama-3--h100-80gb--tp1pp1dp1--8192-dtf32.log",
+        "meta-llama/Llama-3.1-8B-Instruct",
+    ): FP32_REASON,
     (
         "llm-d/llm-d-benchmark config_explorer/empirical-vllm-memory-results.md",
         "openai/gpt-oss-120b",

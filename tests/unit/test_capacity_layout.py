@@ -73,11 +73,12 @@ def test_layer_kinds_from_config(model_id: str, kinds: dict[str, int]) -> None:
         # Gemma-3-27b: 52 SW + 10 full -> group_size 10; SW cdiv(52,10)=6 groups + 1 full;
         # full cdiv(8192,16)=512; each SW group cdiv(min(1023+2048,8192),16)+1 = 192+1 = 193
         ("google/gemma-3-27b-it", "0.11.0", 1, 8192, 2048, 7, 10, 512 + 6 * 193),
-        # Llama-4 chunked layers in HMA (>= 0.23): group_size 12 -> 3 chunked + 1 full groups;
+        # Llama-4 chunked layers in HMA (>= 0.14: the env default flips to "1"): group_size 12
+        # -> 3 chunked + 1 full groups;
         # full cdiv(32768,16)=2048; chunked cdiv(min(8192+8192,32768),16)=1024 each
         (
             "meta-llama/Llama-4-Scout-17B-16E-Instruct",
-            "0.23.0",
+            "0.14.0",
             8,
             32768,
             8192,
@@ -86,7 +87,7 @@ def test_layer_kinds_from_config(model_id: str, kinds: dict[str, int]) -> None:
             2048 + 3 * 1024,
         ),
         # before that, chunked layers pay full length: one uniform group of 48
-        ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "0.11.0", 8, 32768, 8192, 1, 48, 2048),
+        ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "0.13.0", 8, 32768, 8192, 1, 48, 2048),
         # V0 (< 0.8) has no hybrid manager: Gemma-2 sliding layers pay full length
         ("google/gemma-2-9b-it", "0.6.4", 1, 8192, 8192, 1, 42, 512),
     ],

@@ -19,7 +19,9 @@ from kvscale.capacity import (
 from kvscale.capacity.nonkv import (
     SAMPLER_BYTES_PER_ELEMENT,
     ActivationPeak,
+    MoeShape,
     activation_peak,
+    moe_workspace_bytes,
     resolve_sampler_path,
 )
 from kvscale.capacity.rules import vllm_rules
@@ -147,3 +149,51 @@ def test_fewer_than_eight_rows_take_the_sort_path_on_triton_releases() -> None:
     small = _peak(QWEN3_8B, SamplerPath.TRITON, seqs=4, mnbt=8192)
     as_sort = _peak(QWEN3_8B, SamplerPath.SORT, seqs=4, mnbt=8192)
     assert small.sampler_bytes == as_sort.sampler_bytes
+
+
+QWEN3_30B_A3B = find_model("Qwen/Qwen3-30B-A3B")  # 128 experts, 8 per token, 768 wide
+MIXTRAL = find_model("mistralai/Mixtral-8x7B-Instruct-v0.1")  # 8 experts, 2 per token
+
+
+def _plan(model: ModelGeometry, version: str, tp: int = 1) -> int:
+    request = PlanRequest(
+        model=model, gpu=H100, engine_version=version, tensor_parallel=tp,
+        max_model_len_tokens=8192, max_num_batched_tokens=8192, gpu_memory_utilization=0.95,
+    )  # fmt: skip
+    return plan_capacity(request).activation_bytes
+
+
+def test_moe_geometry_comes_from_the_config() -> None:
+    assert (QWEN3_30B_A3B.experts_per_token, QWEN3_30B_A3B.expert_intermediate_size) == (8, 768)
+    assert (MIXTRAL.experts_per_token, MIXTRAL.expert_intermediate_size) == (2, 14336)
+    assert QWEN3_8B.experts_per_token is None and QWEN3_8B.expert_intermediate_size is None
+
+
+@pytest.mark.parametrize("model", [QWEN3_30B_A3B, MIXTRAL], ids=["qwen3-30b-a3b", "mixtral"])
+def test_the_moe_workspace_arrives_in_0_13_and_is_linear_in_batched_tokens(
+    model: ModelGeometry,
+) -> None:
+    # 0.12.0 allocates the fused-MoE scratch per call (freed before the sampler runs); 0.13.0
+    # keeps it in the persistent workspace: the same plan charges more, a dense model does not.
+    assert _plan(model, "0.13.0") > _plan(model, "0.12.0")
+    assert _plan(QWEN3_8B, "0.13.0") == _plan(QWEN3_8B, "0.12.0")
+    shape = MoeShape(model.experts_per_token or 0, model.expert_intermediate_size or 0)
+    hidden = model.hidden_size or 0
+    sizes = [moe_workspace_bytes(shape, mnbt=m, hidden=hidden, tp=1, dtype_bytes=2)
+             for m in (2048, 4096, 8192)]  # fmt: skip
+    assert sizes[2] - sizes[1] == pytest.approx(2 * (sizes[1] - sizes[0]), rel=1e-6)
+    # TP splits the experts' width, never the hidden size: a quarter of the ranks' share
+    tp4 = moe_workspace_bytes(shape, mnbt=8192, hidden=hidden, tp=4, dtype_bytes=2)
+    assert 8192 * hidden * 2 < tp4 <= sizes[2]
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "logged_gib"),
+    # llm-d-planner's vLLM 0.19.0 H100 logs ("PyTorch activation peak memory"), MNBT 8192
+    [(QWEN3_30B_A3B, 1, 2.68), (MIXTRAL, 2, 1.21)],
+    ids=["qwen3-30b-a3b-tp1", "mixtral-tp2"],
+)
+def test_moe_activation_meets_the_engines_logged_peak(
+    model: ModelGeometry, tp: int, logged_gib: float
+) -> None:
+    assert _plan(model, "0.19.0", tp) / GIB == pytest.approx(logged_gib, rel=0.05)

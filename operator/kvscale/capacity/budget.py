@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kvscale.capacity import rules as v
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.nonkv import (
+    MoeShape,
     SamplerPath,
     activation_peak,
     forward_peak_bytes,
@@ -84,8 +85,17 @@ def _activation_vllm(
         intermediate=model.intermediate_size or 4 * hidden,
         tp=request.tensor_parallel,
         dtype_bytes=model.dtype_bytes,
+        moe=_moe_shape(model) if rules.moe_workspace else None,
     )
     return peak.peak_bytes, path
+
+
+def _moe_shape(model: ModelGeometry) -> MoeShape | None:
+    if not model.experts_per_token or not model.expert_intermediate_size:
+        return None
+    return MoeShape(
+        model.experts_per_token, model.expert_intermediate_size, model.quantization == "mxfp4"
+    )
 
 
 def _activation_forward_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
@@ -137,7 +147,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = int(rules.non_torch_tp1_gib * GIB)
     if tp > 1:
-        non_torch += v.NON_TORCH_TP_EXTRA_BYTES
+        non_torch += int(rules.non_torch_tp_extra_gib * GIB)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     observed = request.observed_non_kv_bytes

@@ -314,6 +314,8 @@ def model_from_config(
         else:
             weights_bytes = estimate_weights_bytes(total, est.embed, dtype_bytes, bits)
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
+    experts = optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    dense_inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size")
     return ModelGeometry(
         name=name,
         architecture=str((cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0]),
@@ -335,9 +337,15 @@ def model_from_config(
         weights_bytes=weights_bytes,
         quantization=method,
         hidden_size=hidden,
-        num_experts=optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts"),
+        num_experts=experts,
         vocab_size=optional_int(cfg, "vocab_size"),
-        intermediate_size=optional_int(cfg, "intermediate_size", "ffn_hidden_size"),
+        intermediate_size=dense_inter,
+        experts_per_token=(
+            optional_int(cfg, "num_experts_per_tok", "experts_per_token") if experts else None
+        ),
+        expert_intermediate_size=(
+            optional_int(cfg, "moe_intermediate_size") or dense_inter if experts else None
+        ),
         is_multimodal=isinstance(config.get("vision_config"), Mapping)
         or str(cfg.get("architectures", [""])[0]).endswith("ForConditionalGeneration"),
     )

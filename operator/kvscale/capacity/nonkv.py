@@ -8,6 +8,11 @@ activation charge is max(forward peak, sampler peak), never their sum. Every sam
 is `[S, vocab]` or `[S]`: the charge is linear in S, and its bytes per element depend on the
 top-k/top-p path the release runs (docs/adr/0012-physical-non-kv-model.md).
 
+From 0.13.0 the fused-MoE kernels take their scratch tensors from a persistent workspace
+(`v1/worker/workspace.py`, `fused_moe/modular_kernel.py` `_allocate_buffers`): allocated by the
+forward pass and never freed, it is still live when the sampler runs, so it adds to whichever
+peak is larger (`moe_workspace_bytes`).
+
 No constant here is fitted to the bench rows; each is a sum of tensor widths read in the
 source, cross-checked against logs in the ADR.
 """
@@ -60,17 +65,54 @@ FORWARD_INTERMEDIATE_TENSORS = 3
 SAMPLER_HELD_HIDDEN_ROWS_PER_SEQ = 2
 
 
+# The workspace manager aligns each tensor it hands out to 256 bytes (workspace.py).
+MOE_WORKSPACE_ALIGN_BYTES = 256
+
+
+@dataclass(frozen=True)
+class MoeShape:
+    """What sizes one fused-MoE call's scratch: routed experts per token, one expert's FFN
+    width (before TP), and whether the checkpoint is mxfp4 (gpt-oss: OpenAI's Triton kernels,
+    which keep one of the two scratch tensors inside the kernel)."""
+
+    experts_per_token: int
+    expert_intermediate: int
+    mxfp4: bool = False
+
+
+def moe_workspace_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_bytes: int) -> int:
+    """The persistent fused-MoE workspace of a forward pass over `mnbt` tokens (per rank).
+
+    `workspace_shapes` (0.19.0) with M = MNBT tokens, K = hidden, N = w1 rows = 2 x I/TP and
+    the gated activation's output I/TP: TritonExperts (fused_moe.py) asks for
+    [M, topk, max(I/TP, K)] and [M, topk, max(N, K)]; OpenAI's mxfp4 kernels
+    (gpt_oss_triton_kernels_moe.py) for [M x topk, I/TP] only. The first tensor shares its
+    memory with the [M, K] output (`_allocate_buffers`).
+    """
+    per_rank = max(1, moe.expert_intermediate // tp)
+    rows = mnbt * moe.experts_per_token
+    if moe.mxfp4:
+        first, second = mnbt * hidden, rows * per_rank
+    else:
+        first = max(rows * max(per_rank, hidden), mnbt * hidden)
+        second = rows * max(2 * per_rank, hidden)
+    align = MOE_WORKSPACE_ALIGN_BYTES
+    return -(-first * dtype_bytes // align) * align + second * dtype_bytes
+
+
 @dataclass(frozen=True)
 class ActivationPeak:
-    """The two peaks the profiler can see, and which path produced the sampler's."""
+    """The two peaks the profiler can see, which path produced the sampler's, and the MoE
+    workspace live under both."""
 
     sampler_path: SamplerPath
     sampler_bytes: int
     forward_bytes: int
+    moe_workspace_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
-        return max(self.sampler_bytes, self.forward_bytes)
+        return max(self.sampler_bytes, self.forward_bytes) + self.moe_workspace_bytes
 
 
 def resolve_sampler_path(requested: SamplerPath, runnable: tuple[SamplerPath, ...]) -> SamplerPath:
@@ -113,13 +155,21 @@ def activation_peak(
     intermediate: int,
     tp: int,
     dtype_bytes: int,
+    moe: MoeShape | None = None,
 ) -> ActivationPeak:
-    """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two."""
+    """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus the
+    MoE workspace (`moe`: None for dense models and releases before the workspace)."""
     rows = min(max_num_seqs, mnbt)
+    workspace = (
+        moe_workspace_bytes(moe, mnbt=mnbt, hidden=hidden, tp=tp, dtype_bytes=dtype_bytes)
+        if moe is not None
+        else 0
+    )
     return ActivationPeak(
         sampler_path=path,
         sampler_bytes=sampler_peak_bytes(
             path, rows, vocab, hidden=hidden, mnbt=mnbt, dtype_bytes=dtype_bytes
         ),
         forward_bytes=forward_peak_bytes(mnbt, hidden, intermediate, tp, dtype_bytes),
+        moe_workspace_bytes=workspace,
     )

@@ -38,10 +38,15 @@ class VllmRules:
     # pool holds back: the request must fit in num_blocks - 1 (vLLM PR #47272, merged
     # 2026-07-01; first verified in 0.32.0 against the real engine, earlier releases not).
     fit_reserves_null_block: bool = False
+    # What TP >= 2 adds per rank (NCCL and all-reduce buffers allocated during the profile run).
+    non_torch_tp_extra_gib: float = 0.42
+    # Fused-MoE scratch comes from a persistent workspace (v1/worker/workspace.py, first in the
+    # 0.13.0 wheel; 0.12.0's modular_kernel.py allocates per call): live when the sampler runs.
+    moe_workspace: bool = False
 
 
-def _row(since: str, *cells: object) -> VllmRules:
-    return VllmRules(EngineVersion.parse(since), *cells)  # type: ignore[arg-type]
+def _row(since: str, *cells: object, **named: object) -> VllmRules:
+    return VllmRules(EngineVersion.parse(since), *cells, **named)  # type: ignore[arg-type]
 
 
 # Ascending by `since`; the last row whose `since` <= the version applies. Sampler paths:
@@ -50,6 +55,9 @@ def _row(since: str, *cells: object) -> VllmRules:
 # False`); 0.11.1-0.16 sort, FlashInfer opt-in (`if envs.VLLM_USE_FLASHINFER_SAMPLER:`);
 # >= 0.17 Triton top-k/top-p from 8 rows (`apply_top_k_top_p`, 0.20.0), FlashInfer opt-in;
 # Model Runner V2 (v1/worker/gpu/, allow-listed models) from 0.23 (approximate).
+# Llama-4's chunked-local layers join the hybrid KV cache manager by default from 0.14.0
+# (`VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE` defaults to "1" in the 0.14.0 wheel's
+# envs.py, "0" in 0.13.0; a 0.19.0 Llama-4-Scout log counts 4 groups of blocks per token).
 # 0.20.0: util 0.92 (config/cache.py L66) and VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default
 # "1" (envs.py L1725; subtracted in v1/worker/gpu_worker.py L401) — both read in the 0.20.0
 # wheel. 0.8.0-0.9.0 charge the CUDA context as non-torch (total − torch allocated); from
@@ -63,15 +71,21 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
     _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.13, (_S, _F)),
     _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F)),
-    _row("0.17.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_T, _F)),
-    _row("0.20.0", True, 0.92, True, True, False, "memory", "groups", False, None, 0.13, (_T, _F)),
+    _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F),
+         moe_workspace=True),
+    _row("0.14.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.13, (_S, _F),
+         moe_workspace=True),
+    _row("0.17.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.25,
+         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
+    _row("0.20.0", True, 0.92, True, True, True, "memory", "groups", False, None, 0.25,
+         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
     _row(
-        "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.13,
-        (_T, _F, _V2),
+        "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
+        (_T, _F, _V2), non_torch_tp_extra_gib=1.85, moe_workspace=True,
     ),
     _row(
-        "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.13,
-        (_T, _F, _V2), True,
+        "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
+        (_T, _F, _V2), True, non_torch_tp_extra_gib=1.85, moe_workspace=True,
     ),
 )  # fmt: skip
 
@@ -100,11 +114,19 @@ VLLM_BLOCK_SIZE = 16
 HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a multiple of 16
 
 # --- non-KV memory besides the activation peak (per rank; the peak is in nonkv.py) ---------
-# Non-torch memory (CUDA context after the baseline, NCCL, custom all-reduce buffers): the
-# TP-1 figure is per era (VllmRules.non_torch_tp1_gib: V1 0.13 from llm-d; V0 >= 0.6.4 0.4 from
-# vllm#10517/#10360, which count cuBLAS workspaces too; legacy V0 0.8 from PR#4454, PR#2031 and
-# bonito#7, because it measured the peak from free-memory deltas); TP >= 2 adds NCCL and
-# custom all-reduce buffers.
+# Non-torch memory (CUDA context after the baseline, NCCL, custom all-reduce buffers) is per
+# era, from measured start-up logs (no release's source states it):
+# - TP 1 (VllmRules.non_torch_tp1_gib): V1 0.9.1-0.16 0.13 from llm-d-benchmark's 0.11.0 logs;
+#   V1 >= 0.17 0.25 from llm-d-planner's 0.19.0 logs (0.24-0.27 on 20 H100 starts; myoceane's
+#   0.19.0 A100 log implies 0.48); V0 >= 0.6.4 0.4 from vllm#10517/#10360, which count cuBLAS
+#   workspaces too; legacy V0 0.8 from PR#4454, PR#2031 and bonito#7, because it measured the
+#   peak from free-memory deltas.
+# - TP >= 2 adds NCCL and all-reduce buffers (VllmRules.non_torch_tp_extra_gib): 0.42 from
+#   llm-d-benchmark's 0.11.0 H100 TP-2 logs; 1.85 from 0.17 on, from llm-d-planner's 0.19.0
+#   H100 TP-2/TP-4 logs (2.06-2.21 GiB per rank in all, every rank equal) — the same step
+#   vLLM PR#10511's 0.6.5 H100 logs show (1.79 GiB at TP 1, 3.58 at TP 2). Which release
+#   between 0.11.0 and 0.19.0 grew it is not measured: 0.17 is where the Triton-sampler era
+#   starts, and on the releases in between the planner charges the smaller figure.
 NON_TORCH_TP1_BYTES = int(0.13 * GIB)
 NON_TORCH_TP_EXTRA_BYTES = int(0.42 * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES

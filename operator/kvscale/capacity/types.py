@@ -56,6 +56,8 @@ class ModelGeometry:
     # added by the planner (optional, defaulted): inputs of the calibrated activation model
     vocab_size: int | None = None
     intermediate_size: int | None = None
+    experts_per_token: int | None = None  # MoE: routed experts per token (num_experts_per_tok)
+    expert_intermediate_size: int | None = None  # MoE: one expert's FFN width
     is_multimodal: bool = False  # has a vision/audio encoder the engine profiles too
 
 
