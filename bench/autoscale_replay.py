@@ -20,8 +20,9 @@ by replay, i.e. provisioning sized by a load test of the whole trace); every aut
 from that count. `peak-static` is what a platform team provisions for the trace's peak: the
 busiest window's need, all along. `optimal` is the hindsight-optimal schedule
 (`kvscale.sim.optimal`): per-window needs found by replay, then the cheapest schedule with the
-same cold start and scale-down step limit; every policy's GPU-hours are also given as a ratio
-to it. Also prints the speed check: one hour of Azure conv (native) x 4 policies.
+same start (the static count), cold start and scale-down step limit; every policy's GPU-hours
+are also given as a ratio to it. Also prints the speed check: one hour of Azure conv (native)
+x 4 policies.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ from kvscale.cli.simulate_cmd import (  # noqa: E402
 )
 from kvscale.sim.optimal import OptimalSchedule, hindsight_optimal  # noqa: E402
 from kvscale.sim.policies import POLICIES, StaticPolicy  # noqa: E402
-from kvscale.sim.replay import ReplayOptions, ReplayResult, run_replay  # noqa: E402
+from kvscale.sim.replay import (  # noqa: E402
+    ReplayOptions,
+    ReplayResult,
+    run_replay,
+    size_static_replicas,
+)
 from kvscale.sim.traces import (  # noqa: E402
     Trace,
     default_azure_path,
@@ -133,9 +139,11 @@ def run_scenario(sc: Scenario, quick: bool) -> Outcome:
     setup = load_deployment(default_deployment_path(sc.deployment)).setup
     trace = sc.load(quick)
     started = time.perf_counter()
+    print("sizing the static baseline (smallest fixed count meeting the SLO)…", file=sys.stderr)
+    static_n = size_static_replicas(trace, setup, ReplayOptions())
     print("hindsight optimum: per-window needs by replay…", file=sys.stderr)
-    optimal = hindsight_optimal(trace, setup, sc.window_s)
-    results, static_n = run_policies(trace, setup, POLICIES, ReplayOptions())
+    optimal = hindsight_optimal(trace, setup, sc.window_s, initial=static_n)
+    results, _ = run_policies(trace, setup, POLICIES, ReplayOptions(), static_replicas=static_n)
     peak = run_replay(trace, setup, StaticPolicy(optimal.peak_need), ReplayOptions())
     results["peak-static"] = replace(peak, policy="peak-static")
     return Outcome(results, static_n, optimal, len(trace), time.perf_counter() - started)
@@ -169,8 +177,6 @@ def measure_speed() -> tuple[int, float, float]:
     run_policies(trace, setup, POLICIES, ReplayOptions(), static_replicas=1, show_progress=False)
     replay_s = time.perf_counter() - started
     started = time.perf_counter()
-    from kvscale.sim.replay import size_static_replicas
-
     size_static_replicas(trace, setup, ReplayOptions())
     return len(trace), replay_s, time.perf_counter() - started
 

@@ -46,6 +46,7 @@ SCALING_MAP: dict[str, tuple[Any, str]] = {
     "minReportingFraction": (0.7, "min_reporting_frac"),
     "rejectionsPerSecondThreshold": (0.05, "rejections_per_s_threshold"),
     "scaleDownGuardWindowSeconds": (200, "scale_down_guard_window_s"),
+    "scaleDownMaxTtftFraction": (0.8, "scale_down_max_ttft_frac"),
     "maxScaleDownCooldownSeconds": (1800, "max_scale_down_cooldown_s"),
     "targetPrefillUtilization": (0.55, "target_prefill_utilization_frac"),
     "prefillHeadroomMemorySeconds": (900, "prefill_headroom_memory_s"),

@@ -405,6 +405,46 @@ CASES = [
         False,
         state=ScalerState(last_scale_down_time_s=NOW_S - 60, replicas_before_scale_down=6),
     ),
+    # --- latency headroom: no scale-in while TTFT p95 > 0.5 x its 1.0 s target ----------------
+    # KV alone says 4 x 0.3 / 0.75 = 1.6 -> 2, but TTFT p95 0.6 s is 60 % of the target
+    Case(
+        "ttft near its target holds a scale-down",
+        4,
+        sig(4, kv_usage_frac=0.3, ttft_p95_s=0.6),
+        4,
+        reasons.LATENCY_HEADROOM_HOLD,
+        False,
+        config={"max_scale_down_step": 4},
+    ),
+    # the same load at TTFT p95 0.4 s (40 %): the scale-down goes through
+    Case(
+        "ttft with headroom lets the scale-down through",
+        4,
+        sig(4, kv_usage_frac=0.3, ttft_p95_s=0.4),
+        2,
+        reasons.KV_DEMAND,
+        True,
+        config={"max_scale_down_step": 4},
+    ),
+    # the fraction is the spec's: at 0.75 the 0.6 s read no longer holds
+    Case(
+        "ttft headroom follows the configured fraction",
+        4,
+        sig(4, kv_usage_frac=0.3, ttft_p95_s=0.6),
+        2,
+        reasons.KV_DEMAND,
+        True,
+        config={"max_scale_down_step": 4, "scale_down_max_ttft_frac": 0.75},
+    ),
+    # never holds a scale-up: TTFT 0.6 s and KV 4 x 0.95 / 0.75 = 5.07 -> 6
+    Case(
+        "ttft headroom never holds a scale-up",
+        4,
+        sig(4, kv_usage_frac=0.95, ttft_p95_s=0.6),
+        6,
+        reasons.KV_DEMAND,
+        True,
+    ),
 ]
 
 
@@ -419,6 +459,22 @@ def test_decide_single_tick(case: Case) -> None:
         case.expect_reason,
         case.expect_act,
     ), decision.message
+
+
+def test_a_latency_hold_lasts_the_whole_scale_down_window() -> None:
+    # The hold is recorded as that tick's recommendation (4): 100 s later, with TTFT back at
+    # 20 % of its target and KV asking for 2, the 300 s window still holds 4; 301 s after the
+    # hold it has left the window and the scale-down goes through.
+    config = replace(BASE, max_scale_down_step=4, scale_down_stabilization_s=300.0)
+    counts = ReplicaCounts(4, 4, 0)
+    near = Observation(counts, sig(4, kv_usage_frac=0.3, ttft_p95_s=0.6))
+    calm = Observation(counts, sig(4, kv_usage_frac=0.3, ttft_p95_s=0.2))
+    held, state = decide(config, ScalerState(), near, NOW_S)
+    assert (held.replicas, held.reason) == (4, reasons.LATENCY_HEADROOM_HOLD)
+    later, state = decide(config, state, calm, NOW_S + 100)
+    assert (later.replicas, later.reason, later.act) == (4, reasons.STABILISING, False)
+    after, _ = decide(config, state, calm, NOW_S + 301)
+    assert (after.replicas, after.act) == (2, True)
 
 
 def test_there_are_at_least_thirty_cases() -> None:

@@ -89,3 +89,31 @@ def test_each_window_needs_what_its_own_load_needs(small: tuple[Trace, SimSetup]
     needs = window_needs(trace, setup, 60.0, preroll_s=30.0)
     assert len(needs) == 2
     assert needs[0] < needs[1]  # the second minute carries 4x the first one's rate
+
+
+def test_the_schedule_starts_where_the_policies_start() -> None:
+    # Needs 1 1 3 from a fleet of 3: free to start, the optimum drops to 1 at once; from 3 it
+    # may shed one replica per window (step limit): 2, then 1, then two cold starts back to 3
+    # (2·60 + 1·60 + 3·60 + 2·30 = 420 replica-seconds; holding 2 in window 1 costs 450).
+    needs = [1, 1, 3]
+    free = schedule_from_needs(
+        needs, window_s=60.0, last_window_s=60.0, cold_start_s=30.0, max_down_per_window=1
+    )
+    shared = schedule_from_needs(
+        needs,
+        window_s=60.0,
+        last_window_s=60.0,
+        cold_start_s=30.0,
+        max_down_per_window=1,
+        initial=3,
+    )
+    assert free.replicas == (1, 1, 3)
+    assert shared.replicas == (2, 1, 3)
+    assert shared.gpu_hours * 3600.0 == pytest.approx(420.0)
+    assert shared.gpu_hours > free.gpu_hours
+    # from below the first need the start pays the cold starts it adds
+    low = schedule_from_needs(
+        [3, 3], window_s=60.0, last_window_s=60.0, cold_start_s=30.0, max_down_per_window=1,
+        initial=1,
+    )  # fmt: skip
+    assert low.gpu_hours * 3600.0 == pytest.approx(3 * 60 + 3 * 60 + 2 * 30)

@@ -227,6 +227,7 @@ def to_scaling_config(
         min_reporting_frac=s.min_reporting_fraction,
         rejections_per_s_threshold=s.rejections_per_second_threshold,
         scale_down_guard_window_s=float(s.scale_down_guard_window_seconds),
+        scale_down_max_ttft_frac=s.scale_down_max_ttft_fraction,
         max_scale_down_cooldown_s=float(s.max_scale_down_cooldown_seconds),
         prefill_tokens_per_s_per_replica=prefill_tokens_per_s,
         target_prefill_utilization_frac=s.target_prefill_utilization,

@@ -107,6 +107,16 @@ class ScalingSpec(ApiModel):
         ge=0,
         le=86400,
     )
+    scale_down_max_ttft_fraction: float = Field(
+        default=0.5,
+        description=(
+            "Scale in only while TTFT p95 has stayed at or below this share of"
+            " spec.slo.ttftP95Seconds for the whole scale-down stabilisation window (1: only"
+            " the SLO itself holds a scale-in)."
+        ),
+        gt=0,
+        le=1,
+    )
     max_scale_down_cooldown_seconds: int = Field(
         default=3600,
         description="Ceiling of the cooldown that doubles after an undone scale-down, seconds.",

@@ -44,6 +44,32 @@ def hold_cold_start(tick: Tick, verdict: StepResult) -> StepResult:
     return StepResult("cold_start", tick.current, reasons.COLD_START_HOLD, message)
 
 
+def hold_latency_headroom(tick: Tick, verdict: StepResult) -> StepResult:
+    """No scale-down while TTFT p95 is above `scale_down_max_ttft_frac` of its target.
+
+    The replicas that stay take the removed one's share (n/(n-1) the load each), and near its
+    target TTFT grows faster than the load: a fleet that just meets the SLO breaks it after
+    the step. The KV and prefill terms size minute averages; second-scale bursts show only in
+    latency. The hold is recorded as this tick's recommendation, so the stabilisation window
+    keeps the count until TTFT has stayed low for the whole window (no extra state).
+    """
+    if verdict.replicas >= tick.current:
+        return verdict
+    config, signals = tick.config, tick.signals
+    frac, target, observed = (
+        config.scale_down_max_ttft_frac,
+        config.ttft_p95_target_s,
+        signals.ttft_p95_s,
+    )
+    if target is None or observed is None or observed <= frac * target:
+        return verdict
+    message = (
+        f"{verdict.message}; TTFT p95 {observed:.2f}s > {frac:.0%} of its {target:.2f}s target:"
+        f" no scale-down (would be {verdict.replicas})"
+    )
+    return StepResult("latency_headroom", tick.current, reasons.LATENCY_HEADROOM_HOLD, message)
+
+
 def record_recommendation(tick: Tick, replicas: int) -> tuple[tuple[float, int], ...]:
     """Append this tick's recommendation and drop entries older than both windows."""
     config = tick.config

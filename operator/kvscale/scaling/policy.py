@@ -78,7 +78,7 @@ def _run_pipeline(tick: Tick) -> tuple[Decision, ScalerState]:
             proposals.append(proposal)
     verdict = _combine(tick, proposals)
     trace.append(verdict)
-    for guard in (guards.hold_partial_data, guards.hold_cold_start):
+    for guard in (guards.hold_partial_data, guards.hold_cold_start, guards.hold_latency_headroom):
         verdict = _traced(trace, verdict, guard(tick, verdict))
     history = guards.record_recommendation(tick, verdict.replicas)
     verdict = _traced(trace, verdict, guards.stabilise(tick, verdict, history))

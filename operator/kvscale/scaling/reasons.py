@@ -23,6 +23,7 @@ WITHIN_TOLERANCE: Final = "WithinTolerance"  # inside the dead band around the t
 STABILISING: Final = "Stabilising"  # held by the stabilisation window
 COOLDOWN: Final = "Cooldown"  # scale-down too soon after the last scale change
 COLD_START_HOLD: Final = "ColdStartHold"  # replicas still starting count as incoming capacity
+LATENCY_HEADROOM_HOLD: Final = "LatencyHeadroomHold"  # TTFT too near its target to shed one
 METRICS_MISSING_HOLD: Final = "MetricsMissingHold"  # the read failed: hold the current count
 METRICS_PARTIAL_HOLD: Final = "MetricsPartialHold"  # partial / unknown data: no scale-down
 FALLBACK: Final = "Fallback"  # N failed reads: the declared fallback count applies

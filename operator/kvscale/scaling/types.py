@@ -85,6 +85,8 @@ class ScalingConfig:
     # --- added by kvscale.scaling (optional, defaults keep the original behaviour) ---
     rejections_per_s_threshold: float = 0.0  # engine rejections (429/503) above this -> +1
     scale_down_guard_window_s: float = 300.0  # a breach this soon after a scale-down undoes it
+    # scale in only while TTFT p95 stayed <= this share of its target for the down window
+    scale_down_max_ttft_frac: float = 0.5
     max_scale_down_cooldown_s: float = 3600.0  # ceiling of the doubled cooldown after undo
     prefill_tokens_per_s_per_replica: float | None = None  # roofline prefill rate (from the plan)
     target_prefill_utilization_frac: float = 0.7  # share of that rate the prompt load may use

@@ -80,15 +80,26 @@ def schedule_from_needs(
     cold_start_s: float,
     max_down_per_window: int,
     gpus_per_replica: int = 1,
+    initial: int | None = None,
 ) -> OptimalSchedule:
     """The cheapest schedule x_w ≥ needs[w] (dynamic programming, see the module doc)."""
     if not needs:
         return OptimalSchedule(window_s, (), (), 0.0)
-    top = max(needs)
+    top = max(*needs, initial or 0)
     counts = range(0, top + 1)
     lengths = [window_s] * (len(needs) - 1) + [last_window_s]
+
+    def first(x: int) -> float:
+        if x < needs[0]:
+            return math.inf
+        if initial is None:
+            return float(x * lengths[0])
+        if x < initial - max_down_per_window:
+            return math.inf
+        return x * lengths[0] + cold_start_s * max(0, x - initial)
+
     # cost[x]: the cheapest replica-seconds up to this window ending at x replicas
-    cost = [x * lengths[0] if x >= needs[0] else math.inf for x in counts]
+    cost = [first(x) for x in counts]
     choices: list[list[int]] = []
     for index in range(1, len(needs)):
         new_cost, choice = [], []
@@ -124,8 +135,10 @@ def hindsight_optimal(
     *,
     tick_s: float = ReplayOptions.tick_s,
     progress: Callable[[float], None] | None = None,
+    initial: int | None = None,
 ) -> OptimalSchedule:
-    """Needs by replay, then the cheapest schedule under the deployment's limits."""
+    """Needs by replay, then the cheapest schedule under the deployment's limits (from
+    `initial` replicas when the policies it is compared with start there)."""
     needs = window_needs(trace, setup, window_s, progress=progress)
     scaling = setup.scaling
     decisions = window_s / max(tick_s, scaling.scale_down_cooldown_s)
@@ -137,4 +150,5 @@ def hindsight_optimal(
         cold_start_s=setup.cold_start_s,
         max_down_per_window=max(1, int(decisions) * scaling.max_scale_down_step),
         gpus_per_replica=setup.gpus_per_replica,
+        initial=initial,
     )
