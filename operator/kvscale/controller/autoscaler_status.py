@@ -9,7 +9,7 @@ status, how the decision history is bounded, what an Event says — is table-tes
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -124,19 +124,12 @@ def load_scaler_state(raw: Mapping[str, Any] | None) -> ScalerState:
             samples.append((float(item["timeSeconds"]), int(item["replicas"])))
         except (KeyError, TypeError, ValueError):
             continue
+    scalars = {attribute: read(raw.get(key)) for key, attribute, read in _SCALAR_STATE}
     return ScalerState(
         recommendations=tuple(samples),
-        failed_reads=_int_or(raw.get("failedReads"), 0),
-        last_scale_time_s=_float_or_none(raw.get("lastScaleTimeSeconds")),
-        last_scale_down_time_s=_float_or_none(raw.get("lastScaleDownTimeSeconds")),
-        scale_down_cooldown_s=_float_or_none(raw.get("scaleDownCooldownSeconds")),
-        replicas_before_scale_down=_int_or_none(raw.get("replicasBeforeScaleDown")),
-        starting_since_s=_float_or_none(raw.get("startingSinceSeconds")),
-        learned_prefill_utilization_frac=_float_or_none(raw.get("learnedPrefillUtilization")),
-        learned_prefill_at_s=_float_or_none(raw.get("learnedPrefillTimeSeconds")),
-        latency_breach_since_s=_float_or_none(raw.get("latencyBreachSinceSeconds")),
         demand_samples=_load_demand_samples(raw.get("demandSamples")),
         season=_load_profile(raw.get("demandProfile")),
+        **scalars,
     )
 
 
@@ -222,15 +215,7 @@ def dump_scaler_state(state: ScalerState) -> JsonDict:
             {"timeSeconds": time_s, "replicas": replicas}
             for time_s, replicas in state.recommendations
         ],
-        "failedReads": state.failed_reads,
-        "lastScaleTimeSeconds": state.last_scale_time_s,
-        "lastScaleDownTimeSeconds": state.last_scale_down_time_s,
-        "scaleDownCooldownSeconds": state.scale_down_cooldown_s,
-        "replicasBeforeScaleDown": state.replicas_before_scale_down,
-        "startingSinceSeconds": state.starting_since_s,
-        "learnedPrefillUtilization": state.learned_prefill_utilization_frac,
-        "learnedPrefillTimeSeconds": state.learned_prefill_at_s,
-        "latencyBreachSinceSeconds": state.latency_breach_since_s,
+        **{key: getattr(state, attribute) for key, attribute, _ in _SCALAR_STATE},
         "demandSamples": [
             {"timeSeconds": time_s, "kvUnits": kv, "prefillUnits": prefill}
             for time_s, kv, prefill in state.demand_samples
@@ -433,3 +418,18 @@ def _float_or_none(value: Any) -> float | None:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+
+
+# The scalar fields of `ScalerState` in status.autoscaler: (status key, attribute, reader).
+# Structured fields (recommendations, demand samples, the daily profile) have their own codecs.
+_SCALAR_STATE: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("failedReads", "failed_reads", lambda v: _int_or(v, 0)),
+    ("lastScaleTimeSeconds", "last_scale_time_s", _float_or_none),
+    ("lastScaleDownTimeSeconds", "last_scale_down_time_s", _float_or_none),
+    ("scaleDownCooldownSeconds", "scale_down_cooldown_s", _float_or_none),
+    ("replicasBeforeScaleDown", "replicas_before_scale_down", _int_or_none),
+    ("startingSinceSeconds", "starting_since_s", _float_or_none),
+    ("learnedPrefillUtilization", "learned_prefill_utilization_frac", _float_or_none),
+    ("learnedPrefillTimeSeconds", "learned_prefill_at_s", _float_or_none),
+    ("latencyBreachSinceSeconds", "latency_breach_since_s", _float_or_none),
+)
