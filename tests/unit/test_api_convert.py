@@ -14,11 +14,10 @@ from kvscale.api.convert import (
     plan_request_for,
     resolve_model,
     select_gpu_type,
-    to_guardrails,
-    to_scaling_config,
 )
 from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec, ModelSource
+from kvscale.api.policy_config import to_guardrails, to_scaling_config
 from kvscale.api.status import GpuPlanStatus
 from kvscale.capacity import find_gpu, find_model
 from kvscale.scaling.rollback import Guardrails

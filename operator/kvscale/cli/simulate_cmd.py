@@ -23,9 +23,9 @@ from kvscale.api.convert import (
     SpecError,
     plan_deployment,
     slo_targets_of,
-    to_scaling_config,
 )
 from kvscale.api.models import LLMDeploymentSpec
+from kvscale.api.policy_config import to_scaling_config
 from kvscale.cli.common import CliError, finite_float
 from kvscale.sim.policies import POLICIES, Policy, build_policy
 from kvscale.sim.replay import ReplayOptions, ReplayResult, run_replay, size_static_replicas

@@ -28,8 +28,8 @@ from typing import Any
 
 import kopf
 
-from kvscale.api.convert import to_guardrails, to_scaling_config
 from kvscale.api.models import LLMDeploymentSpec
+from kvscale.api.policy_config import to_guardrails, to_scaling_config
 from kvscale.api.status import Condition
 from kvscale.capacity.calibration import LivePool
 from kvscale.controller import conditions
