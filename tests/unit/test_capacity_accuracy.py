@@ -3,7 +3,7 @@
 Mode (a) (layout, given the logged available KV memory) within 1 % on every gated V1 row;
 end to end with samplerPath auto, leave one source out: median |err| <= 3 % (the issue's
 target, met); p90 and the worst over-prediction may not grow past what the bench measured when
-it grew to 74 gated rows from 17 sources (p90 9.9 %, worst over +76 % on a 3 GiB pool): the
+it grew to 74 gated rows from 17 sources (p90 9.3 %, worst over +76 % on a 3 GiB pool): the
 issue's 8 % and 2 % are printed by the bench as missed (docs/adr/0012 says which rows and
 why); and engines that failed to start are predicted to fail.
 """
