@@ -97,7 +97,8 @@ def test_observed_non_kv_replaces_the_estimate() -> None:
         ("L40S", "0.11.0", 16384, 2048, 256),  # < 70 GiB
         ("H100", "0.6.4", 20000, 20000, 256),  # V0 profiles max(max_model_len, 2048)
         ("H100", "0.6.4", 1024, 2048, 256),
-        ("H100", "0.6.4", 40000, 2048, 256),  # > 32k: V0 turns chunked prefill on
+        # > 32k: V0 turns chunked prefill on, and SchedulerConfig then defaults to 512 tokens
+        ("H100", "0.6.4", 40000, 512, 256),
     ],
 )
 def test_batch_defaults(gpu: str, version: str, length: int, mnbt: int, seqs: int) -> None:

@@ -120,7 +120,7 @@ def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[i
         seqs = v.V0_MAX_NUM_SEQS
         chunked_above = rules.v0_chunked_above_tokens
         if chunked_above is not None and request.max_model_len_tokens > chunked_above:
-            mnbt = v.V0_MIN_BATCHED_TOKENS
+            mnbt = v.V0_CHUNKED_BATCHED_TOKENS
         else:
             mnbt = max(request.max_model_len_tokens, v.V0_MIN_BATCHED_TOKENS)
     return request.max_num_batched_tokens or mnbt, request.max_num_seqs or seqs

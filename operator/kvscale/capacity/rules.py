@@ -110,6 +110,9 @@ LLM_CLASS_BIG_GPU_BATCH = (16384, 1024)
 LLM_CLASS_SMALL_GPU_BATCH = (8192, 256)
 V0_MAX_NUM_SEQS = 256
 V0_MIN_BATCHED_TOKENS = 2048  # V0 without chunked prefill: max(max_model_len, 2048)
+# V0 with chunked prefill (on by default above 32k from 0.6.0) and no --max-num-batched-tokens:
+# 512 (`SchedulerConfig.__init__`, config.py of the 0.6.0 and 0.6.4 wheels).
+V0_CHUNKED_BATCHED_TOKENS = 512
 VLLM_BLOCK_SIZE = 16
 HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a multiple of 16
 
