@@ -123,10 +123,8 @@ def _non_torch_class(request: PlanRequest) -> str:
     if request.engine != "vllm":
         return f"{request.engine} {tp_class}{vendor}"
     rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
-    if tp_class == "tp1":
-        return f"vllm non-torch {rules.non_torch_tp1_gib:g} GiB tp1{vendor}"
-    total = rules.non_torch_tp1_gib + rules.non_torch_tp_extra_gib
-    return f"vllm non-torch {total:g} GiB tp>1{vendor}"
+    charged = rules.non_torch_bytes(request.tensor_parallel) / GIB
+    return f"vllm non-torch {charged:.2f} GiB {tp_class}{vendor}"
 
 
 def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: float) -> float:

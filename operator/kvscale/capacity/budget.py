@@ -145,9 +145,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     # rows with top-k/top-p on (V0: vllm/worker/model_runner.py profile_run, the sort path)
     activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
     path: SamplerPath | None = sampler if rules.v1 else None
-    non_torch = int(rules.non_torch_tp1_gib * GIB)
-    if tp > 1:
-        non_torch += int(rules.non_torch_tp_extra_gib * GIB)
+    non_torch = rules.non_torch_bytes(tp)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     observed = request.observed_non_kv_bytes

@@ -17,6 +17,13 @@ from kvscale.capacity.types import GIB
 
 _S, _F, _T, _V2 = SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2
 
+# Non-torch memory per rank, GiB (sources below, at NON_TORCH_TP1_BYTES): V1 up to 0.16 and
+# from 0.17 (TP 1, and what TP >= 2 adds).
+NON_TORCH_TP1_GIB = 0.13
+NON_TORCH_TP_EXTRA_GIB = 0.42
+NON_TORCH_TP1_GIB_V017 = 0.25
+NON_TORCH_TP_EXTRA_GIB_V017 = 1.85
+
 
 @dataclass(frozen=True)
 class VllmRules:
@@ -39,10 +46,15 @@ class VllmRules:
     # 2026-07-01; first verified in 0.32.0 against the real engine, earlier releases not).
     fit_reserves_null_block: bool = False
     # What TP >= 2 adds per rank (NCCL and all-reduce buffers allocated during the profile run).
-    non_torch_tp_extra_gib: float = 0.42
+    non_torch_tp_extra_gib: float = NON_TORCH_TP_EXTRA_GIB
     # Fused-MoE scratch comes from a persistent workspace (v1/worker/workspace.py, first in the
     # 0.13.0 wheel; 0.12.0's modular_kernel.py allocates per call): live when the sampler runs.
     moe_workspace: bool = False
+
+    def non_torch_bytes(self, tp: int) -> int:
+        """Non-torch memory the profile charges per rank at tensor parallelism `tp`."""
+        extra = self.non_torch_tp_extra_gib if tp > 1 else 0.0
+        return int(self.non_torch_tp1_gib * GIB) + int(extra * GIB)
 
 
 def _row(since: str, *cells: object, **named: object) -> VllmRules:
@@ -63,29 +75,30 @@ def _row(since: str, *cells: object, **named: object) -> VllmRules:
 # wheel. 0.8.0-0.9.0 charge the CUDA context as non-torch (total − torch allocated); from
 # 0.9.1 only the increase since start-up counts. 0.8.x picks the big-GPU batch defaults by
 # device name (H100/H200); later releases by memory (>= 70 GiB and not an A100).
+_NT1, _NT17, _NTX17 = NON_TORCH_TP1_GIB, NON_TORCH_TP1_GIB_V017, NON_TORCH_TP_EXTRA_GIB_V017
 VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0", False, 0.9, False, False, False, "", "blocks", True, None, 0.8, (_S,)),
     _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, 0.8, (_S,)),
     _row("0.6.4", False, 0.9, False, False, False, "", "blocks", False, 32768, 0.4, (_S,)),
     _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F)),
     _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
-    _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.13, (_S, _F)),
-    _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F)),
-    _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, 0.13, (_S, _F),
+    _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, _NT1, (_S, _F)),
+    _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F)),
+    _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F),
          moe_workspace=True),
-    _row("0.14.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.13, (_S, _F),
+    _row("0.14.0", True, 0.9, False, True, True, "memory", "groups", False, None, _NT1, (_S, _F),
          moe_workspace=True),
-    _row("0.17.0", True, 0.9, False, True, True, "memory", "groups", False, None, 0.25,
-         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
-    _row("0.20.0", True, 0.92, True, True, True, "memory", "groups", False, None, 0.25,
-         (_T, _F), non_torch_tp_extra_gib=1.85, moe_workspace=True),
+    _row("0.17.0", True, 0.9, False, True, True, "memory", "groups", False, None, _NT17,
+         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True),
+    _row("0.20.0", True, 0.92, True, True, True, "memory", "groups", False, None, _NT17,
+         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True),
     _row(
-        "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
-        (_T, _F, _V2), non_torch_tp_extra_gib=1.85, moe_workspace=True,
+        "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, _NT17,
+        (_T, _F, _V2), non_torch_tp_extra_gib=_NTX17, moe_workspace=True,
     ),
     _row(
-        "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, 0.25,
-        (_T, _F, _V2), True, non_torch_tp_extra_gib=1.85, moe_workspace=True,
+        "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, _NT17,
+        (_T, _F, _V2), True, non_torch_tp_extra_gib=_NTX17, moe_workspace=True,
     ),
 )  # fmt: skip
 
@@ -130,8 +143,8 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 #   vLLM PR#10511's 0.6.5 H100 logs show (1.79 GiB at TP 1, 3.58 at TP 2). Which release
 #   between 0.11.0 and 0.19.0 grew it is not measured: 0.17 is where the Triton-sampler era
 #   starts, and on the releases in between the planner charges the smaller figure.
-NON_TORCH_TP1_BYTES = int(0.13 * GIB)
-NON_TORCH_TP_EXTRA_BYTES = int(0.42 * GIB)
+NON_TORCH_TP1_BYTES = int(NON_TORCH_TP1_GIB * GIB)
+NON_TORCH_TP_EXTRA_BYTES = int(NON_TORCH_TP_EXTRA_GIB * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES
 # CUDA-graph memory estimate subtracted from 0.20.0 on (indicative; the engine measures it by
 # capturing two graphs per mode and extrapolating; llm-d's 0.11.0 logs show 0.39-1.03 GiB).
