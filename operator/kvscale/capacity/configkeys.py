@@ -83,3 +83,16 @@ def optional_int(cfg: Config, *keys: str) -> int | None:
         return None
     number = _bounded_int(_first_key(cfg, keys), value)
     return number if number > 0 else None
+
+
+def moe_dims(cfg: Config) -> tuple[int | None, int | None, int | None]:
+    """(routed experts, experts per token, one expert's FFN width) as config.json names them
+    across families (Mixtral, Qwen-MoE, DeepSeek, gpt-oss); None where a key is absent. The
+    expert width falls back to `intermediate_size` (Mixtral, gpt-oss and Llama-4 size their
+    experts with it)."""
+    return (
+        optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts"),
+        optional_int(cfg, "num_experts_per_tok", "experts_per_token"),
+        optional_int(cfg, "moe_intermediate_size")
+        or optional_int(cfg, "intermediate_size", "ffn_hidden_size"),
+    )

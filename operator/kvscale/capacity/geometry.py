@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kvscale.capacity.configkeys import Config, get_key, optional_int, require_int
+from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.types import LayerKind, ModelGeometry
 from kvscale.capacity.weights import (
@@ -314,8 +314,7 @@ def model_from_config(
         else:
             weights_bytes = estimate_weights_bytes(total, est.embed, dtype_bytes, bits)
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
-    experts = optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
-    dense_inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size")
+    experts, per_token, expert_inter = moe_dims(cfg)
     return ModelGeometry(
         name=name,
         architecture=str((cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0]),
@@ -339,13 +338,9 @@ def model_from_config(
         hidden_size=hidden,
         num_experts=experts,
         vocab_size=optional_int(cfg, "vocab_size"),
-        intermediate_size=dense_inter,
-        experts_per_token=(
-            optional_int(cfg, "num_experts_per_tok", "experts_per_token") if experts else None
-        ),
-        expert_intermediate_size=(
-            optional_int(cfg, "moe_intermediate_size") or dense_inter if experts else None
-        ),
+        intermediate_size=optional_int(cfg, "intermediate_size", "ffn_hidden_size"),
+        experts_per_token=per_token if experts else None,
+        expert_intermediate_size=expert_inter if experts else None,
         is_multimodal=isinstance(config.get("vision_config"), Mapping)
         or str(cfg.get("architectures", [""])[0]).endswith("ForConditionalGeneration"),
     )

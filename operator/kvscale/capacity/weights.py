@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvscale.capacity.configkeys import Config, get_key, optional_int, require_int
+from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.types import LayerKind
 
@@ -54,9 +54,9 @@ def estimate_params(
     vocab = optional_int(cfg, "vocab_size") or 32000
     inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size") or 4 * hidden
     attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    experts = optional_int(cfg, "num_local_experts", "num_experts", "n_routed_experts")
-    top_k = optional_int(cfg, "num_experts_per_tok", "experts_per_token") or 1
-    moe_inter = optional_int(cfg, "moe_intermediate_size") or inter
+    experts, per_token, expert_inter = moe_dims(cfg)
+    top_k = per_token or 1
+    moe_inter = expert_inter or inter
     per_matrix = _mlp_matrices(cfg) * hidden
     shared = optional_int(cfg, "n_shared_experts") or 0
     mlp_total = per_matrix * moe_inter * ((experts or 0) + shared)
