@@ -89,22 +89,14 @@ def schedule_from_needs(
     counts = range(0, top + 1)
     lengths = [window_s] * (len(needs) - 1) + [last_window_s]
 
-    def first(x: int) -> float:
-        if x < needs[0]:
-            return math.inf
-        if initial is None:
-            return float(x * lengths[0])
-        if x < initial - max_down_per_window:
-            return math.inf
-        return x * lengths[0] + cold_start_s * max(0, x - initial)
-
-    # cost[x]: the cheapest replica-seconds up to this window ending at x replicas
-    cost = [first(x) for x in counts]
+    # cost[x]: the cheapest replica-seconds up to this window ending at x replicas. Before
+    # window 0 the fleet is at `initial` (a policy's start); with no start, any count is free.
+    cost = [0.0 if initial is None or x == initial else math.inf for x in counts]
     choices: list[list[int]] = []
-    for index in range(1, len(needs)):
+    for index, need in enumerate(needs):
         new_cost, choice = [], []
         for x in counts:
-            if x < needs[index]:
+            if x < need:
                 new_cost.append(math.inf)
                 choice.append(-1)
                 continue
@@ -121,7 +113,7 @@ def schedule_from_needs(
         choices.append(choice)
     end = min(counts, key=lambda x: cost[x])
     schedule = [end]
-    for choice in reversed(choices):
+    for choice in reversed(choices[1:]):  # choices[0] points at the start, not a window
         schedule.append(choice[schedule[-1]])
     schedule.reverse()
     gpu_hours = cost[end] * gpus_per_replica / 3600.0
