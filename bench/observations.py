@@ -13,7 +13,6 @@ from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
 from kvscale.capacity.catalog import parse_number
-from kvscale.capacity.rules import V0_MIN_BATCHED_TOKENS
 from kvscale.capacity.types import ModelGeometry
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
@@ -226,10 +225,6 @@ def row_request(
     length = first_int(row["max_model_len"]) or model.max_position_embeddings
     batched = re.search(r"MNBT (\d+)|max-num-batched-tokens (\d+)", row["notes"])
     v0 = "(V0" in row["engine_version"]
-    # A V0 log that says chunked prefill is off (benchmark scripts pass False explicitly)
-    # profiled one prefill of max(max_model_len, 2048) tokens (SchedulerConfig, 0.6.x).
-    unchunked = v0 and "chunked prefill off" in row["notes"] and not batched
-    mnbt = max(length, V0_MIN_BATCHED_TOKENS) if unchunked else None
     kv_dtype = row["kv_cache_dtype"].split("(")[0].strip() or "auto"
     request = PlanRequest(
         model=model,
@@ -242,9 +237,11 @@ def row_request(
         gpu_memory_bytes=int(float(stated_gib.group(1)) * GIB) if stated_gib else None,
         kv_cache_dtype="auto" if kv_dtype in ("", "float16") else kv_dtype,
         block_size_tokens=first_int(row["block_size"]) if row["engine"] == "vllm" else None,
-        max_num_batched_tokens=int(next(g for g in batched.groups() if g)) if batched else mnbt,
+        max_num_batched_tokens=int(next(g for g in batched.groups() if g)) if batched else None,
         weights_bytes=weights,
         vllm_v0=v0 or None,
+        # vLLM's benchmark scripts pass chunked prefill off explicitly; their logs say so
+        chunked_prefill=False if "chunked prefill off" in row["notes"] else None,
         sampler_path=(use_logged_path and logged_path(row)) or SamplerPath.AUTO,
     )
     return request, note

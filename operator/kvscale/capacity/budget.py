@@ -118,8 +118,11 @@ def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[i
             mnbt, seqs = v.LLM_CLASS_BIG_GPU_BATCH if big else v.LLM_CLASS_SMALL_GPU_BATCH
     else:
         seqs = v.V0_MAX_NUM_SEQS
-        chunked_above = rules.v0_chunked_above_tokens
-        if chunked_above is not None and request.max_model_len_tokens > chunked_above:
+        chunked = request.chunked_prefill
+        if chunked is None:
+            above = rules.v0_chunked_above_tokens
+            chunked = above is not None and request.max_model_len_tokens > above
+        if chunked:
             mnbt = v.V0_CHUNKED_BATCHED_TOKENS
         else:
             mnbt = max(request.max_model_len_tokens, v.V0_MIN_BATCHED_TOKENS)

@@ -100,6 +100,9 @@ class PlanRequest:
     disable_hybrid_kv_cache_manager: bool = False
     api_server: bool = True  # vLLM batch defaults differ for the API server vs the LLM class
     vllm_v0: bool | None = None  # force vLLM's V0 engine (VLLM_USE_V1=0); None: the version's
+    # V0 only: --enable-chunked-prefill as the engine was started (None: the release's default,
+    # on above v0_chunked_above_tokens); V1 always chunks
+    chunked_prefill: bool | None = None
     sampler_path: SamplerPath = SamplerPath.AUTO  # vLLM top-k/top-p path of the profile run
     # Render the planned KV bytes as --kv-cache-memory-bytes (where the release has it), so
     # the engine's pool is the plan; the non-KV estimate is then the out-of-memory guard.
