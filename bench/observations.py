@@ -106,6 +106,12 @@ GPU_MAP: dict[str, str] = {
 # GPU are planned on this stand-in, and mode (b) skips them (their utilisation is unknown too).
 MODE_A_STANDIN_GPU = "h100_sxm_80gb"
 
+# A `--dtype float32` start: shown in both modes, gated in neither.
+FP32_ROW = (
+    "llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs/"
+    "meta-llama-llama-3--h100-80gb--tp1pp1dp1--8192-dtf32.log",
+    "meta-llama/Llama-3.1-8B-Instruct",
+)
 FP32_REASON = (
     "--dtype float32: the planner serves 16-bit models (fp32 weights and a 4-byte KV cache "
     "are not modelled)"
@@ -113,11 +119,7 @@ FP32_REASON = (
 
 # Mode (a) rows shown but not gated, with the reason.
 MODE_A_EXCLUDED: dict[tuple[str, str], str] = {
-    (
-        "llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs/"
-        "meta-llama-llama-3--h100-80gb--tp1pp1dp1--8192-dtf32.log",
-        "meta-llama/Llama-3.1-8B-Instruct",
-    ): FP32_REASON,
+    FP32_ROW: FP32_REASON,
     (
         "vllm-project/vllm#21348",
         "Qwen/Qwen3-235B-A22B-FP8",
@@ -131,11 +133,7 @@ MODE_A_EXCLUDED: dict[tuple[str, str], str] = {
 
 # Rows that are shown but not gated in mode (b), with the reason (keyed by source + model).
 MODE_B_EXCLUDED: dict[tuple[str, str], str] = {
-    (
-        "llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs/"
-        "meta-llama-llama-3--h100-80gb--tp1pp1dp1--8192-dtf32.log",
-        "meta-llama/Llama-3.1-8B-Instruct",
-    ): FP32_REASON,
+    FP32_ROW: FP32_REASON,
     (
         "llm-d/llm-d-benchmark config_explorer/empirical-vllm-memory-results.md",
         "openai/gpt-oss-120b",
