@@ -28,6 +28,7 @@ from harness.kube import (
     has_condition,
     kubectl,
     node_labels,
+    pods_not_running,
     running_pods,
     wait_for,
 )
@@ -158,20 +159,6 @@ def test_every_example_is_planned_run_on_its_gpu_and_ready(
     finally:
         for name in volumes:
             client.CoreV1Api(api).delete_persistent_volume(name)
-
-
-def pods_not_running(api: ApiClient, namespace: str) -> dict[str, str]:
-    """Each pod that is not Running, with the scheduler's or kubelet's last word on it."""
-    found = {}
-    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace).items:
-        if pod.status.phase == "Running":
-            continue
-        words = [
-            f"{c.type}={c.status} {c.reason or ''} {c.message or ''}".strip()
-            for c in pod.status.conditions or []
-        ]
-        found[pod.metadata.name] = f"{pod.status.phase} on {pod.spec.node_name}: {'; '.join(words)}"
-    return found
 
 
 def check_every_example(

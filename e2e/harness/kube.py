@@ -146,6 +146,20 @@ def running_pods(api: ApiClient, namespace: str, selector: str) -> list[Any]:
     ]
 
 
+def pods_not_running(api: ApiClient, namespace: str) -> dict[str, str]:
+    """Each pod that is not Running, with the scheduler's or kubelet's last word on it."""
+    found: dict[str, str] = {}
+    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace).items:
+        if pod.status.phase == "Running":
+            continue
+        words = [
+            f"{c.type}={c.status} {c.reason or ''} {c.message or ''}".strip()
+            for c in pod.status.conditions or []
+        ]
+        found[pod.metadata.name] = f"{pod.status.phase} on {pod.spec.node_name}: {'; '.join(words)}"
+    return found
+
+
 def node_labels(api: ApiClient, names: Sequence[str]) -> dict[str, dict[str, str]]:
     nodes = client.CoreV1Api(api).list_node().items
     return {
