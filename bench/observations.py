@@ -12,67 +12,36 @@ from dataclasses import replace
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
-from kvscale.capacity.catalog import parse_number
+from kvscale.capacity.catalog import list_models, parse_number
 from kvscale.capacity.types import ModelGeometry
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
+CATALOG_IDS = frozenset(model.lower() for model in list_models())
 
+# Rows whose model is a catalog id are planned on it as they are; this maps the others (a
+# quantized or renamed checkpoint) to the catalog model and the quantization they serve.
 MODEL_MAP: dict[str, tuple[str, str | None]] = {
-    "Qwen/Qwen2-7B-Instruct": ("Qwen/Qwen2-7B-Instruct", None),
-    "openai/gpt-oss-120b": ("openai/gpt-oss-120b", None),
-    "openai/gpt-oss-20b": ("openai/gpt-oss-20b", None),
     "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic": ("meta-llama/Llama-3.3-70B-Instruct", "fp8"),
-    "meta-llama/Llama-3.1-8B-Instruct": ("meta-llama/Llama-3.1-8B-Instruct", None),
-    "Qwen/Qwen3-0.6B": ("Qwen/Qwen3-0.6B", None),
-    "Qwen/Qwen3-32B": ("Qwen/Qwen3-32B", None),
-    "mistralai/Mistral-Small-3.2-24B-Instruct-2506": (
-        "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
-        None,
-    ),
     "meta-llama/Llama-2-7b": ("meta-llama/Llama-2-7b-hf", None),
     "meta-llama/Llama-2-70b": ("meta-llama/Llama-2-70b-hf", None),
     "Qwen/Qwen2.5-32B-Instruct-AWQ": ("Qwen/Qwen2.5-32B-Instruct", "awq"),
     "Qwen/Qwen3-235B-A22B-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),
     "BatsResearch/bonito-v1 (Mistral-7B arch)": ("mistralai/Mistral-7B-Instruct-v0.3", None),
-    "meta-llama/Meta-Llama-3-8B": ("meta-llama/Meta-Llama-3-8B", None),
-    "meta-llama/Meta-Llama-3-8B-Instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", None),
     "teknium/OpenHermes-2.5-Mistral-7B": ("mistralai/Mistral-7B-Instruct-v0.3", None),
     "TheBloke/Llama-2-7B-GPTQ": ("meta-llama/Llama-2-7b-hf", "gptq"),
     "TheBloke/zephyr-7B-beta-AWQ": ("mistralai/Mistral-7B-Instruct-v0.3", "awq"),
-    "Qwen/QwQ-32B": ("Qwen/QwQ-32B", None),
-    "deepseek-ai/DeepSeek-V3": ("deepseek-ai/DeepSeek-V3", None),
-    "deepseek-ai/DeepSeek-V2-Lite": ("deepseek-ai/DeepSeek-V2-Lite", None),
     "microsoft/phi-4 (bnb 4-bit, Unsloth)": ("microsoft/phi-4", "bnb-4bit"),
     "Qwen/Qwen1.5-7B-Chat-GPTQ-Int4": ("Qwen/Qwen1.5-7B-Chat", "gptq"),
-    "facebook/opt-125m": ("facebook/opt-125m", None),
     "RedHatAI/Meta-Llama-3.1-8B-Instruct-quantized.w4a16": (
         "meta-llama/Llama-3.1-8B-Instruct",
         "gptq",
     ),
     "RedHatAI/Llama-3.3-70B-Instruct-fp8-dynamic": ("meta-llama/Llama-3.3-70B-Instruct", "fp8"),
-    "Qwen/Qwen2.5-7B-Instruct": ("Qwen/Qwen2.5-7B-Instruct", None),
-    "Qwen/Qwen2.5-72B-Instruct": ("Qwen/Qwen2.5-72B-Instruct", None),
-    "Qwen/Qwen3-8B": ("Qwen/Qwen3-8B", None),
-    "Qwen/Qwen3-30B-A3B": ("Qwen/Qwen3-30B-A3B", None),
-    "google/gemma-2-9b-it": ("google/gemma-2-9b-it", None),
-    "google/gemma-2-27b-it": ("google/gemma-2-27b-it", None),
-    "google/gemma-3-12b-it": ("google/gemma-3-12b-it", None),
-    "google/gemma-3-27b-it": ("google/gemma-3-27b-it", None),
-    "microsoft/phi-2": ("microsoft/phi-2", None),
-    "microsoft/phi-4": ("microsoft/phi-4", None),
-    "mistralai/Mixtral-8x7B-Instruct-v0.1": ("mistralai/Mixtral-8x7B-Instruct-v0.1", None),
-    "meta-llama/Llama-4-Scout-17B-16E-Instruct": (
-        "meta-llama/Llama-4-Scout-17B-16E-Instruct",
-        None,
-    ),
     "deepseek-ai/DeepSeek-V2-Lite-Chat": ("deepseek-ai/DeepSeek-V2-Lite", None),
     "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": ("Qwen/Qwen3-235B-A22B", "fp8"),
-    "Qwen/Qwen3-14B": ("Qwen/Qwen3-14B", None),
     "Qwen/Qwen3-14B-AWQ": ("Qwen/Qwen3-14B", "awq"),
     "meta-llama/Llama-2-7b-chat-hf": ("meta-llama/Llama-2-7b-hf", None),
     "meta-llama/Llama-3.1-405B-Instruct": ("meta-llama/Llama-3.1-405B", None),
-    "ibm-granite/granite-3.3-8b-instruct": ("ibm-granite/granite-3.3-8b-instruct", None),
     "mgoin/phi-2-super-marlin": ("microsoft/phi-2", "gptq"),
     # the model is "not stated"; the notes identify a Qwen3-30B-A3B geometry (48 KiB/token fp8)
     "not stated (weights 29.09 GiB; 48 KiB/token fp8 = Qwen3-30B-A3B-like)": (
@@ -199,6 +168,8 @@ def row_request(
     """Build the request a row describes; (None, why) when the row lacks an input. The sampler
     path is `auto` unless `use_logged_path` and the row's log names the path that ran."""
     mapped = MODEL_MAP.get(row["model"])
+    if mapped is None and row["model"].lower() in CATALOG_IDS:
+        mapped = (row["model"], None)
     if mapped is None:
         return None, "model not in the catalog"
     version = _version(row["engine_version"])
