@@ -2,15 +2,19 @@
 contract, the simulator-fidelity and the simulator-parity tests read.
 
 The engine is the tiny GQA Llama started from the argv kvscale renders for a plan with a
-4,096-token pool (block 32, 128 blocks); 30 requests of 500 prompt + 500 output tokens arrive
-at once, so the pool fills, requests wait and some are preempted. The engine's own /metrics is
-sampled every 0.2 s while the load runs; Prometheus scrapes it every second; every query of
-`metric_queries("vllm", <release>)` is evaluated at the moment the last request finished.
+4,096-token pool (block 32, 128 blocks); 60 requests of 500 prompt + 500 output tokens arrive
+at once (the prompts of one HTTP request), so the pool fills, requests wait and some are
+preempted. The engine's own /metrics is sampled every 0.2 s while the load runs (a loaded
+machine answers about once a second: 60 requests keep the engine busy long enough for that);
+Prometheus scrapes it every second; every query of `metric_queries("vllm", <release>)` is
+evaluated at the moment the last request finished. The engine also logs every step
+(STEP_LOG_FLAG).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -18,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from harness.pressure import MetricsSampler, RequestShape, drive_requests
+from harness.pressure import BatchResult, MetricsSampler, RequestShape, drive_batch
 from harness.prom import PrometheusServer, free_loopback_port
 from harness.realvllm import EngineEnv, KvCase, engine_flags, plan_for, running_vllm
 from kvscale.capacity.types import CapacityPlan
@@ -33,9 +37,13 @@ PRESSURE_CASE = KvCase(
     block_size=32,
     max_num_seqs=64,
 )
-SHAPE = RequestShape(count=30, prompt_tokens=500, output_tokens=500, vocab_size=8192)
+SHAPE = RequestShape(count=60, prompt_tokens=500, output_tokens=500, vocab_size=8192)
 TARGET_LABELS = {"namespace": "engine-tier", "llmd": "tiny-llama", "pod": "tiny-llama-0"}
 SCRAPE_WAIT_S = 30.0
+# Observation only, added to kvscale's argv: the API server logs every engine step (its context
+# and generation requests and tokens, and the KV usage after it), the dense record the
+# simulator-fidelity test reads; /metrics is only sampled, seconds apart on a loaded machine.
+STEP_LOG_FLAG = "--enable-logging-iteration-details"
 
 
 @dataclass
@@ -46,9 +54,10 @@ class PressureRun:
     metrics_text: str  # the engine's /metrics after the load
     log_text: str
     sampler: MetricsSampler
-    usages: list[dict[str, Any]]
+    batch: BatchResult
     queries: dict[str, str]  # DeploymentQueries field -> PromQL (None fields left out)
     results: dict[str, list[dict[str, Any]]]  # field -> Prometheus vector at load end
+    peak_usage_scraped: float  # the largest KV usage Prometheus scraped during the load
 
 
 def prom_query(base_url: str, query: str, at_s: float) -> list[dict[str, Any]]:
@@ -89,13 +98,30 @@ def run_pressure(
     )
     prometheus.start()
     try:
-        with running_vllm(env, model_dir, flags, work_dir / "vllm.log") as server:
+        argv = [*flags, STEP_LOG_FLAG]
+        with running_vllm(env, model_dir, argv, work_dir / "vllm.log") as server:
+            load_started_s = time.time()
             with MetricsSampler.for_engine(server.url, names) as sampler:
-                usages = drive_requests(server.url, str(model_dir), SHAPE)
+                batch = drive_batch(server.url, str(model_dir), SHAPE)
             at_s = _wait_scraped(prometheus.url, names, SHAPE.count)
             results = {k: prom_query(prometheus.url, q, at_s) for k, q in promql.items()}
+            window_s = math.ceil(at_s - load_started_s)
+            peak = prom_query(
+                prometheus.url, f"max(max_over_time({names.kv_usage}[{window_s}s]))", at_s
+            )
             metrics_text = server.metrics_text()
             log_text = server.log_text()
     finally:
         prometheus.stop()
-    return PressureRun(plan, flags, names, metrics_text, log_text, sampler, usages, promql, results)
+    return PressureRun(
+        plan,
+        flags,
+        names,
+        metrics_text,
+        log_text,
+        sampler,
+        batch,
+        promql,
+        results,
+        float(peak[0]["value"][1]) if peak else 0.0,
+    )

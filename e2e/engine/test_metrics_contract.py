@@ -43,7 +43,10 @@ def test_kv_usage_is_a_fraction_that_reaches_the_pool_under_pressure(
     assert name is not None
     usage = pressure.sampler.series(name)
     assert usage and all(0.0 <= u <= 1.0 for u in usage)
-    assert max(usage) >= 0.9  # 30 x 1,000 tokens against a 4,096-token pool
+    # 60 x 1,000 tokens against a 4,096-token pool: full at some point. The peak is looked for in
+    # the samples and in Prometheus's scrapes, since a loaded machine answers /metrics seconds
+    # apart and the gauge is read between steps (after finished requests freed their blocks).
+    assert max(*usage, pressure.peak_usage_scraped) >= 0.9
     assert usage[-1] == 0.0  # every request finished: nothing holds a block
 
 
@@ -105,7 +108,8 @@ def test_token_and_success_counters_count_the_requests(pressure: PressureRun) ->
     }
     assert values[str(names.prompt_tokens)] == SHAPE.count * SHAPE.prompt_tokens
     assert values[str(names.generation_tokens)] == SHAPE.count * SHAPE.output_tokens
-    assert [u["completion_tokens"] for u in pressure.usages] == [SHAPE.output_tokens] * SHAPE.count
+    assert pressure.batch.choices == SHAPE.count
+    assert pressure.batch.completion_tokens == SHAPE.count * SHAPE.output_tokens
     success = sum(
         s.value
         for f in text_string_to_metric_families(pressure.metrics_text)

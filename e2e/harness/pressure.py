@@ -1,7 +1,10 @@
 """KV pressure on a real engine, and its own /metrics sampled while it lasts.
 
-`drive_requests` sends N identical-shape completions at once (token-id prompts, so every prompt
-has exactly the intended length; `ignore_eos`, so every answer has exactly `max_tokens`);
+`drive_requests` sends N identical-shape completions at once, one HTTP request each, and
+`drive_batch` sends them as the prompts of one request, so they reach the engine within a
+scheduler step instead of over the seconds a loaded machine takes to open N connections
+(token-id prompts, so every prompt has exactly the intended length; `ignore_eos`, so every
+answer has exactly `max_tokens`);
 `MetricsSampler` reads the engine's /metrics on a short period in a background thread and keeps
 the series the checks need. Loopback only, bounded: every request and the sampler stop by
 themselves.
@@ -44,7 +47,9 @@ class RequestShape:
         ]
 
 
-def complete(base_url: str, model: str, prompt: list[int], output_tokens: int) -> dict[str, Any]:
+def complete(
+    base_url: str, model: str, prompt: list[int] | list[list[int]], output_tokens: int
+) -> dict[str, Any]:
     body = {
         "model": model,
         "prompt": prompt,
@@ -61,6 +66,20 @@ def drive_requests(base_url: str, model: str, shape: RequestShape) -> list[dict[
     with ThreadPoolExecutor(max_workers=shape.count) as pool:
         futures = [pool.submit(complete, base_url, model, p, shape.output_tokens) for p in prompts]
         return [f.result()["usage"] for f in futures]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    choices: int  # completions returned (one per prompt)
+    completion_tokens: int  # generated over all of them
+
+
+def drive_batch(base_url: str, model: str, shape: RequestShape) -> BatchResult:
+    """Every prompt in one completion request; returns once all have finished. The engine's
+    per-request cap (`max_tokens`) makes `completion_tokens == count * output_tokens` mean that
+    each one generated exactly `output_tokens`."""
+    response = complete(base_url, model, shape.prompts(), shape.output_tokens)
+    return BatchResult(len(response["choices"]), response["usage"]["completion_tokens"])
 
 
 def scrape_values(text: str, names: Sequence[str]) -> dict[str, float]:

@@ -137,8 +137,17 @@ def find_engine_env() -> tuple[EngineEnv | None, str]:
 
 
 def cpu_list(index: int = 0, of: int = 1) -> str:
-    """The CPUs engine `index` of `of` side-by-side engines binds its OpenMP threads to."""
+    """The CPUs engine `index` of `of` side-by-side engines binds its OpenMP threads to.
+
+    One CPU is left to the API servers, the load and the metrics sampler whenever each engine
+    still gets one: vLLM's own automatic binding reserves a core per rank for the processes
+    outside the OpenMP workers (`reserve_cpu_num`, vllm/utils/ompmultiprocessing.py, 0.32.0).
+    Binding every core starves the API server on a loaded 2-core machine, and with it the
+    /metrics reads and the arrival of requests.
+    """
     cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > of:
+        cpus = cpus[:-1]
     share = max(1, len(cpus) // of)
     mine = cpus[index * share : (index + 1) * share] or cpus[-1:]
     return ",".join(str(c) for c in mine)

@@ -111,6 +111,23 @@ def test_preempted_request_recomputes_and_still_finishes() -> None:
     assert engine.pool.used_blocks == 0
 
 
+@pytest.mark.parametrize("num_blocks", [100, 11])  # room for both; preemption (recompute)
+def test_scheduled_tokens_count_every_prefill_and_decode_input(num_blocks: int) -> None:
+    """The counter the engine's step log is compared on: each request's prompt and each of its
+    outputs but the last goes through a step once, plus what preemption makes it recompute."""
+    engine = EngineSim(_tiny_config(num_blocks, max_num_batched_tokens=20))
+    reqs = [SimRequest(i, 0.0, 32, 60) for i in range(2)]
+    for r in reqs:
+        engine.add_request(r)
+    recomputed = 0
+    while engine.has_work:
+        before = {r.rid: r.computed for r in reqs}
+        engine.run_until(engine.clock_s + 1e-12)
+        recomputed += sum(before[r.rid] for r in reqs if r.computed < before[r.rid])
+    assert engine.scheduled_tokens_total == 2 * (32 + 60 - 1) + recomputed
+    assert (recomputed > 0) == (engine.preemptions_total > 0) == (num_blocks == 11)
+
+
 @pytest.mark.parametrize(("max_num_seqs", "expected_second_start_s"), [(1, 0.05), (2, 0.0)])
 def test_max_num_seqs_bounds_the_batch(max_num_seqs: int, expected_second_start_s: float) -> None:
     engine = EngineSim(_tiny_config(100, max_num_seqs=max_num_seqs))

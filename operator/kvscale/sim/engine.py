@@ -144,6 +144,7 @@ class EngineSim:
         self.generation_tokens_total = 0
         self.success_total = 0
         self.steps_total = 0
+        self.scheduled_tokens_total = 0  # prefill + decode tokens over all steps (vLLM's step log)
         self.last_step_end_s = 0.0  # when the engine last did work (the clock jumps when idle)
         self.ttft = Histogram(TTFT_BUCKETS_S)
         self.itl = Histogram(ITL_BUCKETS_S)
@@ -301,6 +302,7 @@ class EngineSim:
             context_tokens += req.computed + n
         end_s = self.clock_s + self.config.step_time_s(prefill_tokens, decode_seqs, context_tokens)
         self.steps_total += 1
+        self.scheduled_tokens_total += sum(n for _, n in sched)
         for req, n in sched:
             req.computed += n
             if req.shared < len(req.hashes) and self.pool.blocks_per_hash:
@@ -389,6 +391,7 @@ class EngineSim:
             self.itl_fine.observe_many(times[1:], weight=batch)
         self.generation_tokens_total += batch * k
         self.steps_total += k
+        self.scheduled_tokens_total += batch * k
         done: list[SimRequest] = []
         for req, extra in zip(reqs, extra_blocks.tolist(), strict=True):
             req.computed += k
