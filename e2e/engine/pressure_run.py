@@ -3,7 +3,8 @@ contract, the simulator-fidelity and the simulator-parity tests read.
 
 The engine is the tiny GQA Llama started from the argv kvscale renders for a plan with a
 4,096-token pool (block 32, 128 blocks); 60 requests of 500 prompt + 500 output tokens arrive
-at once (the prompts of one HTTP request), so the pool fills, requests wait and some are
+at once (the prompts of one HTTP request, handed to the engine while its scheduler is paused,
+then resumed: `drive_batch_from_pause`), so the pool fills, requests wait and some are
 preempted. The engine's own /metrics is sampled every 0.2 s while the load runs (a loaded
 machine answers about once a second: 60 requests keep the engine busy long enough for that);
 Prometheus scrapes it every second; every query of `metric_queries("vllm", <release>)` is
@@ -22,7 +23,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from harness.pressure import BatchResult, MetricsSampler, RequestShape, drive_batch
+from harness.pressure import (
+    LOG_REQUESTS_FLAG,
+    PAUSE_ENV,
+    BatchResult,
+    MetricsSampler,
+    RequestShape,
+    drive_batch_from_pause,
+)
 from harness.prom import PrometheusServer, free_loopback_port
 from harness.realvllm import EngineEnv, KvCase, engine_flags, plan_for, running_vllm
 from kvscale.capacity.types import CapacityPlan
@@ -98,11 +106,12 @@ def run_pressure(
     )
     prometheus.start()
     try:
-        argv = [*flags, STEP_LOG_FLAG]
-        with running_vllm(env, model_dir, argv, work_dir / "vllm.log") as server:
+        argv = [*flags, STEP_LOG_FLAG, LOG_REQUESTS_FLAG]
+        log_path = work_dir / "vllm.log"
+        with running_vllm(env, model_dir, argv, log_path, extra_env=PAUSE_ENV) as server:
             load_started_s = time.time()
             with MetricsSampler.for_engine(server.url, names) as sampler:
-                batch = drive_batch(server.url, str(model_dir), SHAPE)
+                batch = drive_batch_from_pause(server, SHAPE)
             at_s = _wait_scraped(prometheus.url, names, SHAPE.count)
             results = {k: prom_query(prometheus.url, q, at_s) for k, q in promql.items()}
             window_s = math.ceil(at_s - load_started_s)

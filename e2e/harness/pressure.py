@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.realvllm import post_json
+from harness.realvllm import VllmServer, post_json
 from kvscale.engines import EngineMetrics
 
 REQUEST_TIMEOUT_S = 900.0
@@ -80,6 +80,45 @@ def drive_batch(base_url: str, model: str, shape: RequestShape) -> BatchResult:
     each one generated exactly `output_tokens`."""
     response = complete(base_url, model, shape.prompts(), shape.output_tokens)
     return BatchResult(len(response["choices"]), response["usage"]["completion_tokens"])
+
+
+# The engine's scheduler paused with its queue kept, and resumed (vLLM's development endpoints,
+# served when the API server runs with PAUSE_ENV; vllm/entrypoints/rl/online/api_router.py,
+# 0.32.0); with `--enable-log-requests` the API server logs ADDED_LINE once it has handed a
+# request to the engine.
+PAUSE_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+LOG_REQUESTS_FLAG = "--enable-log-requests"
+ADDED_LINE = "Added request "
+HANDOVER_TIMEOUT_S = 300.0
+
+
+def drive_batch_from_pause(server: VllmServer, shape: RequestShape) -> BatchResult:
+    """`drive_batch` with every request in the engine's queue before its first step: the
+    scheduler is paused, the batch sent, and the scheduler resumed once the API server logged
+    every request as handed over (the resume travels behind them on the same channel)."""
+    post_json(f"{server.url}/pause?mode=keep&clear_cache=false", {}, 60)
+    result: list[BatchResult] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            result.append(drive_batch(server.url, str(server.model_dir), shape))
+        except BaseException as error:  # reported below, in the caller's thread
+            errors.append(error)
+
+    sender = threading.Thread(target=send, name="batch", daemon=True)
+    sender.start()
+    deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+    while server.log_text().count(ADDED_LINE) < shape.count and not errors:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the engine was not handed {shape.count} requests")
+        time.sleep(0.1)
+    post_json(f"{server.url}/resume", {}, 60)
+    sender.join(REQUEST_TIMEOUT_S)
+    if errors:
+        raise errors[0]
+    assert result, "the batch did not finish"
+    return result[0]
 
 
 def scrape_values(text: str, names: Sequence[str]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,7 @@ class VllmServer:
     args: tuple[str, ...]
     log_path: Path
     cpus: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -191,7 +192,7 @@ class VllmServer:
                 self.argv(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env.environ(cpus=self.cpus),
+                env={**self.env.environ(cpus=self.cpus), **self.extra_env},
                 start_new_session=True,  # its own process group: API server, engine core, worker
             )
         return self
@@ -247,9 +248,10 @@ def running_vllm(
     log_path: Path,
     *,
     cpus: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[VllmServer]:
     """A healthy engine for the block; always stopped (with its children) afterwards."""
-    server = VllmServer(env, model_dir, tuple(args), log_path, cpus=cpus)
+    server = VllmServer(env, model_dir, tuple(args), log_path, cpus=cpus, extra_env=extra_env or {})
     try:
         server.start().wait_healthy()
         yield server
