@@ -18,6 +18,9 @@ NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder
 # (non-MoE) layers use `intermediate_size_mlp` (vLLM 0.19.0 model_executor/models/llama4.py,
 # Llama4MoE.shared_expert and Llama4DecoderLayer); the config has no n_shared_experts key.
 ONE_SHARED_EXPERT_TYPES = ("llama4", "llama4_text")
+# configs that omit tie_word_embeddings take their class default: True for the Gemma family
+# (transformers 4.57.1 models/gemma*/configuration_gemma*.py), False for most others
+TIED_BY_DEFAULT_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text")
 
 
 def _mlp_matrices(cfg: Config) -> int:
@@ -42,6 +45,7 @@ class ParamEstimate:
     active: int  # touched per token (MoE: top-k experts)
     embed: int  # embeddings + untied lm_head
     experts: int  # routed-expert weights (what mxfp4 checkpoints quantize)
+    vision: int = 0  # multimodal vision tower + projector (kept in the model dtype)
 
 
 def estimate_params(
@@ -79,7 +83,7 @@ def estimate_params(
     moe_layers = mlp_layers // period if experts else 0
     dense_inter = optional_int(cfg, "intermediate_size_mlp") or inter  # Llama 4
     dense = (mlp_layers - moe_layers) * per_matrix * dense_inter
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    tied = bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES))
     embed = vocab * hidden * (1 if tied else 2)
     routed = per_matrix * moe_inter * (experts or 0) * moe_layers
     return ParamEstimate(
