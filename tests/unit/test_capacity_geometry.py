@@ -123,3 +123,14 @@ def test_mxfp4_quantizes_only_padded_experts() -> None:
     embed = 2 * 1000 * 2880
     expected = int(experts * 4.25 * (3072 / 2880) / 8 + (attention + embed) * 2)
     assert model_from_config(cfg, name="m").weights_bytes == expected
+
+
+@pytest.mark.parametrize(
+    "hf_id",
+    ["meta-llama/Llama-4-Scout-17B-16E-Instruct", "meta-llama/Llama-4-Maverick-17B-128E-Instruct"],
+)
+def test_llama4_counts_its_shared_expert(hf_id: str) -> None:
+    # Both models are published as "17B active parameters" (the 17B in their names): one routed
+    # expert + the shared expert per MoE layer, attention, embeddings and lm_head.
+    active = find_model(hf_id).active_params
+    assert active is not None and abs(active - 17e9) / 17e9 < 0.02

@@ -8,11 +8,13 @@ around the planner.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.types import LayerKind, ModelGeometry
+from kvscale.capacity.vision import vision_params
 from kvscale.capacity.weights import (
     ParamEstimate,
     estimate_mxfp4_moe_bytes,
@@ -306,13 +308,17 @@ def model_from_config(
         if hidden
         else ParamEstimate(0, 0, 0, 0)
     )
+    if est.total:  # the vision tower is loaded too (but touched by no decoded token)
+        vision = vision_params(config, hidden)
+        est = replace(est, total=est.total + vision, vision=vision)
     total = params or est.total or None
     active = int(total * est.active / est.total) if total and est.total else total
     if weights_bytes is None and total:
         if method == "mxfp4" and est.experts and hidden:
             weights_bytes = estimate_mxfp4_moe_bytes(est, hidden, dtype_bytes)
         else:
-            weights_bytes = estimate_weights_bytes(total, est.embed, dtype_bytes, bits)
+            kept = est.embed + est.vision  # left in the model dtype by quantization
+            weights_bytes = estimate_weights_bytes(total, kept, dtype_bytes, bits)
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
     experts, per_token, expert_inter = moe_dims(cfg)
     return ModelGeometry(

@@ -14,6 +14,13 @@ from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.types import LayerKind
 
 NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
+# Llama 4: every MoE layer also runs one shared expert of `intermediate_size`, and the dense
+# (non-MoE) layers use `intermediate_size_mlp` (vLLM 0.19.0 model_executor/models/llama4.py,
+# Llama4MoE.shared_expert and Llama4DecoderLayer); the config has no n_shared_experts key.
+ONE_SHARED_EXPERT_TYPES = ("llama4", "llama4_text")
+# configs that omit tie_word_embeddings take their class default: True for the Gemma family
+# (transformers 4.57.1 models/gemma*/configuration_gemma*.py), False for most others
+TIED_BY_DEFAULT_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text")
 
 
 def _mlp_matrices(cfg: Config) -> int:
@@ -38,6 +45,7 @@ class ParamEstimate:
     active: int  # touched per token (MoE: top-k experts)
     embed: int  # embeddings + untied lm_head
     experts: int  # routed-expert weights (what mxfp4 checkpoints quantize)
+    vision: int = 0  # multimodal vision tower + projector (kept in the model dtype)
 
 
 def estimate_params(
@@ -59,6 +67,8 @@ def estimate_params(
     moe_inter = expert_inter or inter
     per_matrix = _mlp_matrices(cfg) * hidden
     shared = optional_int(cfg, "n_shared_experts") or 0
+    if experts and not shared and cfg.get("model_type") in ONE_SHARED_EXPERT_TYPES:
+        shared = 1
     mlp_total = per_matrix * moe_inter * ((experts or 0) + shared)
     mlp_active = per_matrix * moe_inter * (top_k + shared)
     kinds = tuple(kinds) or (LayerKind.FULL,) * layers
@@ -71,8 +81,9 @@ def estimate_params(
     # Jamba / Llama 4 Maverick: only every `period`-th layer is MoE, the rest dense
     period = optional_int(cfg, "expert_layer_period", "interleave_moe_layer_step") or 1
     moe_layers = mlp_layers // period if experts else 0
-    dense = (mlp_layers - moe_layers) * per_matrix * inter
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    dense_inter = optional_int(cfg, "intermediate_size_mlp") or inter  # Llama 4
+    dense = (mlp_layers - moe_layers) * per_matrix * dense_inter
+    tied = bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES))
     embed = vocab * hidden * (1 if tied else 2)
     routed = per_matrix * moe_inter * (experts or 0) * moe_layers
     return ParamEstimate(
