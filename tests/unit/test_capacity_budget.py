@@ -69,11 +69,14 @@ def test_vllm_budget_arithmetic_v1() -> None:
     forward = 2 * 8192 * (3 * 4096 + 3 * 14336)
     assert forward < sampler
     non_torch = int(0.13 * GIB)
+    rope = 131072 * 128 * 2  # one bf16 cos/sin table: max_position_embeddings x head_dim
     plan = plan_capacity(_request(engine_version="0.11.0"))
     assert (plan.max_num_batched_tokens, plan.max_num_seqs) == (8192, 1024)
     assert plan.sampler_path is SamplerPath.SORT
     assert plan.activation_bytes == sampler
-    assert plan.available_kv_bytes == math.ceil(80 * GIB * 0.9) - 15 * GIB - sampler - non_torch
+    assert plan.rope_cache_bytes == rope
+    expected = math.ceil(80 * GIB * 0.9) - 15 * GIB - rope - sampler - non_torch
+    assert plan.available_kv_bytes == expected
     # 131072 B/token * 16 = 2 MiB per block over all 32 layers
     assert plan.num_blocks == plan.available_kv_bytes // (2 * 1024**2)
 

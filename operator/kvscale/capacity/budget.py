@@ -20,6 +20,7 @@ from kvscale.capacity.nonkv import (
     forward_peak_bytes,
     resolve_sampler_path,
 )
+from kvscale.capacity.rope import rope_cache_bytes
 from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest
 
 DEFAULT_VOCAB = 32000
@@ -41,6 +42,7 @@ class Budget:
     block_size_tokens: int
     warnings: tuple[str, ...] = ()
     sampler_path: SamplerPath | None = None  # vLLM V1: the path the activation charge assumed
+    rope_cache_bytes: int = 0  # vLLM: rotary cos/sin tables, whole on every rank (rope.py)
 
 
 def total_memory_bytes(request: PlanRequest) -> int:
@@ -129,13 +131,26 @@ def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[i
     return request.max_num_batched_tokens or mnbt, request.max_num_seqs or seqs
 
 
+def vllm_rope_cache_bytes(request: PlanRequest) -> int:
+    """The rotary cos/sin tables vLLM builds with the model, per rank (capacity/rope.py).
+
+    A separate charge beside the checkpoint's share: the tables are part of vLLM's "Model
+    loading took" figure but not of the checkpoint, and tensor parallelism does not split
+    them. The layout follows the model code of the release, which V0 and V1 share, so the
+    row is looked up without `vllm_v0`.
+    """
+    layout = v.vllm_rules(request.engine_version).rope_v08_layout
+    return rope_cache_bytes(request.model, layout)
+
+
 def _cudagraph_bytes(model: ModelGeometry, seqs: int) -> int:
     base = v.CUDAGRAPH_MOE_BYTES if model.num_experts else v.CUDAGRAPH_DENSE_BYTES
     return int(base * max(0.5, min(2.0, seqs / v.CUDAGRAPH_REF_SEQS)))
 
 
 def vllm_budget(request: PlanRequest) -> Budget:
-    """requested = ceil(total x util); available = requested - weights - act - non_torch - cg."""
+    """requested = ceil(total x util); available = requested - weights - rope tables - act -
+    non_torch - cg."""
     rules = v.vllm_rules(request.engine_version, request.vllm_v0)
     total = total_memory_bytes(request)
     util = check_utilization(
@@ -149,6 +164,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
     path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = rules.non_torch_bytes(tp)
+    rope = vllm_rope_cache_bytes(request)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     observed = request.observed_non_kv_bytes
@@ -157,7 +173,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     elif observed is not None:  # calibrated from the live engine or a startup log
         available = requested - observed
     else:
-        available = requested - weights - activation - non_torch - cudagraph
+        available = requested - weights - rope - activation - non_torch - cudagraph
     return Budget(
         total_bytes=total,
         utilization=util,
@@ -172,6 +188,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
         block_size_tokens=request.block_size_tokens or v.VLLM_BLOCK_SIZE,
         warnings=notes,
         sampler_path=path,
+        rope_cache_bytes=rope,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.rope import rope_tables
 from kvscale.capacity.types import LayerKind, ModelGeometry
 from kvscale.capacity.vision import vision_params
 from kvscale.capacity.weights import (
@@ -321,9 +322,10 @@ def model_from_config(
             weights_bytes = estimate_weights_bytes(total, kept, dtype_bytes, bits)
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
     experts, per_token, expert_inter = moe_dims(cfg)
+    architecture = str((cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0])
     return ModelGeometry(
         name=name,
-        architecture=str((cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0]),
+        architecture=architecture,
         num_layers=layers,
         layer_kinds=kinds,
         num_attention_heads=heads,
@@ -349,4 +351,5 @@ def model_from_config(
         expert_intermediate_size=expert_inter if experts else None,
         is_multimodal=isinstance(config.get("vision_config"), Mapping)
         or str(cfg.get("architectures", [""])[0]).endswith("ForConditionalGeneration"),
+        rope_tables=rope_tables(cfg, head_k, kinds, architecture),
     )

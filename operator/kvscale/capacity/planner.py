@@ -123,7 +123,7 @@ def _engine_cap(request: PlanRequest, budget: Budget, kv_tokens: int) -> int:
 def _not_fitting_reason(request: PlanRequest, budget: Budget, needed: int, fitting: int) -> str:
     if budget.available_kv_bytes <= 0:
         parts = budget.weights_bytes + budget.activation_bytes + budget.non_torch_bytes
-        parts += budget.cudagraph_bytes
+        parts += budget.cudagraph_bytes + budget.rope_cache_bytes
         if request.observed_non_kv_bytes is not None:  # what a live engine was seen to use
             parts = request.observed_non_kv_bytes
         return (
@@ -211,6 +211,7 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
         kv_needed_bytes=needed,
         engine_cap_seqs=_engine_cap(request, budget, tokens),
         sampler_path=budget.sampler_path,
+        rope_cache_bytes=budget.rope_cache_bytes,
     )
 
 
@@ -256,4 +257,5 @@ def plan_to_json(plan: CapacityPlan) -> dict[str, Any]:
         "nonKvBytes": plan.non_kv_bytes,
         "nonKvSource": plan.non_kv_source,
         "samplerPath": plan.sampler_path.value if plan.sampler_path else None,
+        "ropeCacheBytes": plan.rope_cache_bytes,
     }

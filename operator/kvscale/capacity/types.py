@@ -29,6 +29,18 @@ class LayerKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class RopeTable:
+    """One rotary-embedding cos/sin table the engine builds (capacity/rope.py sizes it)."""
+
+    kind: str  # default | linear | dynamic | dynamic_alpha | yarn | longrope | mrope | …
+    rotary_dim: int  # columns: the rotated part of one head
+    max_positions: int  # max_position_embeddings
+    factor: float  # rope scaling factor (1.0 when none)
+    original_max_positions: int  # original_max_position_embeddings (yarn, longrope)
+    fp32: bool = False  # the model asks for a float32 table instead of the model dtype
+
+
+@dataclass(frozen=True)
 class ModelGeometry:
     """What the KV cache and the weights of one model cost, from its HF config.json."""
 
@@ -59,6 +71,7 @@ class ModelGeometry:
     experts_per_token: int | None = None  # MoE: routed experts per token (num_experts_per_tok)
     expert_intermediate_size: int | None = None  # MoE: one expert's FFN width
     is_multimodal: bool = False  # has a vision/audio encoder the engine profiles too
+    rope_tables: tuple[RopeTable, ...] = ()  # distinct rotary cos/sin tables (vLLM _ROPE_DICT)
 
 
 @dataclass(frozen=True)
@@ -154,19 +167,21 @@ class CapacityPlan:
     kv_needed_bytes: int = 0  # KV bytes one max_model_len request needs (per rank)
     engine_cap_seqs: int = 0  # the engine's own limit on running sequences
     sampler_path: SamplerPath | None = None  # the path the activation charge assumed (vLLM V1)
+    rope_cache_bytes: int = 0  # vLLM rotary cos/sin tables per rank, beside weights_bytes
 
     @property
     def non_kv_bytes(self) -> int:
         """Per rank: what the budget charges besides the KV pool — observed when the request
         carries `observed_non_kv_bytes`; else SGLang's weights (its pool is mem_fraction_static
-        x free-at-start − weights); else weights + activation + non-torch + graphs."""
+        x free-at-start − weights); else weights + rope tables + activation + non-torch +
+        graphs."""
         observed = self.request.observed_non_kv_bytes
         if observed is not None:
             return observed
         if self.request.engine == "sglang":
             return self.weights_bytes
         estimated = self.weights_bytes + self.activation_bytes + self.non_torch_bytes
-        return estimated + self.cudagraph_bytes
+        return estimated + self.rope_cache_bytes + self.cudagraph_bytes
 
     @property
     def non_kv_source(self) -> str:

@@ -116,8 +116,8 @@ def format_fraction(value: float, places: int = 3) -> str:
 
 
 def plan_non_kv_bytes(plan: CapacityPlan) -> int:
-    """Per-GPU memory the plan says is not KV: weights, activation peak, non-torch, graphs
-    (or what the engine was observed to charge, when the plan was calibrated)."""
+    """Per-GPU memory the plan says is not KV: weights, rope tables, activation peak,
+    non-torch, graphs (or what the engine was observed to charge, when calibrated)."""
     return plan.non_kv_bytes
 
 
