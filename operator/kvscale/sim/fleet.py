@@ -27,6 +27,10 @@ from kvscale.sim.stats import (
 
 FLEET_STALENESS_S = 1.0  # least-KV routing sees engine state at most this old
 
+# A `warm` replica (the fleet a replay starts from) has been serving for a day: past any warm-up,
+# as the Deployment of a policy taking over a running service would be.
+WARM_REPLICA_AGE_S = 86_400.0
+
 
 @dataclass(frozen=True)
 class ColdStart:
@@ -115,14 +119,16 @@ class Fleet:
         ]
 
     def scale_to(self, replicas: int, now_s: float, *, warm: bool = False) -> None:
-        """Create or drain replicas so that `replicas` are starting or ready."""
+        """Create or drain replicas so that `replicas` are starting or ready (`warm`: ready now
+        and created WARM_REPLICA_AGE_S ago)."""
         self._promote(now_s)
         current = self.desired
         for _ in range(replicas - current):
             engine = EngineSim(self.config, self.on_finish)
             engine.clock_s = now_s
             ready_s = now_s if warm else now_s + self.cold_start_s
-            rep = Replica(self._next_rid, engine, now_s, ready_s)
+            created_s = now_s - WARM_REPLICA_AGE_S if warm else now_s
+            rep = Replica(self._next_rid, engine, created_s, ready_s)
             self._next_rid += 1
             self.alive.append(rep)
         for _ in range(current - replicas):
