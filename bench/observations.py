@@ -12,9 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
+from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.catalog import list_models, parse_number
-from kvscale.capacity.rope import rope_cache_bytes
-from kvscale.capacity.rules import vllm_rules
 from kvscale.capacity.types import ModelGeometry
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
@@ -193,8 +192,7 @@ def row_request(
         per_rank = "/rank" in row["notes"] or "GiB/rank" in row["notes"]
         weights = int(weights_gib * GIB * (tp if per_rank else 1))
         if row["engine"] == "vllm":  # the logged load holds the rope tables on every rank
-            rope = rope_cache_bytes(model, vllm_rules(version).rope_v08_layout)
-            weights -= rope * tp
+            weights -= vllm_rope_cache_bytes(model, version) * tp
         note = "weights from notes"
     length = first_int(row["max_model_len"]) or model.max_position_embeddings
     batched = re.search(r"MNBT (\d+)|max-num-batched-tokens (\d+)", row["notes"])

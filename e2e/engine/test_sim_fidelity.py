@@ -121,9 +121,9 @@ def preemption_onset(points: list[Point]) -> tuple[float, float] | None:
 
 
 def test_kv_usage_and_preemption_onset_match_the_real_engine(pressure: PressureRun) -> None:
-    real_steps, real = engine_steps(pressure.log_text), engine_points(pressure)
-    sim_steps, sim = simulate(pressure)
     log = pressure.log_text
+    real_steps, real = engine_steps(log), engine_points(pressure)
+    sim_steps, sim = simulate(pressure)
     first_step = STEP_LINE.search(log)
     assert first_step is not None, "the engine logged no step"
     assert log.count(ADDED_LINE) == SHAPE.count

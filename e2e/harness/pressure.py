@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.kube import wait_for
 from harness.realvllm import VllmServer, post_json
 from kvscale.engines import EngineMetrics
 
@@ -97,28 +98,18 @@ def drive_batch_from_pause(server: VllmServer, shape: RequestShape) -> BatchResu
     scheduler is paused, the batch sent, and the scheduler resumed once the API server logged
     every request as handed over (the resume travels behind them on the same channel)."""
     post_json(f"{server.url}/pause?mode=keep&clear_cache=false", {}, 60)
-    result: list[BatchResult] = []
-    errors: list[BaseException] = []
-
-    def send() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        batch = pool.submit(drive_batch, server.url, str(server.model_dir), shape)
         try:
-            result.append(drive_batch(server.url, str(server.model_dir), shape))
-        except BaseException as error:  # reported below, in the caller's thread
-            errors.append(error)
-
-    sender = threading.Thread(target=send, name="batch", daemon=True)
-    sender.start()
-    deadline = time.monotonic() + HANDOVER_TIMEOUT_S
-    while server.log_text().count(ADDED_LINE) < shape.count and not errors:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the engine was not handed {shape.count} requests")
-        time.sleep(0.1)
-    post_json(f"{server.url}/resume", {}, 60)
-    sender.join(REQUEST_TIMEOUT_S)
-    if errors:
-        raise errors[0]
-    assert result, "the batch did not finish"
-    return result[0]
+            wait_for(
+                lambda: batch.done() or server.log_text().count(ADDED_LINE) >= shape.count,
+                f"the engine to be handed {shape.count} requests",
+                HANDOVER_TIMEOUT_S,
+                interval_s=0.1,
+            )
+        finally:  # always: a paused engine would hold the batch, and this pool, forever
+            post_json(f"{server.url}/resume", {}, 60)
+        return batch.result(timeout=REQUEST_TIMEOUT_S)
 
 
 def scrape_values(text: str, names: Sequence[str]) -> dict[str, float]:

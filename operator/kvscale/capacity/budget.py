@@ -20,6 +20,7 @@ from kvscale.capacity.nonkv import (
     forward_peak_bytes,
     resolve_sampler_path,
 )
+from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
 from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest
 
@@ -131,16 +132,14 @@ def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[i
     return request.max_num_batched_tokens or mnbt, request.max_num_seqs or seqs
 
 
-def vllm_rope_cache_bytes(request: PlanRequest) -> int:
-    """The rotary cos/sin tables vLLM builds with the model, per rank (capacity/rope.py).
+def vllm_rope_cache_bytes(model: ModelGeometry, version: EngineVersion | str) -> int:
+    """The rotary cos/sin tables vLLM `version` builds with the model, per rank (rope.py).
 
     A separate charge beside the checkpoint's share: the tables are part of vLLM's "Model
     loading took" figure but not of the checkpoint, and tensor parallelism does not split
-    them. The layout follows the model code of the release, which V0 and V1 share, so the
-    row is looked up without `vllm_v0`.
+    them. The layout follows the release's model code (v.ROPE_V08_LAYOUT_SINCE).
     """
-    layout = v.vllm_rules(request.engine_version).rope_v08_layout
-    return rope_cache_bytes(request.model, layout)
+    return rope_cache_bytes(model, EngineVersion.parse(version) >= v.ROPE_V08_LAYOUT_SINCE)
 
 
 def _cudagraph_bytes(model: ModelGeometry, seqs: int) -> int:
@@ -164,7 +163,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
     path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = rules.non_torch_bytes(tp)
-    rope = vllm_rope_cache_bytes(request)
+    rope = vllm_rope_cache_bytes(request.model, request.engine_version)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     observed = request.observed_non_kv_bytes

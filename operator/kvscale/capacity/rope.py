@@ -22,7 +22,7 @@ rotary_embedding/*.py, and the same classes in the 0.6.4.post1 and 0.8.3 single-
 - multimodal rope (`mrope_section`, Qwen2-VL/2.5-VL): max_position_embeddings x 4 from the
   0.8.3 wheel on (video positions), x 1 in 0.6.4.post1; with yarn, original x 4 x factor.
 Which release between 0.6.4.post1 and 0.8.3 changed the last two is not read; the rule row
-that starts at 0.8.0 carries the newer layout (VllmRules.rope_v08_layout).
+from 0.8.0 on carries the newer layout (rules.ROPE_V08_LAYOUT_SINCE).
 """
 
 from __future__ import annotations

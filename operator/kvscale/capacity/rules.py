@@ -50,10 +50,6 @@ class VllmRules:
     # Fused-MoE scratch comes from a persistent workspace (v1/worker/workspace.py, first in the
     # 0.13.0 wheel; 0.12.0's modular_kernel.py allocates per call): live when the sampler runs.
     moe_workspace: bool = False
-    # Rotary cos/sin table layout (capacity/rope.py): multimodal rope holds 4x the positions
-    # and Phi-3's longrope keeps one concatenated buffer, as in the 0.8.3 wheel; 0.6.4.post1
-    # has x1 and three buffers. The change lies between those wheels; 0.8.0 is where it starts.
-    rope_v08_layout: bool = False
 
     def non_torch_bytes(self, tp: int) -> int:
         """Non-torch memory the profile charges per rank at tensor parallelism `tp`."""
@@ -84,32 +80,34 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0", False, 0.9, False, False, False, "", "blocks", True, None, 0.8, (_S,)),
     _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, 0.8, (_S,)),
     _row("0.6.4", False, 0.9, False, False, False, "", "blocks", False, 32768, 0.4, (_S,)),
-    _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F),
-         rope_v08_layout=True),
-    _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F),
-         rope_v08_layout=True),
-    _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, _NT1, (_S, _F),
-         rope_v08_layout=True),
-    _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F),
-         rope_v08_layout=True),
+    _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F)),
+    _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
+    _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, _NT1, (_S, _F)),
+    _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F)),
     _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F),
-         moe_workspace=True, rope_v08_layout=True),
+         moe_workspace=True),
     _row("0.14.0", True, 0.9, False, True, True, "memory", "groups", False, None, _NT1, (_S, _F),
-         moe_workspace=True, rope_v08_layout=True),
+         moe_workspace=True),
     _row("0.17.0", True, 0.9, False, True, True, "memory", "groups", False, None, _NT17,
-         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True, rope_v08_layout=True),
+         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True),
     _row("0.20.0", True, 0.92, True, True, True, "memory", "groups", False, None, _NT17,
-         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True, rope_v08_layout=True),
+         (_T, _F), non_torch_tp_extra_gib=_NTX17, moe_workspace=True),
     _row(
         "0.23.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, _NT17,
-        (_T, _F, _V2), non_torch_tp_extra_gib=_NTX17, moe_workspace=True, rope_v08_layout=True,
+        (_T, _F, _V2), non_torch_tp_extra_gib=_NTX17, moe_workspace=True,
     ),
     _row(
         "0.32.0", True, 0.92, True, True, True, "memory", "concurrency", False, None, _NT17,
         (_T, _F, _V2), True, non_torch_tp_extra_gib=_NTX17, moe_workspace=True,
-        rope_v08_layout=True,
     ),
 )  # fmt: skip
+
+
+# Rotary cos/sin table layout (capacity/rope.py): multimodal rope holds 4x the positions and
+# Phi-3's longrope keeps one concatenated buffer, as in the 0.8.3 wheel; 0.6.4.post1 has x1 and
+# three buffers. The change lies between those wheels; 0.8.0 is where the newer layout starts.
+# Model code, shared by V0 and V1: it goes by the release, not by the engine's rules row.
+ROPE_V08_LAYOUT_SINCE = EngineVersion.parse("0.8.0")
 
 
 def vllm_rules(version: EngineVersion | str, force_v0: bool | None = None) -> VllmRules:

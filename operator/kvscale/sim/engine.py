@@ -302,7 +302,7 @@ class EngineSim:
             context_tokens += req.computed + n
         end_s = self.clock_s + self.config.step_time_s(prefill_tokens, decode_seqs, context_tokens)
         self.steps_total += 1
-        self.scheduled_tokens_total += sum(n for _, n in sched)
+        self.scheduled_tokens_total += prefill_tokens + decode_seqs  # a decode input is 1 token
         for req, n in sched:
             req.computed += n
             if req.shared < len(req.hashes) and self.pool.blocks_per_hash:
