@@ -33,14 +33,30 @@ def test_a_steady_ramp_is_extrapolated_over_the_horizon() -> None:
     assert forecast[0] == pytest.approx(2.5 + 0.2, rel=1e-6)
 
 
+def test_a_rise_that_began_inside_the_window_counts_at_its_own_pace() -> None:
+    # flat for three minutes, then +0.3 replica/min: neither one line nor one step fits the
+    # window, the newer half is a clean line
+    rng = random.Random(5)
+    samples = [
+        (float(t), 1.0 + max(0.0, t - 180.0) / 200.0 + rng.gauss(0.0, 0.01))
+        for t in range(0, 301, 15)
+    ]
+    forecast = trend_forecast(samples, 300.0, 120.0)
+    assert forecast is not None
+    level, slope = samples[-1][1], forecast[1] * 60
+    assert 0.2 < slope <= 0.3 + 0.02  # the rise's pace less its uncertainty, not diluted
+    assert forecast[0] == pytest.approx(level + forecast[1] * 120.0)
+
+
 @pytest.mark.parametrize(
     "shape",
     [
         lambda t, rng: 3.0 + rng.gauss(0.0, 0.3),  # flat and noisy (a bursty hour)
         lambda t, rng: 2.0 if t < 150 else 3.5,  # a step: a burst arrived and stays
+        lambda t, rng: 2.0 if t < 240 else 3.5,  # the same step inside the newer half
         lambda t, rng: 4.0 - t / 300.0,  # falling: the reactive terms size for now
     ],
-    ids=["noise", "step", "falling"],
+    ids=["noise", "step", "late-step", "falling"],
 )
 def test_noise_steps_and_falls_are_no_trend(shape) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(3)

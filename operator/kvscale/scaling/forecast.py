@@ -135,25 +135,42 @@ def trend_forecast(
 ) -> tuple[float, float] | None:
     """(forecast, slope per second counted) from a line through the window's samples.
 
-    The newest level plus the slope that is sure to be there times the horizon: the smaller of
-    the window's lower confidence bound (slope − 2 standard errors) and the slope of its newer
-    half — the rise must still be going on (a burst that arrived and stays, or a fleet that
-    grew out of saturation, has a flat newer half), and an accelerating rise (a queue building
-    up) counts at the window's average pace. Noise is no trend, and neither is a step: the line
-    must fit the samples better than the best single step does. None when no rise is sure or
-    there are too few samples. A falling trend is not extrapolated: the reactive terms size
-    for the demand now, and a forecast below it could only ever be outvoted.
+    The newest level plus the slope that is sure to be there times the horizon. Two spans are
+    tried, the whole window and its newer half (a rise that began inside the window: flat, then
+    climbing, which neither one line nor one step fits), and the larger sure slope counts:
+
+    * the whole window counts the smaller of its lower confidence bound (slope − 2 standard
+      errors) and the slope of its newer half — the rise must still be going on (a burst that
+      arrived and stays, or a fleet that grew out of saturation, has a flat newer half), and an
+      accelerating rise (a queue building up) counts at the window's average pace;
+    * the newer half counts its own lower confidence bound.
+
+    Noise is no trend, and neither is a step: on each span the line must fit the samples
+    better than the best single step does. None when no rise is sure or there are too few
+    samples. A falling trend is not extrapolated: the reactive terms size for the demand now,
+    and a forecast below it could only ever be outvoted.
     """
     inside = [(t, y) for t, y in samples if now_s - t <= TREND_WINDOW_S]
-    fit = _fit_line(inside)
-    newer = _fit_line(inside[len(inside) // 2 :])
-    if fit is None or newer is None:
-        return None
-    slope, stderr, residual = fit
-    counted = min(slope - TREND_CONFIDENCE_SIGMAS * stderr, newer[0])
-    if counted <= 0 or residual >= _best_step_residual([y for _, y in inside]):
+    newer_half = inside[len(inside) // 2 :]
+    whole, newer = _sure_slope(inside), _fit_line(newer_half)
+    sure = [_sure_slope(newer_half)]
+    if whole is not None and newer is not None:
+        sure.append(min(whole, newer[0]))
+    counted = max((slope for slope in sure if slope is not None), default=0.0)
+    if counted <= 0:
         return None
     return inside[-1][1] + counted * horizon_s, counted
+
+
+def _sure_slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """The slope's lower confidence bound, when a line beats every single step (else None)."""
+    fit = _fit_line(points)
+    if fit is None:
+        return None
+    slope, stderr, residual = fit
+    if residual >= _best_step_residual([y for _, y in points]):
+        return None
+    return slope - TREND_CONFIDENCE_SIGMAS * stderr
 
 
 def _best_step_residual(values: Sequence[float]) -> float:
