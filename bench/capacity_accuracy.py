@@ -7,11 +7,12 @@ Mode (b): end to end from model + GPU + version + flags, predict the available K
 
 Leave one source out: the activation model has no fitted constants (tensor widths read in
 vLLM's source, docs/adr/0012-physical-non-kv-model.md); the only figures the model takes from
-logs are the non-torch charges (per engine era and TP class). For each source, those are
-re-measured on the *other* sources' rows (median of requested − logged weights − planned
-activation − graphs − logged pool) and the row is predicted with them, so no constant is
-fitted on the rows it predicts. Classes no other source measures keep the model's figure and
-are counted in the output.
+logs are the non-torch charges (per engine era, TP class and, at TP > 1, GPU link). For each
+source, those are re-measured on the *other* sources' rows (median of requested − logged
+weights − planned activation − graphs − logged pool) and the row is predicted with them, so no
+constant is fitted on the rows it predicts — except in classes no other source measures: those
+keep the model's figure (perhaps measured on the row's own source) and are listed and counted in
+the output, with the error of the other rows on a line of its own.
 
 Prints one line per row (unless --quick), signed and absolute error summaries, the per-path
 breakdown, and exits 3 when a target is missed (1 is a crash).
@@ -117,13 +118,14 @@ def _naive(plan: CapacityPlan, measure: str) -> float:
 
 def _non_torch_class(request: PlanRequest) -> str:
     """The non-torch figure a prediction used: one per engine era, TP class and GPU vendor (a
-    HIP runtime's allocations are not a CUDA context's, so ROCm rows measure their own)."""
-    tp_class = "tp1" if request.tensor_parallel == 1 else "tp>1"
+    HIP runtime's allocations are not a CUDA context's, so ROCm rows measure their own), and at
+    TP > 1 per GPU link (NCCL and all-reduce buffers over NVLink are not those over PCIe)."""
+    tp_class = "tp1" if request.tensor_parallel == 1 else f"tp>1 {request.gpu.peer_link.value}"
     vendor = "" if request.gpu.vendor == "NVIDIA" else f" on {request.gpu.vendor}"
     if request.engine != "vllm":
         return f"{request.engine} {tp_class}{vendor}"
     rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
-    charged = rules.non_torch_bytes(request.tensor_parallel) / GIB
+    charged = rules.non_torch_bytes(request.tensor_parallel, request.gpu.peer_link) / GIB
     return f"vllm non-torch {charged:.2f} GiB {tp_class}{vendor}"
 
 
@@ -240,6 +242,11 @@ def leave_one_source_out(results: list[RowResult], mode: str = "b") -> list[RowR
     return out
 
 
+def _kept_model_figure(r: RowResult) -> bool:
+    """LOSO found no other source in the row's non-torch class and kept the model's figure."""
+    return "LOSO: no other source" in r.note
+
+
 @dataclass(frozen=True)
 class Summary:
     count: int
@@ -331,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     model_constants = sized_gated([r for r in results if r.mode == "b"])
     _print_summary("end to end, auto, the model's constants (gated)", model_constants)
     _print_summary("end to end, auto, leave one source out (gated)  <- target", sized_gated(loso))
+    held_out = [r for r in sized_gated(loso) if not _kept_model_figure(r)]
+    _print_summary("  of which another source measures the non-torch class", held_out)
     _print_summary("end to end, auto, LOSO, all rows", [r for r in loso if r.observed > 0])
     _print_summary("end to end, logged sampler path, LOSO (gated)", sized_gated(loso_logged))
     by_path: dict[str, list[RowResult]] = defaultdict(list)
@@ -342,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         _print_summary(f"  per path: {key}", by_path[key])
     naive = sized_gated([r for r in results if r.mode == "n"])
     _print_summary("naive formula, same gated rows (not a target)", naive)
-    unmeasured = sorted({r.non_torch_class for r in loso if "LOSO: no other" in r.note})
-    print(f"non-torch classes no other source measures (model figure kept): {unmeasured}")
+    unmeasured = sorted({r.non_torch_class for r in loso if _kept_model_figure(r)})
+    kept = sum(1 for r in sized_gated(loso) if _kept_model_figure(r))
+    print(f"non-torch classes no other source measures (model figure kept, perhaps measured on "
+          f"the row's own source; {kept} gated rows): {unmeasured}")  # fmt: skip
     for r in (r for r in loso if r.observed < 0):
         verdict = "agrees" if r.predicted <= 0 else "DISAGREES"
         print(f"engine failed to start (line {r.index}): planner predicts "

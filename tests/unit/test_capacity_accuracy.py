@@ -1,11 +1,12 @@
 """Gate: the planner reproduces real engine startup logs (bench/capacity_accuracy.py).
 
 Mode (a) (layout, given the logged available KV memory) within 1 % on every gated V1 row;
-end to end with samplerPath auto, leave one source out: median |err| <= 3 % (the issue's
-target, met); p90 and the worst over-prediction may not grow past what the bench measured when
-it grew to 74 gated rows from 17 sources (p90 9.3 %, worst over +76 % on a 3 GiB pool): the
-issue's 8 % and 2 % are printed by the bench as missed (docs/adr/0012 says which rows and
-why); and engines that failed to start are predicted to fail.
+end to end with samplerPath auto, leave one source out: median |err| <= 3 % and p90 <= 8 %
+(the issue's targets, met); the worst over-prediction may not grow past what the bench
+measured on 74 gated rows from 17 sources (+21.4 %, a ROCm V0 TP 8 start): the issue's 2 % is
+printed by the bench as missed (docs/adr/0012 says which rows and why); and engines that
+failed to start are predicted to fail. LOSO pools non-torch measurements only within one GPU
+link class at TP > 1.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from types import ModuleType
 
 import pytest
 
+from kvscale.capacity import PlanRequest, find_gpu, find_model
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "capacity_accuracy.py"
-# Ratchets at the figures measured on the 74-row bench (lower them as the model improves).
-LOSO_P90_RATCHET = 0.10
-LOSO_MAX_OVER_RATCHET = 0.77
+# The issue's p90 target, and a ratchet at the worst over-prediction measured on the 74-row
+# bench (lower it as the model improves).
+LOSO_P90_TARGET = 0.08
+LOSO_MAX_OVER_RATCHET = 0.22
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_end_to_end_leave_one_source_out(bench: ModuleType, results: list) -> No
     assert len(loso) >= 60 and len({r.source for r in loso}) >= 10
     summary = bench.summarise(loso)
     assert summary.median_abs <= 0.03
-    assert summary.p90_abs <= LOSO_P90_RATCHET
+    assert summary.p90_abs <= LOSO_P90_TARGET
     assert summary.max_over <= LOSO_MAX_OVER_RATCHET
 
 
@@ -87,6 +91,38 @@ def test_loso_never_uses_the_held_out_sources_own_non_torch(
     unshifted = {r.index: r.predicted for r in bench.leave_one_source_out(results)
                  if r.source != source}  # fmt: skip
     assert others != unshifted  # ... while the other sources' predictions do use it
+
+
+def test_loso_does_not_pool_pcie_rows_into_nvlink_tp_classes(
+    bench: ModuleType, results: list
+) -> None:
+    # Lines 83 (8x L40S) and 92 (2x L4) are PCIe TP > 1 starts; moving their implied non-torch
+    # must not move any NVLink (H100) TP > 1 row's LOSO prediction.
+    pcie_lines = {83, 92}
+    shifted = [
+        replace(r, implied_non_torch=r.implied_non_torch + 10 * 2**30)
+        if r.index in pcie_lines and r.implied_non_torch is not None
+        else r
+        for r in results
+    ]
+    h100_tp = [r for r in bench.leave_one_source_out(results)
+               if "H100" in r.label and not r.label.endswith("tp1")]  # fmt: skip
+    assert len(h100_tp) >= 10
+    after = {r.index: r.predicted for r in bench.leave_one_source_out(shifted)}
+    assert {r.index: r.predicted for r in h100_tp} == {r.index: after[r.index] for r in h100_tp}
+
+
+def test_non_torch_class_splits_tp_by_link_not_tp1(bench: ModuleType) -> None:
+    model = find_model("Qwen/Qwen3-8B")
+
+    def klass(gpu: str, tp: int) -> str:
+        request = PlanRequest(model=model, gpu=find_gpu(gpu), engine_version="0.19.0",
+                              tensor_parallel=tp)  # fmt: skip
+        return str(bench._non_torch_class(request))
+
+    assert klass("L4", 2) != klass("H100", 2) != klass("MI300X", 2) != klass("L4", 2)
+    assert klass("L40S", 2) == klass("L4", 2)  # both PCIe-only NVIDIA cards
+    assert klass("L4", 1) == klass("H100", 1)  # no peer traffic at TP 1
 
 
 def test_mode_b_predicts_failed_starts(bench: ModuleType, results: list) -> None:

@@ -10,6 +10,7 @@ import pytest
 from kvscale.capacity import (
     GIB,
     CapacityInputError,
+    PeerLink,
     PlanRequest,
     SamplerPath,
     blocks_for_tokens,
@@ -18,6 +19,7 @@ from kvscale.capacity import (
     plan_capacity,
     plan_to_json,
 )
+from kvscale.capacity import rules as rules_module
 
 LLAMA8B = find_model("meta-llama/Llama-3.1-8B-Instruct")  # vocab 128256, hidden 4096
 H100 = find_gpu("H100")
@@ -206,3 +208,31 @@ def test_observed_non_kv_replaces_sglangs_weights_too() -> None:
 def test_non_kv_is_what_the_budget_charges_besides_the_pool(engine: str, version: str) -> None:
     plan = plan_capacity(_request(engine=engine, engine_version=version))
     assert plan.non_kv_bytes == plan.requested_bytes - plan.available_kv_bytes
+
+
+def _tp2_non_torch(gpu: str, version: str = "0.28.0") -> int:
+    request = _request(gpu=find_gpu(gpu), tensor_parallel=2, engine_version=version)
+    return plan_capacity(request).non_torch_bytes
+
+
+@pytest.mark.parametrize("version", ["0.11.0", "0.19.0", "0.28.0"])
+def test_tp2_non_torch_is_the_nvlink_figure_on_every_link_until_measured(version: str) -> None:
+    # Only NVLink logs measure the TP >= 2 extra on two sources; PCIe (L4), xGMI (MI300X) and an
+    # optional bridge (A100 PCIe) are charged as much, never less (ADR 0012).
+    nvlink = _tp2_non_torch("H100", version)
+    assert nvlink > plan_capacity(_request(engine_version=version)).non_torch_bytes
+    for gpu in ("L4", "MI300X", "A100 PCIe"):
+        assert _tp2_non_torch(gpu, version) == nvlink, gpu
+
+
+def test_a_links_own_tp_figure_reaches_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU's link is what the budget looks the TP >= 2 extra up by, and only at TP >= 2.
+    last = rules_module.VLLM_RULES[-1]
+    measured = replace(last, non_torch_tp_extra_by_link=((PeerLink.PCIE, 0.1),))
+    monkeypatch.setattr(rules_module, "VLLM_RULES", (*rules_module.VLLM_RULES[:-1], measured))
+    version = str(last.since)
+    assert _tp2_non_torch("L4", version) < _tp2_non_torch("H100", version)
+    assert _tp2_non_torch("MI300X", version) == _tp2_non_torch("H100", version)
+    tp1 = {gpu: plan_capacity(_request(gpu=find_gpu(gpu), engine_version=version)).non_torch_bytes
+           for gpu in ("L4", "H100")}  # fmt: skip
+    assert tp1["L4"] == tp1["H100"]

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from kvscale.capacity import GIB, CapacityInputError, find_gpu, find_model, list_gpus, list_models
-from kvscale.capacity.catalog import parse_number
+from kvscale.capacity import (
+    GIB,
+    CapacityInputError,
+    PeerLink,
+    find_gpu,
+    find_model,
+    list_gpus,
+    list_models,
+)
+from kvscale.capacity.catalog import parse_number, peer_link
 
 
 @pytest.mark.parametrize(
@@ -51,6 +59,29 @@ def test_gpu_facts_from_the_catalog() -> None:
     assert l4.memory_bytes == int((22.49 - 0.5) * GIB)
     assert not find_gpu("A100-80GB").fp8_kv_native
     assert {g.id for g in list_gpus()} >= {"h100_sxm_80gb", "l40s", "a100_sxm_80gb"}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "link"),
+    [
+        ("H100", PeerLink.NVLINK),  # "NVLink 4 (18 links)"
+        ("B200", PeerLink.NVLINK),  # "NVLink 5 / NVSwitch (NV18)"
+        ("L4", PeerLink.PCIE),  # "none (PCIe)"
+        ("H100 PCIe", PeerLink.PCIE),  # "none by default (PCIe)"
+        ("RTX 4090", PeerLink.PCIE),  # "none"
+        ("MI300X", PeerLink.XGMI),  # "Infinity Fabric (7 x xGMI links, 8-GPU mesh)"
+        ("A100 PCIe", PeerLink.UNKNOWN),  # "optional 2-GPU NVLink bridge": may be absent
+    ],
+)
+def test_gpu_peer_link_from_the_catalog(gpu: str, link: PeerLink) -> None:
+    assert find_gpu(gpu).peer_link is link
+
+
+@pytest.mark.parametrize(
+    "cell", [None, "", "  ", "24 x 100GbE RoCE on-die", "2-way NVLink bridge supported", "n/a"]
+)
+def test_unrecognised_or_optional_links_are_unknown(cell: str | None) -> None:
+    assert peer_link(cell) is PeerLink.UNKNOWN
 
 
 def test_model_lookup_by_hf_id() -> None:

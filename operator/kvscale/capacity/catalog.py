@@ -19,7 +19,7 @@ from typing import Any
 
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.geometry import model_from_config
-from kvscale.capacity.types import GIB, GpuSpec, ModelGeometry
+from kvscale.capacity.types import GIB, GpuSpec, ModelGeometry, PeerLink
 
 TERA = 1e12
 # torch.cuda.mem_get_info() reports ~0.5 GiB less than the driver total (H100 79.65 -> 79.18,
@@ -102,6 +102,22 @@ def _memory_bytes(row: Mapping[str, str]) -> int | None:
     return int((driver_gib - DRIVER_TO_CUDA_GAP_GIB) * GIB)
 
 
+def peer_link(cell: str | None) -> PeerLink:
+    """The catalog's `scaleup_interconnect` cell as a link kind. A bridge the SKU may lack
+    ("optional", "supported") and anything unrecognised are UNKNOWN, which plans as the
+    costliest link; "none" means the GPUs meet over PCIe."""
+    text = (cell or "").strip().lower()
+    if not text or "optional" in text or "supported" in text:
+        return PeerLink.UNKNOWN
+    if text.startswith("none"):
+        return PeerLink.PCIE
+    if "nvlink" in text or "nvswitch" in text:
+        return PeerLink.NVLINK
+    if "infinity fabric" in text or "xgmi" in text:
+        return PeerLink.XGMI
+    return PeerLink.UNKNOWN
+
+
 def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
     memory = _memory_bytes(row)
     bandwidth = parse_number(row.get("mem_bw_TBps"))
@@ -122,6 +138,7 @@ def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
         fp8_flops=fp8 * TERA if fp8 else None,
         fp8_kv_native=(row.get("fp8_kv_cache") or "").strip().lower().startswith("native"),
         price_usd_per_hour=parse_number(row.get("price_usd_per_gpu_hr_indicative")),
+        peer_link=peer_link(row.get("scaleup_interconnect")),
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kvscale.capacity.nonkv import SamplerPath
 from kvscale.capacity.release import EngineVersion
-from kvscale.capacity.types import GIB
+from kvscale.capacity.types import GIB, PeerLink
 
 _S, _F, _T, _V2 = SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2
 
@@ -45,15 +45,22 @@ class VllmRules:
     # pool holds back: the request must fit in num_blocks - 1 (vLLM PR #47272, merged
     # 2026-07-01; first verified in 0.32.0 against the real engine, earlier releases not).
     fit_reserves_null_block: bool = False
-    # What TP >= 2 adds per rank (NCCL and all-reduce buffers allocated during the profile run).
+    # What TP >= 2 adds per rank (NCCL and all-reduce buffers allocated during the profile run),
+    # as measured over NVLink: the figure every link is charged unless it has its own below.
     non_torch_tp_extra_gib: float = NON_TORCH_TP_EXTRA_GIB
     # Fused-MoE scratch comes from a persistent workspace (v1/worker/workspace.py, first in the
     # 0.13.0 wheel; 0.12.0's modular_kernel.py allocates per call): live when the sampler runs.
     moe_workspace: bool = False
+    # A link's own TP >= 2 figure, once two independent sources measure it on this release
+    # range (none yet: see the non-torch notes below); links not listed pay the NVLink figure.
+    non_torch_tp_extra_by_link: tuple[tuple[PeerLink, float], ...] = ()
 
-    def non_torch_bytes(self, tp: int) -> int:
-        """Non-torch memory the profile charges per rank at tensor parallelism `tp`."""
-        extra = self.non_torch_tp_extra_gib if tp > 1 else 0.0
+    def non_torch_bytes(self, tp: int, link: PeerLink = PeerLink.UNKNOWN) -> int:
+        """Non-torch memory the profile charges per rank at tensor parallelism `tp` between
+        GPUs joined by `link`."""
+        extra = 0.0
+        if tp > 1:
+            extra = dict(self.non_torch_tp_extra_by_link).get(link, self.non_torch_tp_extra_gib)
         return int(self.non_torch_tp1_gib * GIB) + int(extra * GIB)
 
 
@@ -150,6 +157,14 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 #   vLLM PR#10511's 0.6.5 H100 logs show (1.79 GiB at TP 1, 3.58 at TP 2). Which release
 #   between 0.11.0 and 0.19.0 grew it is not measured: 0.17 is where the Triton-sampler era
 #   starts, and on the releases in between the planner charges the smaller figure.
+# - Both TP >= 2 figures are NVLink measurements, and the buffers depend on the link (NCCL's
+#   P2P channels and NVLS multicast buffers, vLLM's custom all-reduce IPC buffers exist over
+#   NVLink; PCIe GPUs fall back to fewer channels and host memory, and vLLM turns custom
+#   all-reduce off there beyond two GPUs). Every link (GpuSpec.peer_link: PCIe, xGMI, unknown)
+#   is charged the NVLink figure, the larger and so the safe one, until two independent
+#   sources measure a link's own (VllmRules.non_torch_tp_extra_by_link). One source each so
+#   far, both PCIe: a two-L4 0.28.0 start implies ~0 GiB extra, an eight-L40S 0.10.2 start
+#   logs 0.21 GiB non-torch in all (~0.08 extra); ADR 0012.
 NON_TORCH_TP1_BYTES = int(NON_TORCH_TP1_GIB * GIB)
 NON_TORCH_TP_EXTRA_BYTES = int(NON_TORCH_TP_EXTRA_GIB * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES

@@ -28,6 +28,18 @@ class LayerKind(StrEnum):
     NONE = "none"  # no KV state (e.g. a layer whose KV is shared with another)
 
 
+class PeerLink(StrEnum):
+    """How the GPUs of one node reach each other (catalog column `scaleup_interconnect`).
+
+    The TP >= 2 non-torch charge (NCCL channels, custom all-reduce and multicast buffers)
+    depends on it; UNKNOWN is planned as the costliest link measured (rules.py)."""
+
+    NVLINK = "nvlink"  # NVLink links, NVSwitch or an NVLink bridge the SKU ships with
+    PCIE = "pcie"  # no peer link: PCIe (and host memory) only
+    XGMI = "xgmi"  # AMD Infinity Fabric
+    UNKNOWN = "unknown"  # blank, optional bridge, or a fabric vLLM's CUDA path does not use
+
+
 @dataclass(frozen=True)
 class RopeTable:
     """One rotary-embedding cos/sin table the engine builds (capacity/rope.py sizes it)."""
@@ -89,6 +101,7 @@ class GpuSpec:
     fp8_flops: float | None
     fp8_kv_native: bool
     price_usd_per_hour: float | None
+    peer_link: PeerLink = PeerLink.UNKNOWN  # GPU-to-GPU link within a node (unknown: safe side)
 
 
 @dataclass(frozen=True)
