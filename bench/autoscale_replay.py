@@ -74,6 +74,8 @@ class Scenario:
     deployment: str
     load: Callable[[bool], Trace]
     window_s: float  # the hindsight optimum's window (needs are found per window by replay)
+    # What the policies' pre-roll replays (None: the trace's own first minutes)
+    preroll: Callable[[bool], Trace] | None = None
 
 
 def _azure(kind: str, rate: float) -> Callable[[bool], Trace]:
@@ -95,6 +97,13 @@ def _ramp(quick: bool) -> Trace:
     half_s = 300.0 if quick else 600.0
     trace = slice_trace(trace, 0.0, 2 * half_s)
     return ramp_trace(trace, ((0.0, 1.0), (half_s, 8.0), (2 * half_s, 1.0)), seed=0)
+
+
+def _native_conv(quick: bool) -> Trace:
+    """The ramp's pre-roll: Azure conv at its native rate, the steady 1x the service ran at
+    before the rise (the ramp's own first minutes would replay a rise to ~4.5x and then a drop
+    back to 1x at t = 0 that no running service sees)."""
+    return load_azure(default_azure_path("conv"))
 
 
 def _servegen(quick: bool) -> Trace:
@@ -121,7 +130,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("conv", "Azure conv 1h x8", "llama-3.1-8b-h100.yaml", _azure("conv", 8.0), 300.0),
     Scenario("code", "Azure code 1h x8", "llama-3.1-8b-h100.yaml", _azure("code", 8.0), 300.0),
     Scenario("mooncake", "Mooncake conv 1h", "llama-3.1-8b-h100-128k.yaml", _mooncake, 300.0),
-    Scenario("ramp", "Azure conv 1x-8x-1x 20min", "llama-3.1-8b-h100.yaml", _ramp, 120.0),
+    Scenario(
+        "ramp", "Azure conv 1x-8x-1x 20min", "llama-3.1-8b-h100.yaml", _ramp, 120.0, _native_conv
+    ),
     Scenario("diurnal", "ServeGen m-large 48h", "llama-3.1-8b-h100-128k.yaml", _servegen, 1800.0),
 )
 
@@ -140,11 +151,12 @@ def run_scenario(sc: Scenario, quick: bool) -> Outcome:
     trace = sc.load(quick)
     started = time.perf_counter()
     print("sizing the static baseline (smallest fixed count meeting the SLO)…", file=sys.stderr)
-    static_n = size_static_replicas(trace, setup, ReplayOptions())
+    options = ReplayOptions(preroll=sc.preroll(quick) if sc.preroll else None)
+    static_n = size_static_replicas(trace, setup, options)
     print("hindsight optimum: per-window needs by replay…", file=sys.stderr)
     optimal = hindsight_optimal(trace, setup, sc.window_s, initial=static_n)
-    results, _ = run_policies(trace, setup, POLICIES, ReplayOptions(), static_replicas=static_n)
-    peak = run_replay(trace, setup, StaticPolicy(optimal.peak_need), ReplayOptions())
+    results, _ = run_policies(trace, setup, POLICIES, options, static_replicas=static_n)
+    peak = run_replay(trace, setup, StaticPolicy(optimal.peak_need), options)
     results["peak-static"] = replace(peak, policy="peak-static")
     return Outcome(results, static_n, optimal, len(trace), time.perf_counter() - started)
 

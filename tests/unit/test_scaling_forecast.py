@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ from kvscale.scaling.forecast import (
     profile_at,
     seasonal_forecast,
     seed_profile,
+    sure_fall,
     trend_forecast,
 )
 from kvscale.scaling.types import SEASON_BINS, SeasonProfile
@@ -154,3 +156,50 @@ def test_an_unknown_demand_is_no_evidence_of_a_quiet_bin() -> None:
     profile = fold_sample(profile, SEASON_BIN_S, Demand(1.0, 1.0))  # closes bin 0
     assert profile.kv_units[0] == pytest.approx(3.0)
     assert profile.prefill_units[0] == pytest.approx(1.0)
+
+
+def _fall_state(kv: list[tuple[float, float]], prefill: list[tuple[float, float]]) -> ScalerState:
+    samples = tuple((t, k, p) for (t, k), (_, p) in zip(kv, prefill, strict=True))
+    return ScalerState(demand_samples=samples)
+
+
+def test_a_sure_fall_needs_every_known_series_to_fall() -> None:
+    times = [float(t) for t in range(0, 301, 15)]
+    falling = [(t, 3.0 - t / 300.0) for t in times]  # -0.2 replica/min
+    flat = [(t, 1.5) for t in times]
+    both = sure_fall(_fall_state(falling, falling), 300.0)
+    assert both is not None
+    assert both * 60 == pytest.approx(-0.2)  # an exact line: all of it is sure
+    assert sure_fall(_fall_state(falling, flat), 300.0) is None  # prompt load holds up
+    rng = random.Random(7)
+    noisy = [(t, 1.5 + rng.gauss(0.0, 0.3)) for t in times]
+    assert sure_fall(_fall_state(noisy, noisy), 300.0) is None
+    assert sure_fall(ScalerState(), 300.0) is None
+
+
+def _scale_in_delay_s(demand: Callable[[float], float]) -> float | None:
+    """Seconds from the first tick whose demand asks fewer than 4 replicas (KV at its target)
+    until the fleet of 4 scales in (None: it never did)."""
+    config = replace(CONFIG, scale_down_cooldown_s=0.0, scale_down_max_ttft_frac=1.0)
+    state, replicas, asked_fewer_s = ScalerState(), 4, None
+    for index in range(61):
+        now_s = index * TICK_S
+        units = demand(now_s)
+        if asked_fewer_s is None and math.ceil(units / config.target_kv_utilization_frac) < 4:
+            asked_fewer_s = now_s
+        observation = Observation(
+            ReplicaCounts(replicas, replicas, 0), signals(replicas, kv_usage_frac=units / replicas)
+        )
+        decision, state = decide(config, state, observation, now_s)
+        if decision.act and decision.replicas < replicas and asked_fewer_s is not None:
+            return now_s - asked_fewer_s
+    return None
+
+
+def test_a_sure_fall_scales_in_one_horizon_after_demand_asks_a_dip_waits_the_window() -> None:
+    # 3 replicas' worth at full use until t = 120 s, then a steady fall (-0.3/min) or a dip
+    fall = _scale_in_delay_s(lambda t: 3.0 if t <= 120 else 3.0 - (t - 120) / 200.0)
+    dip = _scale_in_delay_s(lambda t: 3.0 if t <= 120 else 1.6)
+    assert fall is not None and dip is not None
+    assert dip >= CONFIG.scale_down_stabilization_s - TICK_S
+    assert fall <= CONFIG.forecast_horizon_s + TICK_S

@@ -12,7 +12,7 @@ from kvscale.scaling import ReplicaCounts, ScalingConfig, Signals
 from kvscale.sim.engine import SimRequest
 from kvscale.sim.fleet import ColdStart, Fleet
 from kvscale.sim.policies import FleetView, HpaPolicy, build_policy
-from kvscale.sim.replay import ReplayOptions, run_replay
+from kvscale.sim.replay import ReplayOptions, build_requests, run_replay
 from kvscale.sim.router import LeastKvRouter, RoundRobinRouter
 from kvscale.sim.setup import SimSetup, build_sim_setup
 from kvscale.sim.traces import default_azure_path, generate_servegen, load_azure, slice_trace
@@ -70,6 +70,18 @@ def test_static_run_is_scored(setup: SimSetup) -> None:
         "gpuHours", "sloAttainment", "ttftP95S", "itlP95S", "preemptions", "rejected",
         "scaleEvents", "peakReplicas",
     }  # fmt: skip
+
+
+def test_the_pre_roll_replays_the_given_load_before_t0() -> None:
+    conv = load_azure(default_azure_path("conv"))
+    trace = slice_trace(conv, 0.0, 60.0)
+    own, n_own = build_requests(trace, 30.0)
+    given, n_given = build_requests(trace, 30.0, preroll=slice_trace(conv, 600.0, 700.0))
+    assert n_own == sum(1 for r in own if r.arrival_s < 0) > 0
+    assert n_given == sum(1 for r in given if r.arrival_s < 0) > 0
+    assert [r.prompt_tokens for r in own[:n_own]] != [r.prompt_tokens for r in given[:n_given]]
+    assert [r.prompt_tokens for r in own[n_own:]] == [r.prompt_tokens for r in given[n_given:]]
+    assert all(-30.0 <= r.arrival_s < 0 for r in given[:n_given])
 
 
 def _view(desired: int, ready: int, starting: int, **signals: float) -> FleetView:

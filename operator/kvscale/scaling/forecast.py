@@ -217,6 +217,26 @@ def series(
     return [(s[0], value) for s in samples for value in (s[which],) if value is not None]
 
 
+def sure_fall(state: ScalerState, now_s: float) -> float | None:
+    """The slowest sure fall (per second, < 0) of the demand, when every known series falls.
+
+    The mirror of the trend's rise test (`trend_forecast` on the negated series: beyond two
+    standard errors, still going on, no single step), required of the KV and the prompt
+    series alike — a replica sized by the one that does not fall is still needed. None when
+    any known series does not surely fall, or none is known.
+    """
+    falls: list[float] = []
+    for which in (1, 2):
+        points = series(state.demand_samples, which)
+        if not points:
+            continue
+        mirrored = trend_forecast([(t, -y) for t, y in points], now_s, 0.0)
+        if mirrored is None:
+            return None
+        falls.append(-mirrored[1])
+    return max(falls) if falls else None
+
+
 @dataclass(frozen=True)
 class Forecast:
     """One series' forecast one horizon ahead, and what drove it."""

@@ -8,6 +8,7 @@ stabilisation guard also returns the bounded recommendation history to remember.
 from __future__ import annotations
 
 from kvscale.scaling import reasons
+from kvscale.scaling.forecast import sure_fall
 from kvscale.scaling.terms import Tick
 from kvscale.scaling.types import ScalingConfig, StepResult
 
@@ -88,11 +89,15 @@ def stabilise(
     """HPA stabilisation: scale up to the min over the up window, down to the max over the down.
 
     Fast up (short window), slow down (long window): a dip must last the whole down window
-    before capacity is removed, so noisy load does not flap.
+    before capacity is removed, so noisy load does not flap. A sure fall is no dip: while
+    every demand series surely falls (`forecast.sure_fall`, the trend's own test mirrored),
+    the down window is one forecast horizon — a recommendation older than a cold start was
+    made for demand that has gone and that the forecast does not see coming back.
     """
     config = tick.config
+    down_s, falling = _down_window(tick)
     up_floor = min(_window_values(history, tick.now_s, config.scale_up_stabilization_s))
-    down_ceiling = max(_window_values(history, tick.now_s, config.scale_down_stabilization_s))
+    down_ceiling = max(_window_values(history, tick.now_s, down_s))
     if tick.current < up_floor:
         target = up_floor
     elif tick.current > down_ceiling:
@@ -102,17 +107,25 @@ def stabilise(
     if target == verdict.replicas:
         return verdict
     if target == tick.current:
-        window_s = (
-            config.scale_down_stabilization_s
-            if verdict.replicas < tick.current
-            else config.scale_up_stabilization_s
-        )
+        window_s = down_s if verdict.replicas < tick.current else config.scale_up_stabilization_s
         message = (
-            f"{verdict.message}; held at {tick.current} by the {window_s:.0f}s stabilisation window"
+            f"{verdict.message}; held at {tick.current} by the {window_s:.0f}s stabilisation"
+            f" window{falling}"
         )
         return StepResult("stabilise", tick.current, reasons.STABILISING, message)
-    message = f"{verdict.message}; stabilised to {target}"
+    message = f"{verdict.message}; stabilised to {target}{falling}"
     return StepResult("stabilise", target, verdict.reason, message)
+
+
+def _down_window(tick: Tick) -> tuple[float, str]:
+    """The scale-down window this tick, and what shortened it (empty when nothing did)."""
+    config = tick.config
+    window_s = config.scale_down_stabilization_s
+    if 0 < config.forecast_horizon_s < window_s:
+        fall = sure_fall(tick.state, tick.now_s)
+        if fall is not None:
+            return config.forecast_horizon_s, f" (demand surely falling, {fall * 60:+.2f}/min)"
+    return window_s, ""
 
 
 def _window_values(

@@ -15,7 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,6 +54,10 @@ class ReplayOptions:
     router: str = "least-kv"
     drain_limit_s: float = 3600.0  # after the last arrival, stop waiting for stragglers
     abort_after_misses: int | None = None  # stop early once this many requests missed the SLO
+    # What the pre-roll replays (its first warmup_s): by default the trace's own first minutes.
+    # A scenario whose first minutes are not the steady state it starts from (a ramp) passes
+    # the load the service ran at before it.
+    preroll: Trace | None = None
 
 
 class ReplayAbortedError(Exception):
@@ -121,11 +125,14 @@ def meets_slo(req: SimRequest, setup: SimSetup) -> bool:
     return itl is None or req.tpot_s <= itl
 
 
-def build_requests(trace: Trace, warmup_s: float) -> tuple[list[SimRequest], int]:
-    """Pre-roll copies (negative times, own hash namespace) + the trace; returns (all, n_pre)."""
+def build_requests(
+    trace: Trace, warmup_s: float, preroll: Trace | None = None
+) -> tuple[list[SimRequest], int]:
+    """Pre-roll copies (negative times, own hash namespace) of the first `warmup_s` of
+    `preroll` (default: the trace itself) + the trace; returns (all, n_pre)."""
     reqs: list[SimRequest] = []
     if warmup_s > 0:
-        pre = slice_trace(trace, 0.0, warmup_s)
+        pre = slice_trace(trace if preroll is None else preroll, 0.0, warmup_s)
         for i in range(len(pre)):
             hashes = (
                 () if pre.hashes is None else tuple(h + _PREROLL_HASH_OFFSET for h in pre.hashes[i])
@@ -244,7 +251,7 @@ class _Replay:
 
     def run(self, progress: ProgressFn | None) -> list[SimRequest]:
         opts = self.opts
-        reqs, n_pre = build_requests(self.trace, opts.warmup_s)
+        reqs, n_pre = build_requests(self.trace, opts.warmup_s, opts.preroll)
         t0 = -opts.warmup_s if opts.warmup_s > 0 else 0.0
         self.fleet.scale_to(self.policy.initial_replicas(), t0, warm=True)
         self.policy.start(t0)
@@ -348,13 +355,7 @@ def size_static_replicas(
     make = build or StaticPolicy
     base = options or ReplayOptions()
     allowed = int(len(trace) * (1.0 - target_frac))
-    opts = ReplayOptions(
-        tick_s=base.tick_s,
-        warmup_s=base.warmup_s,
-        router=base.router,
-        drain_limit_s=base.drain_limit_s,
-        abort_after_misses=allowed,
-    )
+    opts = replace(base, abort_after_misses=allowed)
 
     def meets(count: int) -> bool:
         return _static_meets(trace, setup, make(count), opts)
