@@ -55,7 +55,10 @@ class ScalingSpec(ApiModel):
     )
     scale_down_stabilization_seconds: int = Field(
         default=300,
-        description="Window over which the highest recommendation wins before scaling down.",
+        description=(
+            "Window over which the highest recommendation wins before scaling down; one"
+            " forecast horizon while the KV and prompt demand surely fall."
+        ),
         ge=0,
         le=3600,
     )

@@ -134,7 +134,8 @@ def replicas_text(count: int) -> str:
 _WHY = {
     "kvscale": (
         "sizes for KV and prompt demand now and one cold start ahead (trend, daily profile),"
-        " with SLO, queue and preemption terms as a safety net; the prompt load one replica"
+        " with SLO, queue and preemption terms as a safety net, and scales in within one cold"
+        " start once the fall is sure; the prompt load one replica"
         " takes comes from the plan's roofline until an SLO breach teaches a lower one"
     ),
     "static": "holds the count that meets the SLO at the peak, also while the load is low",
