@@ -9,7 +9,7 @@ each gets its own small function over the same inputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvscale.capacity import rules as v
 from kvscale.capacity.errors import CapacityInputError
@@ -22,7 +22,7 @@ from kvscale.capacity.nonkv import (
 )
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
-from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest
+from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest, estimated_non_kv_bytes
 
 DEFAULT_VOCAB = 32000
 DEFAULT_HIDDEN = 4096
@@ -166,14 +166,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     rope = vllm_rope_cache_bytes(request.model, request.engine_version)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
-    observed = request.observed_non_kv_bytes
-    if request.kv_cache_memory_bytes is not None:  # --kv-cache-memory-bytes skips profiling
-        available = request.kv_cache_memory_bytes
-    elif observed is not None:  # calibrated from the live engine or a startup log
-        available = requested - observed
-    else:
-        available = requested - weights - rope - activation - non_torch - cudagraph
-    return Budget(
+    budget = Budget(
         total_bytes=total,
         utilization=util,
         requested_bytes=requested,
@@ -181,7 +174,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
         activation_bytes=activation,
         non_torch_bytes=non_torch,
         cudagraph_bytes=cudagraph,
-        available_kv_bytes=available,
+        available_kv_bytes=0,
         max_num_batched_tokens=mnbt,
         max_num_seqs=seqs,
         block_size_tokens=request.block_size_tokens or v.VLLM_BLOCK_SIZE,
@@ -189,6 +182,14 @@ def vllm_budget(request: PlanRequest) -> Budget:
         sampler_path=path,
         rope_cache_bytes=rope,
     )
+    observed = request.observed_non_kv_bytes
+    if request.kv_cache_memory_bytes is not None:  # --kv-cache-memory-bytes skips profiling
+        available = request.kv_cache_memory_bytes
+    elif observed is not None:  # calibrated from the live engine or a startup log
+        available = requested - observed
+    else:
+        available = requested - estimated_non_kv_bytes(budget)
+    return replace(budget, available_kv_bytes=available)
 
 
 def sglang_budget(request: PlanRequest) -> Budget:

@@ -15,7 +15,13 @@ from kvscale.capacity.budget import (
 )
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.kvlayout import KvLayout, blocks_for_request, build_layout
-from kvscale.capacity.types import CapacityPlan, KvGroup, LayerKind, PlanRequest
+from kvscale.capacity.types import (
+    CapacityPlan,
+    KvGroup,
+    LayerKind,
+    PlanRequest,
+    estimated_non_kv_bytes,
+)
 
 ENGINE_BUDGETS: dict[str, Callable[[PlanRequest], Budget]] = {
     "vllm": vllm_budget,
@@ -122,8 +128,7 @@ def _engine_cap(request: PlanRequest, budget: Budget, kv_tokens: int) -> int:
 
 def _not_fitting_reason(request: PlanRequest, budget: Budget, needed: int, fitting: int) -> str:
     if budget.available_kv_bytes <= 0:
-        parts = budget.weights_bytes + budget.activation_bytes + budget.non_torch_bytes
-        parts += budget.cudagraph_bytes + budget.rope_cache_bytes
+        parts = estimated_non_kv_bytes(budget)
         if request.observed_non_kv_bytes is not None:  # what a live engine was seen to use
             parts = request.observed_non_kv_bytes
         return (

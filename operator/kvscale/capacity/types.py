@@ -9,11 +9,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from kvscale.capacity.nonkv import SamplerPath
 from kvscale.capacity.release import EngineVersion
 
 GIB = 1024**3
+
+
+class NonKvCharges(Protocol):
+    """The per-rank charges a vLLM-style budget takes before the KV pool (Budget, CapacityPlan)."""
+
+    @property
+    def weights_bytes(self) -> int: ...
+    @property
+    def rope_cache_bytes(self) -> int: ...
+    @property
+    def activation_bytes(self) -> int: ...
+    @property
+    def non_torch_bytes(self) -> int: ...
+    @property
+    def cudagraph_bytes(self) -> int: ...
+
+
+def estimated_non_kv_bytes(charges: NonKvCharges) -> int:
+    """Weights + rope tables + activation peak + non-torch + CUDA graphs, per rank."""
+    return (
+        charges.weights_bytes
+        + charges.rope_cache_bytes
+        + charges.activation_bytes
+        + charges.non_torch_bytes
+        + charges.cudagraph_bytes
+    )
+
+
 DEFAULT_ENGINE_VERSION = EngineVersion.parse("0.11.0")
 
 
@@ -193,8 +222,7 @@ class CapacityPlan:
             return observed
         if self.request.engine == "sglang":
             return self.weights_bytes
-        estimated = self.weights_bytes + self.activation_bytes + self.non_torch_bytes
-        return estimated + self.rope_cache_bytes + self.cudagraph_bytes
+        return estimated_non_kv_bytes(self)
 
     @property
     def non_kv_source(self) -> str:
