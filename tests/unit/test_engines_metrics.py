@@ -131,6 +131,17 @@ def test_histogram_quantile_keeps_le_and_groups() -> None:
     )
 
 
+def test_slo_quantiles_read_the_latency_window_the_rest_the_rate_window() -> None:
+    q = build_deployment_queries(VLLM_NEW, window_s=60, latency_window_s=300)
+    assert q.ttft_quantile is not None and "[300s]" in q.ttft_quantile
+    assert q.itl_quantile is not None and "[300s]" in q.itl_quantile
+    for short in (q.ttft_quantile_recent, q.queue_time_quantile, q.prompt_token_rate):
+        assert short is not None and "[60s]" in short
+    assert q.ttft_quantile_recent.replace("[60s]", "[300s]") == q.ttft_quantile
+    same = build_deployment_queries(VLLM_NEW, window_s=60)  # one window unless told
+    assert same.ttft_quantile == same.ttft_quantile_recent
+
+
 def test_counter_rate_and_gauge_sum() -> None:
     assert (
         promql_preemption_rate(VLLM_NEW, window_s=30)

@@ -416,6 +416,26 @@ CASES = [
         False,
         config={"max_scale_down_step": 4},
     ),
+    # the guard reads the last minute: a quiet minute lets it through although the SLO's
+    # longer window still remembers the burst, and a busy one holds although it does not
+    Case(
+        "a quiet last minute lets the scale-down through",
+        4,
+        sig(4, kv_usage_frac=0.3, ttft_p95_s=0.6, ttft_p95_recent_s=0.3),
+        2,
+        reasons.KV_DEMAND,
+        True,
+        config={"max_scale_down_step": 4},
+    ),
+    Case(
+        "a busy last minute holds the scale-down",
+        4,
+        sig(4, kv_usage_frac=0.3, ttft_p95_s=0.3, ttft_p95_recent_s=0.6),
+        4,
+        reasons.LATENCY_HEADROOM_HOLD,
+        False,
+        config={"max_scale_down_step": 4},
+    ),
     # the same load at TTFT p95 0.4 s (40 %): the scale-down goes through
     Case(
         "ttft with headroom lets the scale-down through",

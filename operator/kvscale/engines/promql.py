@@ -161,7 +161,8 @@ class DeploymentQueries:
     requests_waiting: str | None
     replicas_reporting: str | None
     preemption_rate: str | None
-    ttft_quantile: str | None
+    ttft_quantile: str | None  # over the latency window
+    ttft_quantile_recent: str | None  # over the rate window (the scale-in guard's)
     itl_quantile: str | None
     queue_time_quantile: str | None
     request_success_rate: str | None
@@ -178,12 +179,17 @@ def build_deployment_queries(
     *,
     window_s: int = DEFAULT_WINDOW_S,
     quantile: float = DEFAULT_QUANTILE,
+    latency_window_s: int | None = None,
 ) -> DeploymentQueries:
+    """Every signal's query; rates, the queue-time quantile and the recent TTFT quantile over
+    `window_s`, the SLO quantiles (TTFT, ITL) over `latency_window_s` (default: `window_s`)."""
+    slo_window_s = window_s if latency_window_s is None else latency_window_s
+
     def rate(counter: str | None) -> str | None:
         return promql_counter_rate(counter, group_by, window_s)
 
-    def q(histogram: str | None) -> str | None:
-        return promql_histogram_quantile(histogram, group_by, quantile=quantile, window_s=window_s)
+    def q(histogram: str | None, over_s: int = window_s) -> str | None:
+        return promql_histogram_quantile(histogram, group_by, quantile=quantile, window_s=over_s)
 
     return DeploymentQueries(
         kv_usage=promql_kv_usage(m, group_by),
@@ -191,8 +197,9 @@ def build_deployment_queries(
         requests_waiting=promql_requests_waiting(m, group_by),
         replicas_reporting=promql_replicas_reporting(m, group_by),
         preemption_rate=promql_preemption_rate(m, group_by, window_s),
-        ttft_quantile=promql_ttft_quantile(m, group_by, quantile=quantile, window_s=window_s),
-        itl_quantile=promql_itl_quantile(m, group_by, quantile=quantile, window_s=window_s),
+        ttft_quantile=q(m.ttft_seconds, slo_window_s),
+        ttft_quantile_recent=q(m.ttft_seconds),
+        itl_quantile=q(m.itl_seconds, slo_window_s),
         queue_time_quantile=q(m.queue_time_seconds),
         request_success_rate=rate(m.request_success),
         rejection_rate=rate(m.request_rejections),

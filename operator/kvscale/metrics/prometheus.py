@@ -46,7 +46,7 @@ from kvscale.metrics.vectors import (
     parse_sample_value,
     values_by_deployment,
 )
-from kvscale.scaling.observe import SIGNAL_WINDOW_S
+from kvscale.scaling.observe import LATENCY_WINDOW_S, SIGNAL_WINDOW_S
 from kvscale.scaling.signals import SIGNAL_FIELDS
 from kvscale.scaling.types import Signals
 
@@ -148,11 +148,13 @@ class PrometheusSource:
         timeout_s: float = 5.0,
         group_labels: tuple[str, str] = ("namespace", "llmd"),
         window_s: int = int(SIGNAL_WINDOW_S),
+        latency_window_s: int = int(LATENCY_WINDOW_S),
         stale_after_s: float = 60.0,
         quantile: float = 0.95,
         client: QueryClient | None = None,
     ) -> None:
-        """`window_s` is the rate/quantile window (≥ 4 scrape intervals); `stale_after_s` the
+        """`window_s` is the rate/quantile window (≥ 4 scrape intervals) and `latency_window_s`
+        the SLO quantiles' (TTFT, ITL p95); `stale_after_s` the
         sample age past which a pod no longer counts as reporting. `client` replaces the HTTP
         client (tests); otherwise auth is a bearer token (string, or a file re-read every cycle
         because projected service-account tokens rotate) and `ca_file` verifies TLS."""
@@ -162,6 +164,7 @@ class PrometheusSource:
         self.timeout_s = timeout_s
         self.group_labels = group_labels
         self.window_s = window_s
+        self.latency_window_s = latency_window_s
         self.stale_after_s = stale_after_s
         self.quantile = quantile
         self.queries_sent = 0  # in the last fetch (exposed for the operator's own metrics)
@@ -290,7 +293,11 @@ class PrometheusSource:
     def build_family(self, metrics: EngineMetrics) -> FamilyQueries:
         """All PromQL for one engine release (the engines package owns the metric names)."""
         built = build_deployment_queries(
-            metrics, self.group_labels, window_s=self.window_s, quantile=self.quantile
+            metrics,
+            self.group_labels,
+            window_s=self.window_s,
+            quantile=self.quantile,
+            latency_window_s=self.latency_window_s,
         )
         labels = ", ".join(self.group_labels)
         liveness = metrics.num_requests_running or metrics.kv_usage
@@ -401,6 +408,7 @@ class PrometheusSource:
             preemptions_per_s=values["preemptions_per_s"],
             rejections_per_s=values["rejections_per_s"],
             ttft_p95_s=values["ttft_p95_s"],
+            ttft_p95_recent_s=values["ttft_p95_recent_s"],
             itl_p95_s=values["itl_p95_s"],
             queue_time_p95_s=values["queue_time_p95_s"],
             prompt_tokens_per_s=values["prompt_tokens_per_s"],

@@ -48,6 +48,10 @@ def hold_cold_start(tick: Tick, verdict: StepResult) -> StepResult:
 def hold_latency_headroom(tick: Tick, verdict: StepResult) -> StepResult:
     """No scale-down while TTFT p95 is above `scale_down_max_ttft_frac` of its target.
 
+    Read over the last signal window (`ttft_p95_recent_s`), not the SLO's longer latency
+    window: the SLO term waits for a breach the SLO would count, the scale-in waits for the
+    last minute to be quiet too (the long window alone when the short one is unknown).
+
     The replicas that stay take the removed one's share (n/(n-1) the load each), and near its
     target TTFT grows faster than the load: a fleet that just meets the SLO breaks it after
     the step. The KV and prefill terms size minute averages; second-scale bursts show only in
@@ -60,7 +64,7 @@ def hold_latency_headroom(tick: Tick, verdict: StepResult) -> StepResult:
     frac, target, observed = (
         config.scale_down_max_ttft_frac,
         config.ttft_p95_target_s,
-        signals.ttft_p95_s,
+        signals.ttft_p95_s if signals.ttft_p95_recent_s is None else signals.ttft_p95_recent_s,
     )
     if target is None or observed is None or observed <= frac * target:
         return verdict

@@ -14,7 +14,10 @@ from typing import Protocol
 
 from kvscale.scaling.types import ReplicaCounts
 
-SIGNAL_WINDOW_S = 60.0  # the rate()/histogram_quantile() window of every windowed signal
+SIGNAL_WINDOW_S = 60.0  # the rate()/histogram_quantile() window of every demand signal
+# The histogram_quantile() window of the SLO signals (TTFT and ITL p95): an SLO states a
+# percentile over minutes, not over one minute's burst (ADR 0015).
+LATENCY_WINDOW_S = 300.0
 
 
 class PodState(Protocol):

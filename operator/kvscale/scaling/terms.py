@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from kvscale.scaling import reasons
 from kvscale.scaling.forecast import Demand, forecast_series, propose_forecast_units
-from kvscale.scaling.observe import SIGNAL_WINDOW_S
+from kvscale.scaling.observe import LATENCY_WINDOW_S
 from kvscale.scaling.types import ScalerState, ScalingConfig, Signals, StepResult
 
 _CEIL_EPS = 1e-9  # 3.0000000001 replicas is 3, not 4
@@ -183,7 +183,7 @@ def learn_prefill_target(tick: Tick, *, scale_down_undone: bool = False) -> Scal
 
     Learned only from a sustained breach (a p95 read from coarse buckets crosses the target
     for a single tick by interpolation alone) on a settled fleet: no replica starting and no
-    scale change within the signals' window, so latency and rate describe the replicas now.
+    scale change within the latency window, so latency and rate describe the replicas now.
     Never when something else explains the breach — KV usage over its target, preemptions or
     rejections, or a fleet held at max_replicas — or the lesson would keep replicas for an
     hour that the KV pool needed only for minutes.
@@ -219,7 +219,7 @@ def _settled_breach(tick: Tick, state: ScalerState) -> bool:
     if young > 0 or since_s is None or tick.now_s - since_s < SUSTAINED_BREACH_S:
         return False
     last_s = state.last_scale_time_s
-    return last_s is None or tick.now_s - last_s >= SIGNAL_WINDOW_S
+    return last_s is None or tick.now_s - last_s >= LATENCY_WINDOW_S
 
 
 def _track_breach(tick: Tick) -> ScalerState:

@@ -30,13 +30,14 @@ class Signals:
     num_requests_waiting: float | None = None  # sum over pods
     preemptions_per_s: float | None = None  # sum over pods, rate over the query window
     rejections_per_s: float | None = None  # 429/503 / allocation failures, sum over pods
-    ttft_p95_s: float | None = None
-    itl_p95_s: float | None = None
-    queue_time_p95_s: float | None = None
+    ttft_p95_s: float | None = None  # over the latency window (the SLO's, observe.py)
+    itl_p95_s: float | None = None  # over the latency window
+    queue_time_p95_s: float | None = None  # over the signal window, as the rates
     num_gpu_blocks: int | None = None  # live KV blocks per replica (cache_config_info)
     block_size_tokens: int | None = None
     # --- added by kvscale.scaling (optional) ---
     prompt_tokens_per_s: float | None = None  # sum over pods, rate of prompt tokens prefilled
+    ttft_p95_recent_s: float | None = None  # TTFT p95 over the signal window (scale-in guard)
 
 
 @dataclass(frozen=True)

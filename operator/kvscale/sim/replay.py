@@ -22,6 +22,7 @@ import numpy as np
 
 from kvscale.scaling import Signals
 from kvscale.scaling.observe import (
+    LATENCY_WINDOW_S,
     SIGNAL_WINDOW_S,
     count_replicas,
     window_increase_rate,
@@ -159,7 +160,8 @@ class _Replay:
         self.opts = opts
         self.fleet = Fleet(setup.engine, build_router(opts.router), setup.cold_start_s, self._done)
         self.rejected_total = 0
-        self.history: deque[tuple[float, FleetTotals, int]] = deque()
+        self.history: deque[tuple[float, FleetTotals, int]] = deque()  # the signal window
+        self.latency_history: deque[tuple[float, FleetTotals]] = deque()  # the SLO quantiles'
         self.samples: list[TickSample] = []
         self.arrivals_in_tick = 0
         self.scale_events = 0
@@ -208,11 +210,16 @@ class _Replay:
         while self.history and self.history[0][0] < t_s - SIGNAL_WINDOW_S - 1e-9:
             self.history.popleft()
         old = self.history[0][1]
+        self.latency_history.append((t_s, totals))
+        while self.latency_history[0][0] < t_s - LATENCY_WINDOW_S - 1e-9:
+            self.latency_history.popleft()
+        slo_old = self.latency_history[0][1]
         n = len(engines)
         usage = sum(e.pool.usage_frac for e in engines) / n if n else None
         waiting = float(sum(len(e.waiting) for e in engines)) if n else None
-        ttft_p95 = _window_quantile(TTFT_BUCKETS_S, totals.ttft_counts - old.ttft_counts)
-        itl_p95 = _window_quantile(ITL_BUCKETS_S, totals.itl_counts - old.itl_counts)
+        ttft_p95 = _window_quantile(TTFT_BUCKETS_S, totals.ttft_counts - slo_old.ttft_counts)
+        ttft_recent = _window_quantile(TTFT_BUCKETS_S, totals.ttft_counts - old.ttft_counts)
+        itl_p95 = _window_quantile(ITL_BUCKETS_S, totals.itl_counts - slo_old.itl_counts)
         queue_p95 = _window_quantile(
             REQUEST_LATENCY_BUCKETS_S, totals.queue_counts - old.queue_counts
         )
@@ -225,6 +232,7 @@ class _Replay:
             preemptions_per_s=self._rate(lambda tot, _: tot.preemptions, t_s) if n else None,
             rejections_per_s=self._rate(lambda _, rejected: rejected, t_s),
             ttft_p95_s=ttft_p95,
+            ttft_p95_recent_s=ttft_recent,
             itl_p95_s=itl_p95,
             queue_time_p95_s=queue_p95,
             prompt_tokens_per_s=self._rate(lambda tot, _: tot.prompt_tokens, t_s) if n else None,
@@ -240,7 +248,7 @@ class _Replay:
             arrivals_per_s=self.arrivals_in_tick / self.opts.tick_s,
             kv_usage_frac=usage,
             waiting=waiting or 0.0,
-            ttft_p95_s=ttft_p95,
+            ttft_p95_s=ttft_recent,  # the last minute, as plotted
             preemptions=totals.preemptions - prev,
         )
         return FleetView(t_s, counts, signals, pods), sample
