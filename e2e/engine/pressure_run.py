@@ -35,6 +35,7 @@ from harness.prom import PrometheusServer, free_loopback_port
 from harness.realvllm import EngineEnv, KvCase, engine_flags, plan_for, running_vllm
 from kvscale.capacity.types import CapacityPlan
 from kvscale.engines import EngineMetrics, build_deployment_queries, metric_queries
+from kvscale.scaling.observe import LATENCY_WINDOW_S, SIGNAL_WINDOW_S
 
 MIB = 1024 * 1024
 PRESSURE_CASE = KvCase(
@@ -97,7 +98,9 @@ def run_pressure(
     port = free_loopback_port()
     flags = engine_flags(plan, model_dir, port)
     names = metric_queries("vllm", env.version)
-    queries = build_deployment_queries(names)
+    queries = build_deployment_queries(  # the windows the operator's adapter sends
+        names, window_s=int(SIGNAL_WINDOW_S), latency_window_s=int(LATENCY_WINDOW_S)
+    )
     wanted = {f.name: getattr(queries, f.name) for f in fields(queries)}
     promql = {k: q for k, q in wanted.items() if q is not None}
     (work_dir / "prometheus").mkdir(parents=True, exist_ok=True)

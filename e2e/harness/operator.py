@@ -3,6 +3,11 @@
 Args and environment come from the rendered chart (`harness.install`); the kubeconfig carries
 the chart ServiceAccount's token. Each start logs to its own file in the work dir, which the
 fixture keeps (and whose tail it prints) when a test fails.
+
+Like the kubelet for the chart's pod, the harness restarts a replica that exited because it
+lost its Lease (on a loaded machine a renewal can miss its deadline; the replica then exits by
+design so that its pod restarts as a standby). Any other exit is left alone, so a crash stays
+visible; a replica the test stops or kills is never restarted.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +27,8 @@ from pathlib import Path
 from harness.install import Installation
 
 READY_TIMEOUT_S = 30.0
+RESTART_BACKOFF_S = 10.0  # the kubelet's first crash-loop back-off
+LEASE_LOST_EXIT = "exiting so the pod restarts as a standby"  # run_cmd.py's last log line
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,12 +64,37 @@ class OperatorProcess:
     pod_name: str = "e2e-operator"
     process: subprocess.Popen[bytes] | None = None
     log_paths: list[Path] = field(default_factory=list)
+    restarts: int = 0  # after a lost Lease, as the kubelet would
+    _generation: int = 0  # bumped by every start/stop/kill: an older watcher then retires
 
     @property
     def log_path(self) -> Path:
         return self.log_paths[-1]
 
     def start(self) -> OperatorProcess:
+        self._spawn()
+        self._wait_healthy()
+        self._generation += 1
+        watcher = threading.Thread(
+            target=self._restart_after_lost_lease, args=(self._generation,), daemon=True
+        )
+        watcher.start()
+        return self
+
+    def _restart_after_lost_lease(self, generation: int) -> None:
+        while self._generation == generation:
+            process = self.process
+            if process is not None and process.poll() is not None:
+                if LEASE_LOST_EXIT not in self.log_tail(5):
+                    return  # a crash: left for the test to see
+                time.sleep(RESTART_BACKOFF_S)
+                if self._generation != generation:
+                    return
+                self.restarts += 1
+                self._spawn()
+            time.sleep(0.5)
+
+    def _spawn(self) -> None:
         kvscale = Path(sys.executable).with_name("kvscale")
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("KVSCALE_")},
@@ -80,8 +113,6 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        self._wait_healthy()
-        return self
 
     def readiness(self) -> tuple[int, dict[str, object]]:
         """(HTTP status, body) of /readyz; (0, {}) when it does not answer."""
@@ -115,12 +146,14 @@ class OperatorProcess:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers, no graceful kopf shutdown (a crashed pod)."""
+        self._generation += 1
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
 
     def stop(self) -> None:
+        self._generation += 1
         if self.process is None:
             return
         if self.process.poll() is None:
