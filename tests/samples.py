@@ -43,6 +43,11 @@ def llmd_object(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, An
 
 
 def signals(pods: int, reporting: int | None = None, **values: float | int | None) -> Signals:
-    """Scaling signals from `pods` expected pods, all reporting unless `reporting` says."""
+    """Scaling signals from `pods` expected pods, all reporting unless `reporting` says.
+
+    A steady load unless told otherwise: given a latency, the last minute's TTFT p95 reads
+    what the SLO's window reads (or a fast first token when only ITL is given)."""
     observed = pods if reporting is None else reporting
+    if "ttft_p95_recent_s" not in values and {"ttft_p95_s", "itl_p95_s"} & values.keys():
+        values["ttft_p95_recent_s"] = values.get("ttft_p95_s") or 0.0
     return Signals(pods_expected=pods, pods_reporting=observed, **values)  # type: ignore[arg-type]

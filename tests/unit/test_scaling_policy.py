@@ -208,6 +208,31 @@ CASES = [
         reasons.SLO_BREACH,
         True,
     ),
+    # ADR 0015: the SLO's 5-minute window remembers a burst; only a current breach counts
+    Case(
+        "a breach the last minute no longer shows adds nothing",
+        2,
+        sig(2, kv_usage_frac=0.75, ttft_p95_s=1.6, ttft_p95_recent_s=0.8),
+        2,
+        reasons.WITHIN_TOLERANCE,
+        False,
+    ),
+    Case(
+        "a burst of the last minute the window absorbs adds nothing",
+        2,
+        sig(2, kv_usage_frac=0.75, ttft_p95_s=0.9, ttft_p95_recent_s=1.6),
+        2,
+        reasons.WITHIN_TOLERANCE,
+        False,
+    ),
+    Case(
+        "no first token in the last minute: no latency counts",
+        2,
+        sig(2, kv_usage_frac=0.75, ttft_p95_s=1.6, itl_p95_s=0.09, ttft_p95_recent_s=None),
+        2,
+        reasons.WITHIN_TOLERANCE,
+        False,
+    ),
     Case(
         "ttft inside tolerance ignored",
         2,

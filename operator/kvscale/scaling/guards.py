@@ -50,7 +50,7 @@ def hold_latency_headroom(tick: Tick, verdict: StepResult) -> StepResult:
 
     Read over the last signal window (`ttft_p95_recent_s`), not the SLO's longer latency
     window: the SLO term waits for a breach the SLO would count, the scale-in waits for the
-    last minute to be quiet too (the long window alone when the short one is unknown).
+    last minute to be quiet too. No first token in the last minute is a quiet minute.
 
     The replicas that stay take the removed one's share (n/(n-1) the load each), and near its
     target TTFT grows faster than the load: a fleet that just meets the SLO breaks it after
@@ -64,7 +64,7 @@ def hold_latency_headroom(tick: Tick, verdict: StepResult) -> StepResult:
     frac, target, observed = (
         config.scale_down_max_ttft_frac,
         config.ttft_p95_target_s,
-        signals.ttft_p95_s if signals.ttft_p95_recent_s is None else signals.ttft_p95_recent_s,
+        signals.ttft_p95_recent_s,
     )
     if target is None or observed is None or observed <= frac * target:
         return verdict

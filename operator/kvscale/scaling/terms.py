@@ -241,14 +241,24 @@ def beyond_tolerance(observed: float | None, limit: float | None, tolerance_frac
 
 
 def latency_breaches(config: ScalingConfig, signals: Signals) -> list[str]:
-    """TTFT / ITL p95 above target beyond the tolerance (the SLO term's test)."""
+    """TTFT / ITL p95 over the SLO's latency window above target beyond the tolerance, while
+    the breach is current (the SLO term's test, ADR 0015).
+
+    The long window remembers a burst for minutes after it ended: a TTFT breach counts only
+    while the last minute's TTFT p95 is beyond the target too, and no latency counts when no
+    request got its first token in the last minute (nothing is being served late).
+    """
+    recent_s, tolerance = signals.ttft_p95_recent_s, config.tolerance_frac
+    if recent_s is None:
+        return []
+    ttft_now = beyond_tolerance(recent_s, config.ttft_p95_target_s, tolerance)
     return [
         f"{name} p95 {observed_s:.3f}s > target {target_s:.3f}s"
-        for name, observed_s, target_s in (
-            ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s),
-            ("ITL", signals.itl_p95_s, config.itl_p95_target_s),
+        for name, observed_s, target_s, current in (
+            ("TTFT", signals.ttft_p95_s, config.ttft_p95_target_s, ttft_now),
+            ("ITL", signals.itl_p95_s, config.itl_p95_target_s, True),
         )
-        if beyond_tolerance(observed_s, target_s, config.tolerance_frac)
+        if current and beyond_tolerance(observed_s, target_s, tolerance)
     ]
 
 
