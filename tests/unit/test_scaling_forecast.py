@@ -177,9 +177,9 @@ def test_a_sure_fall_needs_every_known_series_to_fall() -> None:
     assert sure_fall(ScalerState(), 300.0) is None
 
 
-def _scale_in_delay_s(demand: Callable[[float], float]) -> float | None:
+def _scale_in_delay_s(demand: Callable[[float], float]) -> tuple[float, str] | None:
     """Seconds from the first tick whose demand asks fewer than 4 replicas (KV at its target)
-    until the fleet of 4 scales in (None: it never did)."""
+    until the fleet of 4 scales in, and that decision's message (None: it never did)."""
     config = replace(CONFIG, scale_down_cooldown_s=0.0, scale_down_max_ttft_frac=1.0)
     state, replicas, asked_fewer_s = ScalerState(), 4, None
     for index in range(61):
@@ -192,7 +192,7 @@ def _scale_in_delay_s(demand: Callable[[float], float]) -> float | None:
         )
         decision, state = decide(config, state, observation, now_s)
         if decision.act and decision.replicas < replicas and asked_fewer_s is not None:
-            return now_s - asked_fewer_s
+            return now_s - asked_fewer_s, decision.message
     return None
 
 
@@ -201,5 +201,6 @@ def test_a_sure_fall_scales_in_one_horizon_after_demand_asks_a_dip_waits_the_win
     fall = _scale_in_delay_s(lambda t: 3.0 if t <= 120 else 3.0 - (t - 120) / 200.0)
     dip = _scale_in_delay_s(lambda t: 3.0 if t <= 120 else 1.6)
     assert fall is not None and dip is not None
-    assert dip >= CONFIG.scale_down_stabilization_s - TICK_S
-    assert fall <= CONFIG.forecast_horizon_s + TICK_S
+    assert dip[0] >= CONFIG.scale_down_stabilization_s - TICK_S
+    assert fall[0] <= CONFIG.forecast_horizon_s + TICK_S
+    assert "surely falling" in fall[1] and "surely falling" not in dip[1]

@@ -7,6 +7,8 @@ stabilisation guard also returns the bounded recommendation history to remember.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kvscale.scaling import reasons
 from kvscale.scaling.forecast import sure_fall
 from kvscale.scaling.terms import Tick
@@ -109,6 +111,8 @@ def stabilise(
     else:
         target = tick.current
     if target == verdict.replicas:
+        if falling and target < tick.current:  # the shortened window let it through: say so
+            return replace(verdict, message=f"{verdict.message}{falling}")
         return verdict
     if target == tick.current:
         window_s = down_s if verdict.replicas < tick.current else config.scale_up_stabilization_s
