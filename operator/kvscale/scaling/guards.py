@@ -101,7 +101,13 @@ def stabilise(
     made for demand that has gone and that the forecast does not see coming back.
     """
     config = tick.config
-    down_s, falling = _down_window(tick)
+    # The down window only matters for a scale-down: this tick's recommendation is in every
+    # window, so a verdict at or above the current count keeps the ceiling above it.
+    down_s, falling = (
+        _down_window(tick)
+        if verdict.replicas < tick.current
+        else (config.scale_down_stabilization_s, "")
+    )
     up_floor = min(_window_values(history, tick.now_s, config.scale_up_stabilization_s))
     down_ceiling = max(_window_values(history, tick.now_s, down_s))
     if tick.current < up_floor:
