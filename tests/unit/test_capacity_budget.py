@@ -217,12 +217,28 @@ def _tp2_non_torch(gpu: str, version: str = "0.28.0") -> int:
 
 @pytest.mark.parametrize("version", ["0.11.0", "0.19.0", "0.28.0"])
 def test_tp2_non_torch_is_the_nvlink_figure_on_every_link_until_measured(version: str) -> None:
-    # Only NVLink logs measure the TP >= 2 extra on two sources; PCIe (L4), xGMI (MI300X) and an
-    # optional bridge (A100 PCIe) are charged as much, never less (ADR 0012).
+    # Only NVLink logs measure the TP >= 2 extra on two sources; PCIe (L4) and an optional
+    # bridge (A100 PCIe) are charged as much, never less (ADR 0012); ROCm has its own figures,
+    # larger still.
     nvlink = _tp2_non_torch("H100", version)
     assert nvlink > plan_capacity(_request(engine_version=version)).non_torch_bytes
-    for gpu in ("L4", "MI300X", "A100 PCIe"):
+    for gpu in ("L4", "A100 PCIe"):
         assert _tp2_non_torch(gpu, version) == nvlink, gpu
+    assert _tp2_non_torch("MI300X", version) > nvlink
+
+
+@pytest.mark.parametrize("version", ["0.6.4", "0.11.0", "0.28.0"])
+def test_rocm_non_torch_is_its_own_and_grows_with_each_peer(version: str) -> None:
+    # A ROCm build charges more than CUDA at TP 1 on every release, and RCCL's buffers grow with
+    # the peers a rank talks to: TP 8 adds seven times what TP 2 adds (ADR 0012).
+    def non_torch(gpu: str, tp: int) -> int:
+        request = _request(gpu=find_gpu(gpu), tensor_parallel=tp, engine_version=version)
+        return plan_capacity(request).non_torch_bytes
+
+    assert non_torch("MI300X", 1) > non_torch("H100", 1)
+    first_peer = non_torch("MI300X", 2) - non_torch("MI300X", 1)
+    assert first_peer > 0
+    assert non_torch("MI300X", 8) - non_torch("MI300X", 1) == pytest.approx(7 * first_peer, abs=8)
 
 
 def test_a_links_own_tp_figure_reaches_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +248,7 @@ def test_a_links_own_tp_figure_reaches_the_plan(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(rules_module, "VLLM_RULES", (*rules_module.VLLM_RULES[:-1], measured))
     version = str(last.since)
     assert _tp2_non_torch("L4", version) < _tp2_non_torch("H100", version)
-    assert _tp2_non_torch("MI300X", version) == _tp2_non_torch("H100", version)
+    assert _tp2_non_torch("A100 PCIe", version) == _tp2_non_torch("H100", version)
     tp1 = {gpu: plan_capacity(_request(gpu=find_gpu(gpu), engine_version=version)).non_torch_bytes
            for gpu in ("L4", "H100")}  # fmt: skip
     assert tp1["L4"] == tp1["H100"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
@@ -17,10 +18,13 @@ from kvscale.capacity import (
     plan_capacity,
 )
 from kvscale.capacity.nonkv import (
+    FUSED_MOE_CHUNK_TOKENS,
     SAMPLER_BYTES_PER_ELEMENT,
     ActivationPeak,
     MoeShape,
     activation_peak,
+    forward_peak_bytes,
+    moe_forward_bytes,
     moe_workspace_bytes,
     resolve_sampler_path,
 )
@@ -185,6 +189,34 @@ def test_the_moe_workspace_arrives_in_0_13_and_is_linear_in_batched_tokens(
     # TP splits the experts' width, never the hidden size: a quarter of the ranks' share
     tp4 = moe_workspace_bytes(shape, mnbt=8192, hidden=hidden, tp=4, dtype_bytes=2)
     assert 8192 * hidden * 2 < tp4 <= sizes[2]
+
+
+def test_before_the_workspace_moe_scratch_widens_the_forward_peak_only() -> None:
+    # fused_experts (0.6.4) holds [M, topk, 2I/TP] + [M x topk, I/TP] + [M, topk, K] at once,
+    # M = min(tokens, chunk): Mixtral's two routed experts need more than a dense layer of the
+    # same width, the charge grows linearly up to the chunk and by the hidden states beyond it.
+    shape = MoeShape(MIXTRAL.experts_per_token or 0, MIXTRAL.expert_intermediate_size or 0)
+    hidden, inter = MIXTRAL.hidden_size or 0, MIXTRAL.expert_intermediate_size or 0
+
+    def forward(mnbt: int, tp: int = 1) -> int:
+        return moe_forward_bytes(shape, mnbt=mnbt, hidden=hidden, tp=tp, dtype_bytes=2)
+
+    assert forward(8192) > forward_peak_bytes(8192, hidden, inter, 1, 2)
+    assert forward(16384) - forward(8192) == forward(8192) - forward(0)
+    chunk = FUSED_MOE_CHUNK_TOKENS
+    beyond = forward(2 * chunk) - forward(chunk)
+    assert beyond == 2 * chunk * hidden * 2  # only the two hidden tensors grow, 2 B each
+    assert forward(8192, tp=2) < forward(8192)
+    assert moe_forward_bytes(replace(shape, mxfp4=True), mnbt=8192, hidden=hidden, tp=1,
+                             dtype_bytes=2) == 0  # fmt: skip
+    # Within the profile: the forward (not the sampler) sets V0's peak at a 32k prefill
+    batch = {"max_num_seqs": 256, "mnbt": 32768, "vocab": MIXTRAL.vocab_size or 0}
+    layer = {"hidden": hidden, "intermediate": inter, "tp": 1, "dtype_bytes": 2}
+    peak = activation_peak(SamplerPath.SORT, **batch, **layer, moe=shape)
+    assert peak.forward_bytes == forward(32768) and peak.moe_workspace_bytes == 0
+    persistent = activation_peak(SamplerPath.SORT, **batch, **layer, moe=shape, moe_workspace=True)
+    assert persistent.forward_bytes == forward_peak_bytes(32768, hidden, inter, 1, 2)
+    assert persistent.moe_workspace_bytes > 0
 
 
 @pytest.mark.parametrize(

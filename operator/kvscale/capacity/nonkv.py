@@ -11,7 +11,9 @@ top-k/top-p path the release runs (docs/adr/0012-physical-non-kv-model.md).
 From 0.13.0 the fused-MoE kernels take their scratch tensors from a persistent workspace
 (`v1/worker/workspace.py`, `fused_moe/modular_kernel.py` `_allocate_buffers`): allocated by the
 forward pass and never freed, it is still live when the sampler runs, so it adds to whichever
-peak is larger (`moe_workspace_bytes`).
+peak is larger (`moe_workspace_bytes`). Before it, `fused_experts` allocates the same kind of
+scratch per call and frees it (0.6.4 `fused_moe/fused_moe.py` `fused_experts_impl`): it widens
+the forward peak only (`moe_forward_width`).
 
 No constant here is fitted to the bench rows; each is a sum of tensor widths read in the
 source, cross-checked against logs in the ADR.
@@ -65,6 +67,14 @@ FORWARD_INTERMEDIATE_TENSORS = 3
 SAMPLER_HELD_HIDDEN_ROWS_PER_SEQ = 2
 
 
+# Before the workspace, `fused_experts_impl` runs at most this many tokens per call: its three
+# scratch caches are sized by min(tokens, chunk) (VLLM_FUSED_MOE_CHUNK_SIZE, "32768" in the
+# 0.6.4 wheel's envs.py).
+FUSED_MOE_CHUNK_TOKENS = 32768
+# A MoE layer's forward, besides that scratch: the residual and the normed input, which the
+# kernel overwrites in place with its output (`inplace=True`, FusedMoE.forward_cuda, 0.6.4).
+MOE_FORWARD_HIDDEN_TENSORS = 2
+
 # The workspace manager aligns each tensor it hands out to 256 bytes (workspace.py).
 MOE_WORKSPACE_ALIGN_BYTES = 256
 
@@ -98,6 +108,24 @@ def moe_workspace_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype
         second = rows * max(2 * per_rank, hidden)
     align = MOE_WORKSPACE_ALIGN_BYTES
     return -(-first * dtype_bytes // align) * align + second * dtype_bytes
+
+
+def moe_forward_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_bytes: int) -> int:
+    """The widest point of a fused-MoE layer whose scratch is allocated per call (per rank).
+
+    `fused_experts_impl` (0.6.4) with M = min(tokens, FUSED_MOE_CHUNK_TOKENS), topk routed
+    experts, N = w1 rows = 2 x I/TP and K = hidden: `intermediate_cache1` [M, topk, N] (the
+    gate/up output), `intermediate_cache2` [M x topk, N / 2] (SiLU-and-mul) and
+    `intermediate_cache3` [M, topk, K] (the down projection before `moe_sum`), all live at
+    once, beside the residual and the in-place hidden states. OpenAI's mxfp4 kernels do not go
+    through `fused_experts` and are not sized here (0).
+    """
+    if moe.mxfp4:
+        return 0
+    per_rank = max(1, moe.expert_intermediate // tp)
+    rows = min(mnbt, FUSED_MOE_CHUNK_TOKENS) * moe.experts_per_token
+    scratch = rows * (2 * per_rank + per_rank + hidden)
+    return dtype_bytes * (MOE_FORWARD_HIDDEN_TENSORS * mnbt * hidden + scratch)
 
 
 @dataclass(frozen=True)
@@ -156,20 +184,23 @@ def activation_peak(
     tp: int,
     dtype_bytes: int,
     moe: MoeShape | None = None,
+    moe_workspace: bool = False,
 ) -> ActivationPeak:
     """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus the
-    MoE workspace (`moe`: None for dense models and releases before the workspace)."""
+    MoE workspace (`moe`: None for dense models). With `moe_workspace` (releases that keep the
+    fused-MoE scratch in a persistent workspace) the scratch is live under both peaks; without,
+    it is freed after each layer and widens the forward peak only."""
     rows = min(max_num_seqs, mnbt)
-    workspace = (
-        moe_workspace_bytes(moe, mnbt=mnbt, hidden=hidden, tp=tp, dtype_bytes=dtype_bytes)
-        if moe is not None
-        else 0
-    )
+    shape = {"mnbt": mnbt, "hidden": hidden, "tp": tp, "dtype_bytes": dtype_bytes}
+    workspace = moe_workspace_bytes(moe, **shape) if moe is not None and moe_workspace else 0
+    forward = forward_peak_bytes(mnbt, hidden, intermediate, tp, dtype_bytes)
+    if moe is not None and not moe_workspace:
+        forward = max(forward, moe_forward_bytes(moe, **shape))
     return ActivationPeak(
         sampler_path=path,
         sampler_bytes=sampler_peak_bytes(
             path, rows, vocab, hidden=hidden, mnbt=mnbt, dtype_bytes=dtype_bytes
         ),
-        forward_bytes=forward_peak_bytes(mnbt, hidden, intermediate, tp, dtype_bytes),
+        forward_bytes=forward,
         moe_workspace_bytes=workspace,
     )

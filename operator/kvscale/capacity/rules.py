@@ -23,6 +23,10 @@ NON_TORCH_TP1_GIB = 0.13
 NON_TORCH_TP_EXTRA_GIB = 0.42
 NON_TORCH_TP1_GIB_V017 = 0.25
 NON_TORCH_TP_EXTRA_GIB_V017 = 1.85
+# ROCm (AMD GPUs), every release: at TP 1, and what each further rank adds (notes below).
+ROCM_NON_TORCH_TP1_GIB = 2.2
+ROCM_NON_TORCH_PER_PEER_GIB = 1.2
+ROCM_VENDOR = "AMD"
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,16 @@ class VllmRules:
     # range (none yet: see the non-torch notes below); links not listed pay the NVLink figure.
     non_torch_tp_extra_by_link: tuple[tuple[PeerLink, float], ...] = ()
 
-    def non_torch_bytes(self, tp: int, link: PeerLink = PeerLink.UNKNOWN) -> int:
+    def non_torch_bytes(
+        self, tp: int, link: PeerLink = PeerLink.UNKNOWN, vendor: str = "NVIDIA"
+    ) -> int:
         """Non-torch memory the profile charges per rank at tensor parallelism `tp` between
-        GPUs joined by `link`."""
+        GPUs joined by `link`; a ROCm build (`vendor` AMD) has its own figures."""
+        if vendor == ROCM_VENDOR:
+            peers = tp - 1
+            return int(ROCM_NON_TORCH_TP1_GIB * GIB) + int(
+                peers * ROCM_NON_TORCH_PER_PEER_GIB * GIB
+            )
         extra = 0.0
         if tp > 1:
             extra = dict(self.non_torch_tp_extra_by_link).get(link, self.non_torch_tp_extra_gib)
@@ -165,6 +176,14 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 #   sources measure a link's own (VllmRules.non_torch_tp_extra_by_link). One source each so
 #   far, both PCIe: a two-L4 0.28.0 start implies ~0 GiB extra, an eight-L40S 0.10.2 start
 #   logs 0.21 GiB non-torch in all (~0.08 extra); ADR 0012.
+# - ROCm builds charge far more, on every era measured (V0 0.6.3-0.6.4 on MI300X; the HIP
+#   runtime, rocBLAS/hipBLASLt workspaces and RCCL are not the CUDA stack's): 2.05, 2.18 and
+#   2.45-2.50 GiB at TP 1 on three sources (rocm-blogs, the Hot Aisle notes, AUGMXNT's
+#   notebooks; ROCM_NON_TORCH_TP1_GIB, the median of the three), and what TP >= 2 adds grows
+#   with the number of peers, as RCCL's per-peer buffers over the all-to-all xGMI links would:
+#   1.4 GiB at TP 2 and 0.98-1.02 GiB per peer at TP 8 (AUGMXNT), 1.37 per peer at TP 8 (Hot
+#   Aisle); ROCM_NON_TORCH_PER_PEER_GIB, the median of the two sources. No V1 ROCm log is
+#   measured: they are charged the same (the larger figure, the safe side).
 NON_TORCH_TP1_BYTES = int(NON_TORCH_TP1_GIB * GIB)
 NON_TORCH_TP_EXTRA_BYTES = int(NON_TORCH_TP_EXTRA_GIB * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES
