@@ -27,6 +27,7 @@ from kvscale.capacity.nonkv import (
     moe_forward_bytes,
     moe_workspace_bytes,
     resolve_sampler_path,
+    sampler_peak_bytes,
 )
 from kvscale.capacity.rules import vllm_rules
 
@@ -48,6 +49,7 @@ def _peak(
         intermediate=model.intermediate_size,
         tp=tp,
         dtype_bytes=model.dtype_bytes,
+        compute_units=H100.compute_units,
     )
 
 
@@ -103,7 +105,8 @@ def test_the_profiler_sees_the_larger_peak_not_the_sum() -> None:
                                   SamplerPath.V2])  # fmt: skip
 @pytest.mark.parametrize("mnbt", [2048, 8192, 32768])
 def test_sampler_is_linear_in_sequences(path: SamplerPath, mnbt: int) -> None:
-    seqs = [64, 256, 448, 640, 1024, 1408, 2048]
+    # from one row per SM of the H100 up, where the Triton kernel's buffer stops growing
+    seqs = [256, 448, 640, 1024, 1408, 2048]
     sampler = [_peak(QWEN3_8B, path, s, mnbt).sampler_bytes for s in seqs]
     slopes = {
         (b - a) / (s1 - s0)
@@ -147,6 +150,31 @@ def test_forward_grows_linearly_with_batched_tokens_and_shrinks_with_tp(mnbt: in
     assert double == 2 * one
     tp4 = _peak(LLAMA_70B, SamplerPath.V2, 1, mnbt, tp=4).forward_bytes
     assert 6 * mnbt * 8192 < tp4 < one  # the intermediate is split over ranks, hidden is not
+
+
+def test_the_triton_buffer_is_one_fp32_row_per_program_capped_by_the_compute_units() -> None:
+    # apply_top_k_top_p_triton launches min(SMs, rows) programs and caches
+    # min(next_pow2(programs), SMs) rows of vocab in fp32: grows with the rows up to the SM
+    # count, then stays; an unknown device is charged the bound over every device.
+    units = H100.compute_units
+    assert units is not None and units > 64
+    vocab = QWEN3_8B.vocab_size or 0
+
+    def extra(rows: int, compute_units: int | None = units) -> int:
+        triton = sampler_peak_bytes(SamplerPath.TRITON, rows, vocab, hidden=4096, mnbt=8192,
+                                    dtype_bytes=2, compute_units=compute_units)  # fmt: skip
+        plain = SAMPLER_BYTES_PER_ELEMENT[SamplerPath.TRITON] * rows * vocab
+        return triton - plain - 2 * 4096 * (8192 + 2 * rows)
+
+    assert extra(64) == 4 * 64 * vocab  # 64 programs, a power of two already
+    assert extra(100) == 4 * 128 * vocab  # rounded up to the next power of two...
+    assert extra(units) == extra(1024) == 4 * units * vocab  # ...never past the SM count
+    assert extra(1024, compute_units=None) == 4 * 1024 * vocab > extra(1024)
+    for path in (SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.V2):
+        assert sampler_peak_bytes(path, 1024, vocab, hidden=4096, mnbt=8192, dtype_bytes=2,
+                                  compute_units=units) == sampler_peak_bytes(
+            path, 1024, vocab, hidden=4096, mnbt=8192, dtype_bytes=2, compute_units=None
+        )  # fmt: skip
 
 
 def test_fewer_than_eight_rows_take_the_sort_path_on_triton_releases() -> None:

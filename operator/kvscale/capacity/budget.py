@@ -90,6 +90,7 @@ def _activation_vllm(
         dtype_bytes=model.dtype_bytes,
         moe=_moe_shape(model),
         moe_workspace=rules.moe_workspace,
+        compute_units=request.gpu.compute_units,
     )
     return peak.peak_bytes, path
 

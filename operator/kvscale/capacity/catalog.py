@@ -118,6 +118,11 @@ def peer_link(cell: str | None) -> PeerLink:
     return PeerLink.UNKNOWN
 
 
+def _whole(cell: str | None) -> int | None:
+    value = parse_number(cell)
+    return int(value) if value else None
+
+
 def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
     memory = _memory_bytes(row)
     bandwidth = parse_number(row.get("mem_bw_TBps"))
@@ -139,6 +144,7 @@ def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
         fp8_kv_native=(row.get("fp8_kv_cache") or "").strip().lower().startswith("native"),
         price_usd_per_hour=parse_number(row.get("price_usd_per_gpu_hr_indicative")),
         peer_link=peer_link(row.get("scaleup_interconnect")),
+        compute_units=_whole(row.get("compute_units")),
     )
 
 

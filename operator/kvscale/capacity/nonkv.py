@@ -57,6 +57,10 @@ SAMPLER_BYTES_PER_ELEMENT: dict[SamplerPath, int] = {
 }
 # The Triton kernel runs from 8 rows; below, the sort path (apply_top_k_top_p, 0.20.0).
 TRITON_MIN_ROWS = 8
+# ...and keeps one fp32 row of vocab per program it launches, in a buffer it caches for the
+# process: min(next_pow2(programs), compute units) rows, programs = min(compute units, rows)
+# (`apply_top_k_top_p_triton`, v1/sample/ops/topk_topp_triton.py, 0.17.0 and 0.19.0).
+TRITON_BUFFER_BYTES_PER_ELEMENT = 4
 # Forward pass of a dense decoder layer, per token, in activation-dtype elements: the
 # residual, the normed input and the layer output (3 x hidden); the gate/up projection
 # (2 x intermediate / TP) and the SiLU-and-mul output (1 x intermediate / TP).
@@ -157,14 +161,33 @@ def resolve_sampler_path(requested: SamplerPath, runnable: tuple[SamplerPath, ..
     return requested
 
 
+def triton_buffer_rows(rows: int, compute_units: int | None) -> int:
+    """Rows of the Triton top-k/top-p kernel's per-program buffer. Unknown compute units: the
+    bound over every device, next_pow2(rows)."""
+    programs = rows if compute_units is None else min(compute_units, rows)
+    size = 1 << max(0, programs - 1).bit_length()
+    return size if compute_units is None else min(size, compute_units)
+
+
 def sampler_peak_bytes(
-    path: SamplerPath, rows: int, vocab: int, *, hidden: int, mnbt: int, dtype_bytes: int
+    path: SamplerPath,
+    rows: int,
+    vocab: int,
+    *,
+    hidden: int,
+    mnbt: int,
+    dtype_bytes: int,
+    compute_units: int | None = None,
 ) -> int:
-    """Bytes live while the dummy sampler runs on `rows` requests."""
+    """Bytes live while the dummy sampler runs on `rows` requests on a device with
+    `compute_units` SMs/CUs (None: unknown, the largest buffer any device could need)."""
     if path is SamplerPath.TRITON and rows < TRITON_MIN_ROWS:
         path = SamplerPath.SORT
     held = dtype_bytes * hidden * (mnbt + SAMPLER_HELD_HIDDEN_ROWS_PER_SEQ * rows)
-    return SAMPLER_BYTES_PER_ELEMENT[path] * rows * vocab + held
+    buffer = 0
+    if path is SamplerPath.TRITON:
+        buffer = TRITON_BUFFER_BYTES_PER_ELEMENT * triton_buffer_rows(rows, compute_units) * vocab
+    return SAMPLER_BYTES_PER_ELEMENT[path] * rows * vocab + held + buffer
 
 
 def forward_peak_bytes(mnbt: int, hidden: int, intermediate: int, tp: int, dtype_bytes: int) -> int:
@@ -185,6 +208,7 @@ def activation_peak(
     dtype_bytes: int,
     moe: MoeShape | None = None,
     moe_workspace: bool = False,
+    compute_units: int | None = None,
 ) -> ActivationPeak:
     """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus the
     MoE workspace (`moe`: None for dense models). With `moe_workspace` (releases that keep the
@@ -199,7 +223,13 @@ def activation_peak(
     return ActivationPeak(
         sampler_path=path,
         sampler_bytes=sampler_peak_bytes(
-            path, rows, vocab, hidden=hidden, mnbt=mnbt, dtype_bytes=dtype_bytes
+            path,
+            rows,
+            vocab,
+            hidden=hidden,
+            mnbt=mnbt,
+            dtype_bytes=dtype_bytes,
+            compute_units=compute_units,
         ),
         forward_bytes=forward,
         moe_workspace_bytes=workspace,

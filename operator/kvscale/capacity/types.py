@@ -131,6 +131,9 @@ class GpuSpec:
     fp8_kv_native: bool
     price_usd_per_hour: float | None
     peer_link: PeerLink = PeerLink.UNKNOWN  # GPU-to-GPU link within a node (unknown: safe side)
+    # Streaming multiprocessors (NVIDIA) or compute units (AMD): what torch reports as
+    # multi_processor_count; None when the catalog has no source for it
+    compute_units: int | None = None
 
 
 @dataclass(frozen=True)
