@@ -177,6 +177,27 @@ def test_the_triton_buffer_is_one_fp32_row_per_program_capped_by_the_compute_uni
         )  # fmt: skip
 
 
+GEMMA3_27B = find_model("google/gemma-3-27b-it")  # SigLIP tower, text hidden 5376
+
+
+def _activation(model: ModelGeometry, version: str, mnbt: int = 8192) -> int:
+    request = PlanRequest(model=model, gpu=H100, engine_version=version,
+                          max_model_len_tokens=8192, max_num_batched_tokens=mnbt)  # fmt: skip
+    return plan_capacity(request).activation_bytes
+
+
+def test_v1_holds_the_dummy_encoder_outputs_of_a_multimodal_model_through_the_sampler() -> None:
+    # profile_run keeps the encoder outputs (MNBT embeddings of the LM's hidden size at most)
+    # in the encoder cache until after the dummy sampler: on top of the larger peak, V1 only.
+    assert GEMMA3_27B.is_multimodal and not QWEN3_8B.is_multimodal
+    text_only = replace(GEMMA3_27B, is_multimodal=False)
+    hidden = GEMMA3_27B.hidden_size or 0
+    for mnbt in (2048, 8192):
+        held = _activation(GEMMA3_27B, "0.19.0", mnbt) - _activation(text_only, "0.19.0", mnbt)
+        assert held == mnbt * hidden * 2
+    assert _activation(GEMMA3_27B, "0.6.4") == _activation(text_only, "0.6.4")  # V0: none
+
+
 def test_fewer_than_eight_rows_take_the_sort_path_on_triton_releases() -> None:
     small = _peak(QWEN3_8B, SamplerPath.TRITON, seqs=4, mnbt=8192)
     as_sort = _peak(QWEN3_8B, SamplerPath.SORT, seqs=4, mnbt=8192)

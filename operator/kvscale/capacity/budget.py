@@ -91,6 +91,7 @@ def _activation_vllm(
         moe=_moe_shape(model),
         moe_workspace=rules.moe_workspace,
         compute_units=request.gpu.compute_units,
+        multimodal=rules.v1 and model.is_multimodal,
     )
     return peak.peak_bytes, path
 

@@ -132,6 +132,19 @@ def moe_forward_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_b
     return dtype_bytes * (MOE_FORWARD_HIDDEN_TENSORS * mnbt * hidden + scratch)
 
 
+def encoder_outputs_bytes(mnbt: int, hidden: int, dtype_bytes: int) -> int:
+    """The dummy encoder outputs V1's profile run keeps in its encoder cache through the
+    forward pass and the sampler (`profile_run`: `encoder_cache["tmp_…"]`, cleared only after
+    `_dummy_sampler_run`; 0.10.1.1 and 0.19.0 `v1/worker/gpu_model_runner.py`).
+
+    The encoder budget is max(MNBT, tokens per item) (`compute_mm_encoder_budget`,
+    v1/core/encoder_cache_manager.py) and the batch holds budget // tokens-per-item items of
+    that many embeddings in the LM's hidden size: at most MNBT x hidden, exact when an item's
+    tokens divide MNBT (gemma-3: 256). An item larger than MNBT is not modelled.
+    """
+    return mnbt * hidden * dtype_bytes
+
+
 @dataclass(frozen=True)
 class ActivationPeak:
     """The two peaks the profiler can see, which path produced the sampler's, and the MoE
@@ -141,10 +154,12 @@ class ActivationPeak:
     sampler_bytes: int
     forward_bytes: int
     moe_workspace_bytes: int = 0
+    encoder_outputs_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
-        return max(self.sampler_bytes, self.forward_bytes) + self.moe_workspace_bytes
+        held = self.moe_workspace_bytes + self.encoder_outputs_bytes
+        return max(self.sampler_bytes, self.forward_bytes) + held
 
 
 def resolve_sampler_path(requested: SamplerPath, runnable: tuple[SamplerPath, ...]) -> SamplerPath:
@@ -209,11 +224,14 @@ def activation_peak(
     moe: MoeShape | None = None,
     moe_workspace: bool = False,
     compute_units: int | None = None,
+    multimodal: bool = False,
 ) -> ActivationPeak:
-    """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus the
-    MoE workspace (`moe`: None for dense models). With `moe_workspace` (releases that keep the
-    fused-MoE scratch in a persistent workspace) the scratch is live under both peaks; without,
-    it is freed after each layer and widens the forward peak only."""
+    """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus what
+    is held under both: the MoE workspace (`moe`: None for dense models) and, for a multimodal
+    model, the dummy encoder outputs (`multimodal`, `encoder_outputs_bytes`). With
+    `moe_workspace` (releases that keep the fused-MoE scratch in a persistent workspace) the
+    scratch is live under both peaks; without, it is freed after each layer and widens the
+    forward peak only."""
     rows = min(max_num_seqs, mnbt)
     shape = {"mnbt": mnbt, "hidden": hidden, "tp": tp, "dtype_bytes": dtype_bytes}
     workspace = moe_workspace_bytes(moe, **shape) if moe is not None and moe_workspace else 0
@@ -233,4 +251,5 @@ def activation_peak(
         ),
         forward_bytes=forward,
         moe_workspace_bytes=workspace,
+        encoder_outputs_bytes=encoder_outputs_bytes(mnbt, hidden, dtype_bytes) if multimodal else 0,
     )
