@@ -8,13 +8,13 @@ but not gated (with the reason), and the `PlanRequest` a row describes.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
 from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.catalog import list_models, parse_number
 from kvscale.capacity.types import ModelGeometry
+from kvscale.capacity.weights import with_quantization
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
 CATALOG_IDS = frozenset(model.lower() for model in list_models())
@@ -50,7 +50,6 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
         None,
     ),
 }
-QUANT_BITS = {"fp8": 8.0, "awq": 4.16, "gptq": 4.16, "bnb-4bit": 4.13}
 
 GPU_MAP: dict[str, str] = {
     "A100-80GB": "a100_sxm_80gb",
@@ -143,13 +142,8 @@ def notes_weights_gib(notes: str) -> float | None:
 
 
 def _quantized(model: ModelGeometry, quant: str | None) -> ModelGeometry:
-    """The catalog geometry served as a quantized variant (weights re-estimated)."""
-    if quant is None or model.params is None:
-        return model
-    embed = (model.vocab_size or 32000) * (model.hidden_size or 4096) * 2
-    bits = QUANT_BITS[quant]
-    weights = int((model.params - embed) * bits / 8 + embed * model.dtype_bytes)
-    return replace(model, weights_bytes=weights, quantization=quant)
+    """The catalog geometry served as a quantized variant: what `spec.model.quantization` does."""
+    return model if quant is None else with_quantization(model, quant)
 
 
 def source_of(row: dict[str, str]) -> str:
@@ -183,7 +177,8 @@ def row_request(
     if gpu_key not in GPU_MAP and parse_number(row["gpu_memory_utilization"]) is not None:
         return None, "GPU not stated / not in the catalog"
     stated_gib = re.search(r"\(([\d.]+) GiB\)", gpu_cell)
-    model = _quantized(find_model(mapped[0]), mapped[1])
+    online = re.search(r"--quantization (fp8)\b", row["notes"])  # quantized at load
+    model = _quantized(find_model(mapped[0]), mapped[1] or (online and online.group(1)))
     note = ""
     weights_gib = notes_weights_gib(row["notes"])
     catalog_lacks = model.weights_bytes is None or mapped[1] is not None or model.params is None

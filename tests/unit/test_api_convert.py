@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -16,10 +16,11 @@ from kvscale.api.convert import (
     select_gpu_type,
 )
 from kvscale.api.docs import MINIMAL_SPEC
-from kvscale.api.models import LLMDeploymentSpec, ModelSource
+from kvscale.api.models import LLMDeploymentSpec, ModelSource, Quantization
 from kvscale.api.policy_config import to_guardrails, to_scaling_config
 from kvscale.api.status import GpuPlanStatus
 from kvscale.capacity import find_gpu, find_model
+from kvscale.capacity.weights import DECLARED_QUANT_BITS
 from kvscale.scaling.rollback import Guardrails
 from kvscale.scaling.types import Mode, ScalingConfig
 
@@ -153,6 +154,22 @@ def test_source_overrides_apply_to_the_geometry():
         ModelSource(name="Qwen/Qwen3-8B", weights_bytes=8_000_000_000, quantization="fp8")
     )
     assert (model.weights_bytes, model.quantization) == (8_000_000_000, "fp8")
+
+
+def test_a_declared_quantization_shrinks_the_catalog_weights():
+    # spec.model.quantization without weightsBytes: the served checkpoint is re-estimated (it
+    # used to keep the bf16 figure, so a 4-bit 70B planned as 131 GiB and was refused)
+    base = find_model("meta-llama/Llama-3.3-70B-Instruct")
+    fp8 = resolve_model(ModelSource(name=base.name, quantization="fp8"))
+    awq = resolve_model(ModelSource(name=base.name, quantization="awq"))
+    assert base.weights_bytes is not None and fp8.weights_bytes is not None
+    assert awq.weights_bytes is not None
+    assert base.weights_bytes / 2 < fp8.weights_bytes < 0.55 * base.weights_bytes
+    assert base.weights_bytes / 4 < awq.weights_bytes < fp8.weights_bytes
+
+
+def test_every_quantization_the_crd_accepts_has_a_width():
+    assert set(get_args(Quantization)) <= set(DECLARED_QUANT_BITS)
 
 
 def test_configmap_without_loader_is_a_spec_error():

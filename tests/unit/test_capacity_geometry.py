@@ -8,6 +8,7 @@ import pytest
 
 from kvscale.capacity import CapacityInputError, find_model, model_from_config
 from kvscale.capacity.types import LayerKind
+from kvscale.capacity.weights import with_quantization
 
 BASE: dict[str, Any] = {
     "num_hidden_layers": 4,
@@ -134,3 +135,20 @@ def test_llama4_counts_its_shared_expert(hf_id: str) -> None:
     # expert + the shared expert per MoE layer, attention, embeddings and lm_head.
     active = find_model(hf_id).active_params
     assert active is not None and abs(active - 17e9) / 17e9 < 0.02
+
+
+def test_with_quantization_keeps_embeddings_and_quantizes_the_rest() -> None:
+    # linear layers at the method's bits; embeddings and the untied lm_head stay in bf16;
+    # mxfp4 shrinks only the routed experts; the same method again changes nothing
+    dense = find_model("meta-llama/Llama-3.1-8B-Instruct")
+    assert dense.params and dense.kept_params and dense.weights_bytes
+    fp8 = with_quantization(dense, "fp8")
+    assert fp8.weights_bytes == (dense.params - dense.kept_params) + 2 * dense.kept_params
+    assert with_quantization(fp8, "fp8") == fp8
+    moe = find_model("Qwen/Qwen3-30B-A3B")
+    assert moe.expert_params and moe.weights_bytes and moe.params
+    mx = with_quantization(moe, "mxfp4")
+    assert mx.weights_bytes is not None
+    non_expert_bytes = 2 * (moe.params - moe.expert_params)
+    assert non_expert_bytes < mx.weights_bytes < non_expert_bytes + moe.expert_params
+    assert with_quantization(dense, "mxfp4").weights_bytes == dense.weights_bytes  # no experts

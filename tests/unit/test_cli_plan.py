@@ -171,3 +171,20 @@ def test_sampler_path_flag_changes_the_activation_charge(
                  "0.11.0", "--sampler-path", "v2"])  # fmt: skip
     assert code == 2
     assert "--sampler-path" in capsys.readouterr().err
+
+
+def test_quantization_flag_plans_the_quantized_checkpoint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    weights = {}
+    for quant in (None, "fp8"):
+        extra = ["--quantization", quant] if quant else []
+        code = main(["plan", "--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--engine-version",
+                     "0.11.0", *extra])  # fmt: skip
+        assert code == 0
+        weights[quant] = json.loads(capsys.readouterr().out)["weightsBytes"]
+    assert weights[None] / 2 < weights["fp8"] < weights[None]
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses a method it does not list
+        main(["plan", "--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--quantization", "int3"])
+    assert exit_info.value.code == 2
+    assert "--quantization" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from kvscale.capacity.types import (
     SloTargets,
     WorkloadProfile,
 )
+from kvscale.capacity.weights import with_quantization
 from kvscale.engines.render import render
 
 #: Reads the config.json text a ConfigMapRef points at (the operator passes a cluster reader).
@@ -146,7 +147,7 @@ def resolve_model(
             )
         model = _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
     if source.quantization is not None:
-        model = replace(model, quantization=source.quantization)
+        model = with_quantization(model, source.quantization)
     if source.weights_bytes is not None:
         model = replace(model, weights_bytes=source.weights_bytes)
     return model

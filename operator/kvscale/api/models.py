@@ -119,7 +119,12 @@ class ModelSource(ApiModel):
     )
     quantization: Quantization | None = Field(
         default=None,
-        description="Weight quantisation of the checkpoint, when not implied by the catalog.",
+        description=(
+            "Weight quantisation of the served checkpoint, when the catalog or config does not"
+            " say it: the weights are re-estimated from the parameter count (linear layers at"
+            " the method's width, embeddings and a vision tower in the model dtype; mxfp4: the"
+            " routed experts). weightsBytes gives the exact figure."
+        ),
     )
 
     cel_rules = (

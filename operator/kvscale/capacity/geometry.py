@@ -352,4 +352,6 @@ def model_from_config(
         is_multimodal=isinstance(config.get("vision_config"), Mapping)
         or str(cfg.get("architectures", [""])[0]).endswith("ForConditionalGeneration"),
         rope_tables=rope_tables(cfg, head_k, kinds, architecture),
+        kept_params=(est.embed + est.vision) or None,
+        expert_params=est.experts or None,
     )

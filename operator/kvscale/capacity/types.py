@@ -113,6 +113,10 @@ class ModelGeometry:
     expert_intermediate_size: int | None = None  # MoE: one expert's FFN width
     is_multimodal: bool = False  # has a vision/audio encoder the engine profiles too
     rope_tables: tuple[RopeTable, ...] = ()  # distinct rotary cos/sin tables (vLLM _ROPE_DICT)
+    # parameters a weight quantization leaves in the model dtype (embeddings, an untied lm_head,
+    # a vision tower) and the routed-expert parameters (what mxfp4 quantizes): from the config
+    kept_params: int | None = None
+    expert_params: int | None = None
 
 
 @dataclass(frozen=True)

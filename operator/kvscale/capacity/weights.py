@@ -6,12 +6,12 @@ Used only when neither the user (`--weights-gib`) nor the catalog gives the chec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
-from kvscale.capacity.types import LayerKind
+from kvscale.capacity.types import LayerKind, ModelGeometry
 
 NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
 # Llama 4: every MoE layer also runs one shared expert of `intermediate_size`, and the dense
@@ -176,3 +176,35 @@ def estimate_weights_bytes(
         return params * dtype_bytes
     linear = max(params - embed_params, 0)
     return int(linear * bits / 8 + embed_params * dtype_bytes)
+
+
+# Effective bits per quantized weight of a checkpoint declared by method name only
+# (`spec.model.quantization`, no quantization_config to read): AWQ/GPTQ at their 4-bit,
+# group-128 default; compressed-tensors at 8 bits, the larger of its common schemes (W8A8,
+# FP8-dynamic) and so the safe side for a W4A16 checkpoint.
+DECLARED_QUANT_BITS: Mapping[str, float] = {
+    **QUANT_BITS,
+    "awq": 4 + GROUP_SCALE_BITS / 128,
+    "gptq": 4 + GROUP_SCALE_BITS / 128,
+    "bnb-4bit": 4.13,
+    "compressed-tensors": 8.0,
+}
+
+
+def with_quantization(model: ModelGeometry, method: str) -> ModelGeometry:
+    """`model` served from a checkpoint quantized with `method`: the weights re-estimated from
+    the parameter count (linear layers at the method's bits; embeddings, an untied lm_head and
+    a vision tower in the model dtype; mxfp4: the routed experts only). A model already
+    quantized so, or without a parameter count, keeps its weights (relabelled)."""
+    bits = DECLARED_QUANT_BITS.get(method)
+    if method == model.quantization or model.params is None or bits is None:
+        return replace(model, quantization=method)
+    kept = model.kept_params or 0
+    if method == "mxfp4":
+        if not model.expert_params or not model.hidden_size:
+            return replace(model, quantization=method)  # nothing mxfp4 would shrink
+        est = ParamEstimate(model.params, model.params, kept, model.expert_params)
+        weights = estimate_mxfp4_moe_bytes(est, model.hidden_size, model.dtype_bytes)
+    else:
+        weights = estimate_weights_bytes(model.params, kept, model.dtype_bytes, bits)
+    return replace(model, quantization=method, weights_bytes=weights)

@@ -11,8 +11,9 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from kvscale.api.models import Quantization
 from kvscale.capacity import (
     GIB,
     CapacityPlan,
@@ -27,6 +28,7 @@ from kvscale.capacity import (
 )
 from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.types import ModelGeometry
+from kvscale.capacity.weights import with_quantization
 from kvscale.cli.common import CliError
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
 
@@ -44,6 +46,11 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-config", metavar="FILE", help="the model's HF config.json")
     model.add_argument("--model", metavar="HF_ID", help="a catalog model, e.g. Qwen/Qwen3-8B")
     model.add_argument("--weights-gib", metavar="W", help="checkpoint size in GiB (all ranks)")
+    model.add_argument(
+        "--quantization", choices=get_args(Quantization),
+        help="the served checkpoint's weight quantization, when the model or config does not "
+        "say it (weights re-estimated from the parameter count)",
+    )  # fmt: skip
     gpu = parser.add_argument_group("hardware")
     gpu.add_argument("--gpu", metavar="NAME", help="catalog id, gpu.product label or alias")
     gpu.add_argument("--gpu-memory-gib", metavar="X", help="override the device memory (GiB)")
@@ -129,10 +136,12 @@ def _resolve_model(args: argparse.Namespace, weights_bytes: int | None) -> Model
     if args.model_config:
         config = _load_json(args.model_config)
         name = args.model or str(config.get("_name_or_path") or Path(args.model_config).stem)
-        return model_from_config(config, name=name, weights_bytes=weights_bytes)
-    if args.model:
-        return find_model(args.model)
-    raise CliError("--model: missing; fix: pass --model HF_ID or --model-config config.json")
+        model = model_from_config(config, name=name, weights_bytes=weights_bytes)
+    elif args.model:
+        model = find_model(args.model)
+    else:
+        raise CliError("--model: missing; fix: pass --model HF_ID or --model-config config.json")
+    return with_quantization(model, args.quantization) if args.quantization else model
 
 
 def _build_request(args: argparse.Namespace) -> PlanRequest:
