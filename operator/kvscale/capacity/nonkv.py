@@ -13,7 +13,8 @@ From 0.13.0 the fused-MoE kernels take their scratch tensors from a persistent w
 forward pass and never freed, it is still live when the sampler runs, so it adds to whichever
 peak is larger (`moe_workspace_bytes`). Before it, `fused_experts` allocates the same kind of
 scratch per call and frees it (0.6.4 `fused_moe/fused_moe.py` `fused_experts_impl`): it widens
-the forward peak only (`moe_forward_width`).
+the forward peak only (`moe_forward_bytes`). A multimodal model's dummy encoder outputs are
+held under both peaks too (`encoder_outputs_bytes`).
 
 No constant here is fitted to the bench rows; each is a sum of tensor widths read in the
 source, cross-checked against logs in the ADR.
@@ -147,8 +148,8 @@ def encoder_outputs_bytes(mnbt: int, hidden: int, dtype_bytes: int) -> int:
 
 @dataclass(frozen=True)
 class ActivationPeak:
-    """The two peaks the profiler can see, which path produced the sampler's, and the MoE
-    workspace live under both."""
+    """The two peaks the profiler can see, which path produced the sampler's, and what is
+    live under both (the MoE workspace, a multimodal model's dummy encoder outputs)."""
 
     sampler_path: SamplerPath
     sampler_bytes: int
