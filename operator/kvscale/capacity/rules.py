@@ -65,10 +65,7 @@ class VllmRules:
         """Non-torch memory the profile charges per rank at tensor parallelism `tp` between
         GPUs joined by `link`; a ROCm build (`vendor` AMD) has its own figures."""
         if vendor == ROCM_VENDOR:
-            peers = tp - 1
-            return int(ROCM_NON_TORCH_TP1_GIB * GIB) + int(
-                peers * ROCM_NON_TORCH_PER_PEER_GIB * GIB
-            )
+            return int((ROCM_NON_TORCH_TP1_GIB + (tp - 1) * ROCM_NON_TORCH_PER_PEER_GIB) * GIB)
         extra = 0.0
         if tp > 1:
             extra = dict(self.non_torch_tp_extra_by_link).get(link, self.non_torch_tp_extra_gib)
