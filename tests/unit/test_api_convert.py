@@ -157,15 +157,19 @@ def test_source_overrides_apply_to_the_geometry():
 
 
 def test_a_declared_quantization_shrinks_the_catalog_weights():
-    # spec.model.quantization without weightsBytes: the served checkpoint is re-estimated (it
+    # spec.model.quantization without weightsBytes sizes the checkpoint model.uri loads (it
     # used to keep the bf16 figure, so a 4-bit 70B planned as 131 GiB and was refused)
     base = find_model("meta-llama/Llama-3.3-70B-Instruct")
-    fp8 = resolve_model(ModelSource(name=base.name, quantization="fp8"))
-    awq = resolve_model(ModelSource(name=base.name, quantization="awq"))
+    fp8_uri, awq_uri = "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", "org/llama-3.3-70b-awq"
+    fp8 = resolve_model(ModelSource(name=base.name, uri=fp8_uri, quantization="fp8"))
+    awq = resolve_model(ModelSource(name=base.name, uri=awq_uri, quantization="awq"))
     assert base.weights_bytes is not None and fp8.weights_bytes is not None
     assert awq.weights_bytes is not None
     assert base.weights_bytes / 2 < fp8.weights_bytes < 0.55 * base.weights_bytes
     assert base.weights_bytes / 4 < awq.weights_bytes < fp8.weights_bytes
+    # the engine loading the catalog id itself loads the catalog's 16-bit weights: they stand
+    same = resolve_model(ModelSource(name=base.name, quantization="fp8"))
+    assert (same.weights_bytes, same.quantization) == (base.weights_bytes, "fp8")
 
 
 def test_every_quantization_the_crd_accepts_has_a_width():

@@ -147,7 +147,15 @@ def resolve_model(
             )
         model = _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
     if source.quantization is not None:
-        model = with_quantization(model, source.quantization)
+        # The declared quantization sizes the checkpoint the engine loads. When that is the
+        # catalog id itself (no other uri), the engine loads the catalog's weights and they
+        # stand: re-estimating them would plan a pool the engine never gets.
+        loads_catalog = source.name is not None and source.uri in (None, source.name)
+        model = (
+            replace(model, quantization=source.quantization)
+            if loads_catalog
+            else with_quantization(model, source.quantization)
+        )
     if source.weights_bytes is not None:
         model = replace(model, weights_bytes=source.weights_bytes)
     return model

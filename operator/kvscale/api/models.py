@@ -120,10 +120,12 @@ class ModelSource(ApiModel):
     quantization: Quantization | None = Field(
         default=None,
         description=(
-            "Weight quantisation of the served checkpoint, when the catalog or config does not"
-            " say it: the weights are re-estimated from the parameter count (linear layers at"
-            " the method's width, embeddings and a vision tower in the model dtype; mxfp4: the"
-            " routed experts). weightsBytes gives the exact figure."
+            "Weight quantisation of the checkpoint the engine loads (model.uri, or an adopted"
+            " or config-described model), when its config does not say it: the weights are"
+            " re-estimated from the parameter count (linear layers at the method's width,"
+            " embeddings and a vision tower in the model dtype; mxfp4: the routed experts)."
+            " When the engine loads the catalog id itself the catalog's weights stand."
+            " weightsBytes gives the exact figure."
         ),
     )
 
