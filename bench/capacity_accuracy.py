@@ -289,9 +289,17 @@ def failed_targets(results: list[RowResult]) -> list[str]:
                           f"{E2E_MEDIAN_ABS_ERR:.0%}")  # fmt: skip
         if s.p90_abs > E2E_P90_ABS_ERR:
             misses.append(f"end to end (LOSO): p90 |err| {s.p90_abs:.2%} > {E2E_P90_ABS_ERR:.0%}")
-        misses += [f"end to end (LOSO): {r.label} over-predicts {r.rel_err:+.2%}"
+        misses += [f"end to end (LOSO): {r.label} over-predicts {r.rel_err:+.2%}{_in_gib(r)}"
                    for r in sized if r.rel_err > E2E_MAX_OVER]  # fmt: skip
     return misses
+
+
+def _in_gib(r: RowResult) -> str:
+    """What a relative miss is per rank: a small miss on a tight pool is a large fraction."""
+    if not r.unit_bytes:
+        return ""
+    miss, pool = (r.predicted - r.observed) * r.unit_bytes / GIB, r.observed * r.unit_bytes / GIB
+    return f" ({miss:+.2f} GiB on a {pool:.2f} GiB pool per rank)"
 
 
 def _print_rows(results: list[RowResult], title: str) -> None:
