@@ -172,6 +172,22 @@ def test_a_declared_quantization_shrinks_the_catalog_weights():
     assert (same.weights_bytes, same.quantization) == (base.weights_bytes, "fp8")
 
 
+def test_quantization_on_the_catalog_checkpoint_is_named_and_an_adopted_one_is_sized():
+    # a managed engine loading the catalog id itself loads 16-bit weights: the plan keeps them
+    # and says why the declared quantization does not size them; an adopted engine loads its
+    # own checkpoint, which the declared quantization describes
+    model = {"name": "meta-llama/Llama-3.1-8B-Instruct", "quantization": "awq"}
+    managed = plan_deployment(make_spec(model=model))
+    assert any("spec.model.uri" in w and "awq" in w for w in managed.warnings)
+    adopt = {"mode": "adopt", "targetRef": {"name": "llama"}}
+    adopted = plan_deployment(make_spec(model=model, **adopt))
+    assert not any("spec.model.uri" in w for w in adopted.warnings)
+    managed_weights = managed.selected_capacity_plan()
+    adopted_weights = adopted.selected_capacity_plan()
+    assert managed_weights is not None and adopted_weights is not None
+    assert adopted_weights.weights_bytes < managed_weights.weights_bytes / 2  # 4-bit layers
+
+
 def test_every_quantization_the_crd_accepts_has_a_width():
     assert set(get_args(Quantization)) <= set(DECLARED_QUANT_BITS)
 

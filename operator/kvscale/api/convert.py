@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from kvscale.api.calibration import CalibrationLookup, calibrated_plan, planned_calibration
-from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
+from kvscale.api.models import DEFAULT_MODE, ConfigMapRef, LLMDeploymentSpec, ModelSource
 from kvscale.api.status import GpuPlanStatus
 from kvscale.api.status_calibration import CalibrationStatus
 from kvscale.capacity import (
@@ -121,8 +121,14 @@ def _geometry_from_text(text: str, source: ModelSource, path: str) -> ModelGeome
         ) from exc
 
 
+def engine_loads_catalog_id(source: ModelSource, mode: str = DEFAULT_MODE) -> bool:
+    """A managed engine that loads the catalog id itself (no other `model.uri`): it loads the
+    catalog's checkpoint, whatever `model.quantization` says."""
+    return mode == "managed" and source.name is not None and source.uri in (None, source.name)
+
+
 def resolve_model(
-    source: ModelSource, configmap_loader: ConfigMapLoader | None = None
+    source: ModelSource, configmap_loader: ConfigMapLoader | None = None, mode: str = DEFAULT_MODE
 ) -> ModelGeometry:
     """The model's geometry from the catalog, inline config.json or a ConfigMap.
 
@@ -147,13 +153,12 @@ def resolve_model(
             )
         model = _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
     if source.quantization is not None:
-        # The declared quantization sizes the checkpoint the engine loads. When that is the
-        # catalog id itself (no other uri), the engine loads the catalog's weights and they
-        # stand: re-estimating them would plan a pool the engine never gets.
-        loads_catalog = source.name is not None and source.uri in (None, source.name)
+        # The declared quantization sizes the checkpoint the engine loads. When a managed engine
+        # loads the catalog id itself, it loads the catalog's weights and they stand:
+        # re-estimating them would plan a pool the engine never gets (plan_deployment warns).
         model = (
             replace(model, quantization=source.quantization)
-            if loads_catalog
+            if engine_loads_catalog_id(source, mode)
             else with_quantization(model, source.quantization)
         )
     if source.weights_bytes is not None:
@@ -404,7 +409,7 @@ def plan_deployment(
     unsupported engine release, context longer than the model supports). A spec that fits no
     GPU type is not an error here: `selected_gpu_type` is None and the reason says why.
     """
-    model = resolve_model(spec.model, configmap_loader)
+    model = resolve_model(spec.model, configmap_loader, spec.mode)
     if spec.max_context_length > model.max_position_embeddings:
         raise SpecError(
             "spec.maxContextLength",
@@ -413,6 +418,7 @@ def plan_deployment(
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
     gpus, alias_warnings = resolve_gpu_types(spec)
+    alias_warnings += _unapplied_quantization(spec)
     triples = [_plan_one(spec, i, gpu, model, calibration) for i, gpu in gpus]
     plans = tuple(p for p, _, _ in triples)
     capacity_plans = tuple(c for _, c, _ in triples)
@@ -442,6 +448,20 @@ def plan_deployment(
         engine_command=rendered.command,
         warnings=result.warnings + rendered.warnings + _capacity_warnings(spec, result),
     )
+
+
+def _unapplied_quantization(spec: LLMDeploymentSpec) -> list[str]:
+    source = spec.model
+    catalog = find_model(source.name) if source.name else None
+    if source.quantization is None or catalog is None or catalog.quantization is not None:
+        return []
+    if not engine_loads_catalog_id(source, spec.mode):
+        return []
+    return [
+        f"spec.model.quantization {source.quantization} does not size the weights: the engine"
+        f" loads {source.name} itself, a 16-bit checkpoint, so the plan counts its 16-bit"
+        f" weights; fix: set spec.model.uri to the {source.quantization} checkpoint"
+    ]
 
 
 def _capacity_warnings(spec: LLMDeploymentSpec, result: DeploymentPlanResult) -> tuple[str, ...]:

@@ -120,11 +120,13 @@ class ModelSource(ApiModel):
     quantization: Quantization | None = Field(
         default=None,
         description=(
-            "Weight quantisation of the checkpoint the engine loads (model.uri, or a model"
-            " described by config), when its config does not say it: the weights are"
+            "Weight quantisation of the checkpoint the engine loads (model.uri, an adopted"
+            " engine's, or a model described by config), when its config does not say it:"
+            " the weights are"
             " re-estimated from the parameter count (linear layers at the method's width,"
             " embeddings and a vision tower in the model dtype; mxfp4: the routed experts)."
-            " When the engine loads the catalog id itself the catalog's weights stand."
+            " When a managed engine loads the catalog id itself, the catalog's weights stand"
+            " and the plan warns."
             " weightsBytes gives the exact figure."
         ),
     )

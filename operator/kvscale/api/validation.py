@@ -265,7 +265,9 @@ def validate_document(
     except SpecError as exc:
         return DocumentResult(index, name, (Problem(exc.path, exc.problem, exc.fix),), spec)
     if plan.selected_gpu_type is None:
-        return DocumentResult(index, name, (_no_fit_problem(plan),), spec, plan)
+        return DocumentResult(
+            index, name, (_no_fit_problem(plan),), spec, plan, notes=plan.warnings
+        )
     return DocumentResult(index, name, (), spec, plan, notes=plan.warnings)
 
 

@@ -233,7 +233,8 @@ def plan_deployment_file(path: str) -> list[DocumentResult]:
         raise CliError(f"{path}: {exc}") from None
     for result in results:
         if not result.ok:
-            raise CliError(f"{path}: {result.name}: {result.problems[0]}")
+            notes = "".join(f"; note: {note}" for note in result.notes)
+            raise CliError(f"{path}: {result.name}: {result.problems[0]}{notes}")
     return results
 
 

@@ -36,6 +36,8 @@ def print_result(result: DocumentResult, path: str, out: TextIO, err: TextIO) ->
     if not result.ok:
         for problem in result.problems:
             print(f"{path}: {result.name}: {problem}", file=err)
+        for note in result.notes:
+            print(f"  note: {note}", file=err)
         return
     print(f"{path}: {result.name}: valid", file=out)
     plan = result.plan
