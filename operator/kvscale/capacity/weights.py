@@ -178,16 +178,25 @@ def estimate_weights_bytes(
     return int(linear * bits / 8 + embed_params * dtype_bytes)
 
 
-# Effective bits per quantized weight of a checkpoint declared by method name only
-# (`spec.model.quantization`, no quantization_config to read): AWQ/GPTQ at their 4-bit,
-# group-128 default; compressed-tensors at 8 bits, the larger of its common schemes (W8A8,
-# FP8-dynamic) and so the safe side for a W4A16 checkpoint.
+# A checkpoint's quantization declared by method name only (`spec.model.quantization`,
+# `kvscale plan --quantization`): the quantization_config it stands for, read by
+# `quantized_weight_bits` like a checkpoint's own. AWQ/GPTQ get their 4-bit, group-128 default;
+# compressed-tensors 8 bits, the larger of its common schemes (W8A8, FP8-dynamic) and so the
+# safe side for a W4A16 checkpoint.
+_DECLARED_CONFIGS: Mapping[str, Mapping[str, Any]] = {
+    "fp8": {"quant_method": "fp8"},
+    "awq": {"quant_method": "awq"},
+    "gptq": {"quant_method": "gptq"},
+    "mxfp4": {"quant_method": "mxfp4"},
+    "nvfp4": {"quant_method": "nvfp4"},
+    "bnb-4bit": {"quant_method": "bitsandbytes", "load_in_4bit": True},
+    "compressed-tensors": {"quant_method": "compressed-tensors"},
+}
+# Effective bits per quantized weight of each declarable method (the CLI's choices).
 DECLARED_QUANT_BITS: Mapping[str, float] = {
-    **QUANT_BITS,
-    "awq": 4 + GROUP_SCALE_BITS / 128,
-    "gptq": 4 + GROUP_SCALE_BITS / 128,
-    "bnb-4bit": 4.13,
-    "compressed-tensors": 8.0,
+    method: bits
+    for method, config in _DECLARED_CONFIGS.items()
+    if (bits := quantized_weight_bits(config)[1]) is not None
 }
 
 

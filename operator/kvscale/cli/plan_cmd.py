@@ -11,9 +11,8 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
-from kvscale.api.models import Quantization
 from kvscale.capacity import (
     GIB,
     CapacityPlan,
@@ -28,7 +27,7 @@ from kvscale.capacity import (
 )
 from kvscale.capacity.errors import InputError, field_key
 from kvscale.capacity.types import ModelGeometry
-from kvscale.capacity.weights import with_quantization
+from kvscale.capacity.weights import DECLARED_QUANT_BITS, with_quantization
 from kvscale.cli.common import CliError
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
 
@@ -47,7 +46,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="HF_ID", help="a catalog model, e.g. Qwen/Qwen3-8B")
     model.add_argument("--weights-gib", metavar="W", help="checkpoint size in GiB (all ranks)")
     model.add_argument(
-        "--quantization", choices=get_args(Quantization),
+        "--quantization", choices=tuple(DECLARED_QUANT_BITS),
         help="the served checkpoint's weight quantization, when the model or config does not "
         "say it (weights re-estimated from the parameter count)",
     )  # fmt: skip
