@@ -18,9 +18,8 @@ from kvscale.capacity.types import LayerKind, ModelGeometry
 from kvscale.capacity.vision import vision_params
 from kvscale.capacity.weights import (
     ParamEstimate,
-    estimate_mxfp4_moe_bytes,
+    checkpoint_bytes,
     estimate_params,
-    estimate_weights_bytes,
     quantized_weight_bits,
 )
 
@@ -315,11 +314,9 @@ def model_from_config(
     total = params or est.total or None
     active = int(total * est.active / est.total) if total and est.total else total
     if weights_bytes is None and total:
-        if method == "mxfp4" and est.experts and hidden:
-            weights_bytes = estimate_mxfp4_moe_bytes(est, hidden, dtype_bytes)
-        else:
-            kept = est.embed + est.vision  # left in the model dtype by quantization
-            weights_bytes = estimate_weights_bytes(total, kept, dtype_bytes, bits)
+        weights_bytes = checkpoint_bytes(
+            est, total, hidden=hidden, dtype_bytes=dtype_bytes, method=method, bits=bits
+        )
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
     experts, per_token, expert_inter = moe_dims(cfg)
     architecture = str((cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0])

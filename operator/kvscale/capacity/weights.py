@@ -200,6 +200,23 @@ DECLARED_QUANT_BITS: Mapping[str, float] = {
 }
 
 
+def checkpoint_bytes(
+    est: ParamEstimate,
+    total: int,
+    *,
+    hidden: int | None,
+    dtype_bytes: int,
+    method: str | None,
+    bits: float | None,
+) -> int:
+    """Bytes of a checkpoint of `total` parameters quantized with `method` at `bits`: mxfp4 the
+    routed experts only (when the estimate has them), any other method every parameter but
+    the embeddings, an untied lm_head and a vision tower (`est.embed + est.vision`)."""
+    if method == "mxfp4" and est.experts and hidden:
+        return estimate_mxfp4_moe_bytes(est, hidden, dtype_bytes)
+    return estimate_weights_bytes(total, est.embed + est.vision, dtype_bytes, bits)
+
+
 def with_quantization(model: ModelGeometry, method: str) -> ModelGeometry:
     """`model` served from a checkpoint quantized with `method`: the weights re-estimated from
     the parameter count (linear layers at the method's bits; embeddings, an untied lm_head and
@@ -208,12 +225,16 @@ def with_quantization(model: ModelGeometry, method: str) -> ModelGeometry:
     bits = DECLARED_QUANT_BITS.get(method)
     if method == model.quantization or model.params is None or bits is None:
         return replace(model, quantization=method)
-    kept = model.kept_params or 0
-    if method == "mxfp4":
-        if not model.expert_params or not model.hidden_size:
-            return replace(model, quantization=method)  # nothing mxfp4 would shrink
-        est = ParamEstimate(model.params, model.params, kept, model.expert_params)
-        weights = estimate_mxfp4_moe_bytes(est, model.hidden_size, model.dtype_bytes)
-    else:
-        weights = estimate_weights_bytes(model.params, kept, model.dtype_bytes, bits)
+    if method == "mxfp4" and not (model.expert_params and model.hidden_size):
+        return replace(model, quantization=method)  # nothing mxfp4 would shrink
+    params = model.params
+    est = ParamEstimate(params, params, model.kept_params or 0, model.expert_params or 0)
+    weights = checkpoint_bytes(
+        est,
+        params,
+        hidden=model.hidden_size,
+        dtype_bytes=model.dtype_bytes,
+        method=method,
+        bits=bits,
+    )
     return replace(model, quantization=method, weights_bytes=weights)
