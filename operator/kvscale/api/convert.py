@@ -127,35 +127,50 @@ def engine_loads_catalog_id(source: ModelSource, mode: str = DEFAULT_MODE) -> bo
     return mode == "managed" and source.name is not None and source.uri in (None, source.name)
 
 
-def resolve_model(
-    source: ModelSource, configmap_loader: ConfigMapLoader | None = None, mode: str = DEFAULT_MODE
+def source_geometry(
+    source: ModelSource, configmap_loader: ConfigMapLoader | None = None
 ) -> ModelGeometry:
-    """The model's geometry from the catalog, inline config.json or a ConfigMap.
+    """The model's geometry from the catalog, inline config.json or a ConfigMap, before the
+    spec's own overrides (quantization, weightsBytes).
 
     Raises `SpecError` naming spec.model.* when the source cannot be resolved (unknown
     catalog id, bad JSON, no loader for a ConfigMap, a config the planner cannot read).
     """
     if source.name is not None:
         try:
-            model = find_model(source.name)
+            return find_model(source.name)
         except CapacityInputError as exc:
             raise SpecError("spec.model.name", exc.problem, exc.fix) from exc
-    elif source.config is not None:
-        model = _geometry_from_text(source.config, source, "spec.model.config")
-    else:
-        ref = source.config_map_ref
-        assert ref is not None  # the model validator guarantees exactly one source
-        if configmap_loader is None:
-            raise SpecError(
-                "spec.model.configMapRef",
-                f"ConfigMap {ref.name} is not available offline",
-                "put the ConfigMap in the same file, or use model.name or model.config",
-            )
-        model = _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
+    if source.config is not None:
+        return _geometry_from_text(source.config, source, "spec.model.config")
+    ref = source.config_map_ref
+    assert ref is not None  # the model validator guarantees exactly one source
+    if configmap_loader is None:
+        raise SpecError(
+            "spec.model.configMapRef",
+            f"ConfigMap {ref.name} is not available offline",
+            "put the ConfigMap in the same file, or use model.name or model.config",
+        )
+    return _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
+
+
+def quantization_unapplied(source: ModelSource, base: ModelGeometry, mode: str) -> bool:
+    """A 16-bit checkpoint declared quantized that a managed engine loads as it is (the catalog
+    id itself): its weights stand, the declared quantization does not size them."""
+    return (
+        source.quantization is not None
+        and base.quantization is None
+        and engine_loads_catalog_id(source, mode)
+    )
+
+
+def with_source_overrides(
+    base: ModelGeometry, source: ModelSource, mode: str = DEFAULT_MODE
+) -> ModelGeometry:
+    """`base` with the spec's declared quantization (sizing the checkpoint the engine loads,
+    unless `quantization_unapplied`: relabelled only) and explicit weightsBytes."""
+    model = base
     if source.quantization is not None:
-        # The declared quantization sizes the checkpoint the engine loads. When a managed engine
-        # loads the catalog id itself, it loads the catalog's weights and they stand:
-        # re-estimating them would plan a pool the engine never gets (plan_deployment warns).
         model = (
             replace(model, quantization=source.quantization)
             if engine_loads_catalog_id(source, mode)
@@ -164,6 +179,13 @@ def resolve_model(
     if source.weights_bytes is not None:
         model = replace(model, weights_bytes=source.weights_bytes)
     return model
+
+
+def resolve_model(
+    source: ModelSource, configmap_loader: ConfigMapLoader | None = None, mode: str = DEFAULT_MODE
+) -> ModelGeometry:
+    """The geometry the planner uses: `source_geometry` with the spec's overrides."""
+    return with_source_overrides(source_geometry(source, configmap_loader), source, mode)
 
 
 def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry) -> PlanRequest:
@@ -409,7 +431,8 @@ def plan_deployment(
     unsupported engine release, context longer than the model supports). A spec that fits no
     GPU type is not an error here: `selected_gpu_type` is None and the reason says why.
     """
-    model = resolve_model(spec.model, configmap_loader, spec.mode)
+    base = source_geometry(spec.model, configmap_loader)
+    model = with_source_overrides(base, spec.model, spec.mode)
     if spec.max_context_length > model.max_position_embeddings:
         raise SpecError(
             "spec.maxContextLength",
@@ -417,14 +440,15 @@ def plan_deployment(
             f" ({model.max_position_embeddings})",
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
-    gpus, alias_warnings = resolve_gpu_types(spec)
-    alias_warnings += _unapplied_quantization(spec)
+    gpus, plan_warnings = resolve_gpu_types(spec)
+    if quantization_unapplied(spec.model, base, spec.mode):
+        plan_warnings.append(_unapplied_quantization_warning(spec.model))
     triples = [_plan_one(spec, i, gpu, model, calibration) for i, gpu in gpus]
     plans = tuple(p for p, _, _ in triples)
     capacity_plans = tuple(c for _, c, _ in triples)
     selected, reason = select_gpu_type(plans)
     result = DeploymentPlanResult(
-        model, plans, capacity_plans, selected, reason, warnings=tuple(alias_warnings)
+        model, plans, capacity_plans, selected, reason, warnings=tuple(plan_warnings)
     )
     chosen = result.selected_capacity_plan()
     if chosen is None:
@@ -450,18 +474,12 @@ def plan_deployment(
     )
 
 
-def _unapplied_quantization(spec: LLMDeploymentSpec) -> list[str]:
-    source = spec.model
-    catalog = find_model(source.name) if source.name else None
-    if source.quantization is None or catalog is None or catalog.quantization is not None:
-        return []
-    if not engine_loads_catalog_id(source, spec.mode):
-        return []
-    return [
+def _unapplied_quantization_warning(source: ModelSource) -> str:
+    return (
         f"spec.model.quantization {source.quantization} does not size the weights: the engine"
         f" loads {source.name} itself, a 16-bit checkpoint, so the plan counts its 16-bit"
         f" weights; fix: set spec.model.uri to the {source.quantization} checkpoint"
-    ]
+    )
 
 
 def _capacity_warnings(spec: LLMDeploymentSpec, result: DeploymentPlanResult) -> tuple[str, ...]:
