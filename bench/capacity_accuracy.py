@@ -125,8 +125,7 @@ def _non_torch_class(request: PlanRequest) -> str:
     if request.engine != "vllm":
         return f"{request.engine} {tp_class}{vendor}"
     rules = vllm_rules(request.engine_version, request.vllm_v0)  # one class per table figure
-    link, vendor_name = request.gpu.peer_link, request.gpu.vendor
-    charged = rules.non_torch_bytes(request.tensor_parallel, link, vendor_name) / GIB
+    charged = rules.non_torch_bytes(request.tensor_parallel, request.gpu) / GIB
     return f"vllm non-torch {charged:.2f} GiB {tp_class}{vendor}"
 
 

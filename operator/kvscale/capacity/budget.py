@@ -165,7 +165,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     # rows with top-k/top-p on (V0: vllm/worker/model_runner.py profile_run, the sort path)
     activation, sampler = _activation_vllm(request, rules, mnbt, seqs)
     path: SamplerPath | None = sampler if rules.v1 else None
-    non_torch = rules.non_torch_bytes(tp, request.gpu.peer_link, request.gpu.vendor)
+    non_torch = rules.non_torch_bytes(tp, request.gpu)
     rope = vllm_rope_cache_bytes(request.model, request.engine_version)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kvscale.capacity.nonkv import SamplerPath
 from kvscale.capacity.release import EngineVersion
-from kvscale.capacity.types import GIB, PeerLink
+from kvscale.capacity.types import GIB, GpuSpec, PeerLink
 
 _S, _F, _T, _V2 = SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2
 
@@ -59,16 +59,15 @@ class VllmRules:
     # range (none yet: see the non-torch notes below); links not listed pay the NVLink figure.
     non_torch_tp_extra_by_link: tuple[tuple[PeerLink, float], ...] = ()
 
-    def non_torch_bytes(
-        self, tp: int, link: PeerLink = PeerLink.UNKNOWN, vendor: str = "NVIDIA"
-    ) -> int:
-        """Non-torch memory the profile charges per rank at tensor parallelism `tp` between
-        GPUs joined by `link`; a ROCm build (`vendor` AMD) has its own figures."""
-        if vendor == ROCM_VENDOR:
+    def non_torch_bytes(self, tp: int, gpu: GpuSpec) -> int:
+        """Non-torch memory the profile charges per rank at tensor parallelism `tp` on `gpu`:
+        by its peer link; a ROCm build (an AMD GPU) has its own figures on every release."""
+        if gpu.vendor == ROCM_VENDOR:
             return int((ROCM_NON_TORCH_TP1_GIB + (tp - 1) * ROCM_NON_TORCH_PER_PEER_GIB) * GIB)
         extra = 0.0
         if tp > 1:
-            extra = dict(self.non_torch_tp_extra_by_link).get(link, self.non_torch_tp_extra_gib)
+            by_link = dict(self.non_torch_tp_extra_by_link)
+            extra = by_link.get(gpu.peer_link, self.non_torch_tp_extra_gib)
         return int(self.non_torch_tp1_gib * GIB) + int(extra * GIB)
 
 
