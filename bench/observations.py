@@ -13,7 +13,6 @@ from pathlib import Path
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
 from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.catalog import list_models, parse_number
-from kvscale.capacity.types import ModelGeometry
 from kvscale.capacity.weights import with_quantization
 
 CSV_PATH = Path(__file__).parent / "data" / "vllm_kv_observations.csv"
@@ -141,11 +140,6 @@ def notes_weights_gib(notes: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _quantized(model: ModelGeometry, quant: str | None) -> ModelGeometry:
-    """The catalog geometry served as a quantized variant: what `spec.model.quantization` does."""
-    return model if quant is None else with_quantization(model, quant)
-
-
 def source_of(row: dict[str, str]) -> str:
     """The independent source a row comes from (one issue, one repository, one document)."""
     return row["source"].split(" ")[0] if " PR#" not in row["source"] else row["source"]
@@ -178,7 +172,9 @@ def row_request(
         return None, "GPU not stated / not in the catalog"
     stated_gib = re.search(r"\(([\d.]+) GiB\)", gpu_cell)
     online = re.search(r"--quantization (fp8)\b", row["notes"])  # quantized at load
-    model = _quantized(find_model(mapped[0]), mapped[1] or (online and online.group(1)))
+    quant = mapped[1] or (online and online.group(1))
+    model = find_model(mapped[0])
+    model = with_quantization(model, quant) if quant else model  # what the CRD's field does
     note = ""
     weights_gib = notes_weights_gib(row["notes"])
     catalog_lacks = model.weights_bytes is None or mapped[1] is not None or model.params is None
