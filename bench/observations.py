@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
+from kvscale.capacity.allocator import weights_rounding_bytes
 from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.catalog import list_models, parse_number
 from kvscale.capacity.weights import with_quantization
@@ -182,8 +183,10 @@ def row_request(
     if weights_gib is not None and catalog_lacks:
         per_rank = "/rank" in row["notes"] or "GiB/rank" in row["notes"]
         weights = int(weights_gib * GIB * (tp if per_rank else 1))
-        if row["engine"] == "vllm":  # the logged load holds the rope tables on every rank
-            weights -= vllm_rope_cache_bytes(model, version) * tp
+        if row["engine"] == "vllm":  # the logged load holds the rope tables and the
+            # allocator's rounding on every rank
+            extra = vllm_rope_cache_bytes(model, version) + weights_rounding_bytes(model, tp)
+            weights -= extra * tp
         note = "weights from notes"
     length = first_int(row["max_model_len"]) or model.max_position_embeddings
     batched = re.search(r"MNBT (\d+)|max-num-batched-tokens (\d+)", row["notes"])

@@ -21,6 +21,7 @@ from kvscale.capacity.weights import (
     checkpoint_bytes,
     estimate_params,
     quantized_weight_bits,
+    weight_tensors,
 )
 
 DTYPE_BYTES: Mapping[str, int] = {
@@ -303,11 +304,13 @@ def model_from_config(
             )
         state_bytes = elems * dtype_bytes
     method, bits = quantized_weight_bits(cfg.get("quantization_config"))
+    weight_head_dim = head_k if not cfg.get("kv_lora_rank") else head_v
     est = (
-        estimate_params(cfg, head_k if not cfg.get("kv_lora_rank") else head_v, kv_heads, kinds)
+        estimate_params(cfg, weight_head_dim, kv_heads, kinds)
         if hidden
         else ParamEstimate(0, 0, 0, 0)
     )
+    tensors = weight_tensors(cfg, weight_head_dim, kv_heads, kinds) if hidden else ()
     if est.total:  # the vision tower is loaded too (but touched by no decoded token)
         vision = vision_params(config, hidden)
         est = replace(est, total=est.total + vision, vision=vision)
@@ -351,4 +354,5 @@ def model_from_config(
         rope_tables=rope_tables(cfg, head_k, kinds, architecture),
         kept_params=(est.embed + est.vision) or None,
         expert_params=est.experts or None,
+        weight_tensors=tensors,
     )

@@ -25,6 +25,8 @@ class NonKvCharges(Protocol):
     @property
     def rope_cache_bytes(self) -> int: ...
     @property
+    def weights_rounding_bytes(self) -> int: ...
+    @property
     def activation_bytes(self) -> int: ...
     @property
     def non_torch_bytes(self) -> int: ...
@@ -33,9 +35,11 @@ class NonKvCharges(Protocol):
 
 
 def estimated_non_kv_bytes(charges: NonKvCharges) -> int:
-    """Weights + rope tables + activation peak + non-torch + CUDA graphs, per rank."""
+    """Weights (with the allocator's rounding) + rope tables + activation peak + non-torch +
+    CUDA graphs, per rank."""
     return (
         charges.weights_bytes
+        + charges.weights_rounding_bytes
         + charges.rope_cache_bytes
         + charges.activation_bytes
         + charges.non_torch_bytes
@@ -67,6 +71,50 @@ class PeerLink(StrEnum):
     PCIE = "pcie"  # no peer link: PCIe (and host memory) only
     XGMI = "xgmi"  # AMD Infinity Fabric
     UNKNOWN = "unknown"  # blank, optional bridge, or a fabric vLLM's CUDA path does not use
+
+
+class TensorSplit(StrEnum):
+    """How tensor parallelism splits one weight tensor over the ranks (vLLM's parallel layers)."""
+
+    ROWS = "rows"  # column-parallel: output features split (gate/up, fused-MoE w13)
+    COLS = "cols"  # row-parallel: input features split (o_proj, down, fused-MoE w2)
+    QKV = "qkv"  # query heads split; KV heads split, or one per rank when TP > KV heads
+    VOCAB = "vocab"  # vocab-parallel: rows padded to a multiple of 64, then split
+
+
+@dataclass(frozen=True)
+class WeightTensor:
+    """One kind of weight tensor as the engine allocates it: `count` tensors of
+    `batch` x `rows` x `cols` elements (QKV: `rows` are the query rows, the KV heads come on
+    top), split over the ranks by `split`. `quantized` is False for what a weight quantization
+    leaves in the model dtype (embeddings, the lm_head)."""
+
+    rows: int
+    cols: int
+    split: TensorSplit
+    count: int = 1
+    batch: int = 1  # fused-MoE: experts stacked in one tensor
+    kv_heads: int = 0  # QKV only
+    head_dim: int = 0  # QKV only
+    quantized: bool = True
+
+    def elements_per_rank(self, tp: int) -> int:
+        rows, cols = self.rows, self.cols
+        if self.split is TensorSplit.QKV:
+            kv_per_rank = 1 if tp >= self.kv_heads else self.kv_heads // tp
+            rows = rows // tp + 2 * kv_per_rank * self.head_dim
+        elif self.split is TensorSplit.VOCAB:
+            rows = -(-rows // VOCAB_PAD_ROWS) * VOCAB_PAD_ROWS // tp
+        elif self.split is TensorSplit.ROWS:
+            rows //= tp
+        else:
+            cols //= tp
+        return self.batch * rows * cols
+
+
+# vLLM pads the vocabulary of its embeddings and lm_head to a multiple of this before splitting
+# it (DEFAULT_VOCAB_PADDING_SIZE, model_executor/layers/vocab_parallel_embedding.py, 0.19.0).
+VOCAB_PAD_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -117,6 +165,9 @@ class ModelGeometry:
     # a vision tower) and the routed-expert parameters (what mxfp4 quantizes): from the config
     kept_params: int | None = None
     expert_params: int | None = None
+    # the decoder's weight tensors as the engine allocates them (what the caching allocator
+    # rounds, capacity/allocator.py); empty when the config lacks the widths
+    weight_tensors: tuple[WeightTensor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +268,7 @@ class CapacityPlan:
     engine_cap_seqs: int = 0  # the engine's own limit on running sequences
     sampler_path: SamplerPath | None = None  # the path the activation charge assumed (vLLM V1)
     rope_cache_bytes: int = 0  # vLLM rotary cos/sin tables per rank, beside weights_bytes
+    weights_rounding_bytes: int = 0  # vLLM: the caching allocator's blocks beyond the weights
 
     @property
     def non_kv_bytes(self) -> int:

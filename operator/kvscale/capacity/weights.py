@@ -11,7 +11,7 @@ from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
-from kvscale.capacity.types import LayerKind, ModelGeometry
+from kvscale.capacity.types import LayerKind, ModelGeometry, TensorSplit, WeightTensor
 
 NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
 # Llama 4: every MoE layer also runs one shared expert of `intermediate_size`, and the dense
@@ -48,6 +48,59 @@ class ParamEstimate:
     vision: int = 0  # multimodal vision tower + projector (kept in the model dtype)
 
 
+@dataclass(frozen=True)
+class _DecoderLayout:
+    """Where a decoder's weights sit, from its config: the attention mixers, the dense and MoE
+    MLP layers and their widths, and whether the lm_head shares the embeddings."""
+
+    hidden: int
+    heads: int
+    vocab: int
+    matrices: int  # MLP matrices: 3 gated (gate, up, down), 2 plain (up, down)
+    attention_layers: int
+    dense_layers: int
+    dense_inter: int
+    moe_layers: int
+    experts: int
+    top_k: int
+    moe_inter: int
+    shared: int  # shared experts, run as one MLP of shared x moe_inter
+    tied: bool
+
+
+def _decoder_layout(cfg: Config, kinds: tuple[LayerKind, ...]) -> _DecoderLayout:
+    hidden = require_int(cfg, "hidden_size", "n_embd", "d_model")
+    inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size") or 4 * hidden
+    experts, per_token, expert_inter = moe_dims(cfg)
+    shared = optional_int(cfg, "n_shared_experts") or 0
+    if experts and not shared and cfg.get("model_type") in ONE_SHARED_EXPERT_TYPES:
+        shared = 1
+    attention_layers = len(kinds) - kinds.count(LayerKind.LINEAR)
+    if isinstance(cfg.get("hybrid_override_pattern"), str):  # one block type per layer
+        attention_layers -= kinds.count(LayerKind.NONE)
+        mlp_layers = kinds.count(LayerKind.NONE)
+    else:  # every layer has a mixer and an MLP
+        mlp_layers = len(kinds)
+    # Jamba / Llama 4 Maverick: only every `period`-th layer is MoE, the rest dense
+    period = optional_int(cfg, "expert_layer_period", "interleave_moe_layer_step") or 1
+    moe_layers = mlp_layers // period if experts else 0
+    return _DecoderLayout(
+        hidden=hidden,
+        heads=require_int(cfg, "num_attention_heads", "n_head"),
+        vocab=optional_int(cfg, "vocab_size") or 32000,
+        matrices=_mlp_matrices(cfg),
+        attention_layers=attention_layers,
+        dense_layers=mlp_layers - moe_layers,
+        dense_inter=optional_int(cfg, "intermediate_size_mlp") or inter,  # Llama 4
+        moe_layers=moe_layers,
+        experts=experts or 0,
+        top_k=per_token or 1,
+        moe_inter=expert_inter or inter,
+        shared=shared,
+        tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES)),
+    )
+
+
 def estimate_params(
     cfg: Config, head_dim: int, kv_heads: int, kinds: Sequence[LayerKind] = ()
 ) -> ParamEstimate:
@@ -56,42 +109,53 @@ def estimate_params(
     Good to a few percent for dense, MoE and Mamba-hybrid decoders: it is only used when no
     checkpoint size or parameter count is known, and the planner warns when it is.
     """
-    hidden = require_int(cfg, "hidden_size", "n_embd", "d_model")
     layers = require_int(cfg, "num_hidden_layers", "n_layer", "num_layers")
-    heads = require_int(cfg, "num_attention_heads", "n_head")
-    vocab = optional_int(cfg, "vocab_size") or 32000
-    inter = optional_int(cfg, "intermediate_size", "ffn_hidden_size") or 4 * hidden
-    attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    experts, per_token, expert_inter = moe_dims(cfg)
-    top_k = per_token or 1
-    moe_inter = expert_inter or inter
-    per_matrix = _mlp_matrices(cfg) * hidden
-    shared = optional_int(cfg, "n_shared_experts") or 0
-    if experts and not shared and cfg.get("model_type") in ONE_SHARED_EXPERT_TYPES:
-        shared = 1
-    mlp_total = per_matrix * moe_inter * ((experts or 0) + shared)
-    mlp_active = per_matrix * moe_inter * (top_k + shared)
     kinds = tuple(kinds) or (LayerKind.FULL,) * layers
-    mixer = sum(_mamba_proj_params(cfg, hidden) if k is LayerKind.LINEAR else attn for k in kinds)
-    if isinstance(cfg.get("hybrid_override_pattern"), str):  # one block type per layer
-        mixer -= attn * kinds.count(LayerKind.NONE)
-        mlp_layers = kinds.count(LayerKind.NONE)
-    else:  # every layer has a mixer and an MLP
-        mlp_layers = layers
-    # Jamba / Llama 4 Maverick: only every `period`-th layer is MoE, the rest dense
-    period = optional_int(cfg, "expert_layer_period", "interleave_moe_layer_step") or 1
-    moe_layers = mlp_layers // period if experts else 0
-    dense_inter = optional_int(cfg, "intermediate_size_mlp") or inter  # Llama 4
-    dense = (mlp_layers - moe_layers) * per_matrix * dense_inter
-    tied = bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES))
-    embed = vocab * hidden * (1 if tied else 2)
-    routed = per_matrix * moe_inter * (experts or 0) * moe_layers
+    d = _decoder_layout(cfg, kinds)
+    attn = d.hidden * head_dim * (2 * d.heads + 2 * kv_heads)
+    per_matrix = d.matrices * d.hidden
+    mamba = kinds.count(LayerKind.LINEAR) * _mamba_proj_params(cfg, d.hidden)
+    mixer = d.attention_layers * attn + mamba
+    moe_total = d.moe_layers * per_matrix * d.moe_inter * (d.experts + d.shared)
+    moe_active = d.moe_layers * per_matrix * d.moe_inter * (d.top_k + d.shared)
+    dense = d.dense_layers * per_matrix * d.dense_inter
+    embed = d.vocab * d.hidden * (1 if d.tied else 2)
     return ParamEstimate(
-        total=mixer + moe_layers * mlp_total + dense + embed,
-        active=mixer + moe_layers * mlp_active + dense + embed,
+        total=mixer + moe_total + dense + embed,
+        active=mixer + moe_active + dense + embed,
         embed=embed,
-        experts=routed,
+        experts=per_matrix * d.moe_inter * d.experts * d.moe_layers,
     )
+
+
+def weight_tensors(
+    cfg: Config, head_dim: int, kv_heads: int, kinds: tuple[LayerKind, ...]
+) -> tuple[WeightTensor, ...]:
+    """The decoder's weight tensors as vLLM allocates them: embeddings (and an untied lm_head),
+    the fused QKV and the output projection of each attention layer, the fused gate/up and
+    the down projection of each MLP (fused-MoE: all experts of a layer in one w13 and one w2).
+    MLA and Mamba mixers and vision towers are left out, and the whole layout when the config
+    does not give the MLP width."""
+    if optional_int(cfg, "intermediate_size", "ffn_hidden_size") is None:
+        return ()
+    d = _decoder_layout(cfg, kinds)
+    mla = kinds.count(LayerKind.MLA)
+    q_rows, up = d.heads * head_dim, d.matrices - 1
+    found = [
+        WeightTensor(d.vocab, d.hidden, TensorSplit.VOCAB, 1 if d.tied else 2, quantized=False),
+        WeightTensor(q_rows, d.hidden, TensorSplit.QKV, d.attention_layers - mla,
+                     kv_heads=kv_heads, head_dim=head_dim),
+        WeightTensor(d.hidden, q_rows, TensorSplit.COLS, d.attention_layers - mla),
+        WeightTensor(up * d.dense_inter, d.hidden, TensorSplit.ROWS, d.dense_layers),
+        WeightTensor(d.hidden, d.dense_inter, TensorSplit.COLS, d.dense_layers),
+        WeightTensor(up * d.moe_inter, d.hidden, TensorSplit.ROWS, d.moe_layers, d.experts),
+        WeightTensor(d.hidden, d.moe_inter, TensorSplit.COLS, d.moe_layers, d.experts),
+        WeightTensor(up * d.shared * d.moe_inter, d.hidden, TensorSplit.ROWS,
+                     d.moe_layers if d.shared else 0),
+        WeightTensor(d.hidden, d.shared * d.moe_inter, TensorSplit.COLS,
+                     d.moe_layers if d.shared else 0),
+    ]  # fmt: skip
+    return tuple(t for t in found if t.count > 0)
 
 
 # --- weight bytes from quantization_config --------------------------------------------------

@@ -151,9 +151,13 @@ def compare(log: StartupLog, request: PlanRequest) -> dict[str, Any]:
         "kvTokensFromLoggedMemory": from_logged.kv_cache_tokens,
         "plannedNonKvBytes": plan.non_kv_bytes,
         "observedNonKvBytes": implied_non_kv,
-        # what vLLM's "Model loading took" covers: the checkpoint share and the rope tables
-        "plannedWeightsBytes": plan.weights_bytes + plan.rope_cache_bytes,
+        # what vLLM's "Model loading took" covers: the checkpoint share, the caching
+        # allocator's rounding of its tensors and the rope tables
+        "plannedWeightsBytes": plan.weights_bytes
+        + plan.weights_rounding_bytes
+        + plan.rope_cache_bytes,
         "ropeCacheBytes": plan.rope_cache_bytes,
+        "weightsRoundingBytes": plan.weights_rounding_bytes,
         "loggedWeightsBytes": round(log.weights_gib * GIB) if log.weights_gib else None,
         "activationBytes": plan.activation_bytes,
         "nonTorchBytes": plan.non_torch_bytes,
@@ -226,9 +230,10 @@ def format_text(result: dict[str, Any], row: str) -> str:
         f"{'non-KV GiB/rank':<26}{_gib(result['plannedNonKvBytes']):>12}"
         f"{_gib(result['observedNonKvBytes']):>12}"
         f"{_signed(result['plannedNonKvBytes'], result['observedNonKvBytes']):>10}",
-        f"{'  weights + rope tables':<26}{_gib(result['plannedWeightsBytes']):>12}"
+        f"{'  weights as loaded':<26}{_gib(result['plannedWeightsBytes']):>12}"
         f"{_gib(result['loggedWeightsBytes']):>12}",
-        f"  planned rope tables {_gib(result['ropeCacheBytes'])}, activation "
+        f"  planned allocator rounding {_gib(result['weightsRoundingBytes'])}, rope tables "
+        f"{_gib(result['ropeCacheBytes'])}, activation "
         f"{_gib(result['activationBytes'])}, non-torch "
         f"{_gib(result['nonTorchBytes'])}, CUDA graphs {_gib(result['cudagraphBytes'])} GiB",
         f"implied non-KV overhead (budget − logged pool): "

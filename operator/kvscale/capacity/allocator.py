@@ -1,0 +1,63 @@
+"""What PyTorch's caching allocator counts for the weights: whole blocks, not tensor sizes.
+
+vLLM measures the weights it loaded with the allocator's `allocated_bytes` statistic ("Model
+loading took": `get_current_memory_usage` → `max_memory_allocated` after `empty_cache`,
+platforms/cuda.py of the 0.19.0 wheel; `DeviceMemoryProfiler` in 0.6.4's V0 too), and that
+statistic adds the size of the *block* handed out, which is larger than the tensor when the
+allocator keeps the rest of its segment in the block (c10/cuda/CUDACachingAllocator.cpp:
+`alloc_found_block` adds `block->size`; `should_split`; the constants below are PyTorch's
+kMinBlockSize, kSmallSize, kMinLargeAlloc and kRoundLarge):
+
+- every request is rounded up to 512 bytes;
+- a request of 10 MiB or more gets a segment of its own, rounded up to 2 MiB; the segment's
+  tail is split off (free, uncounted) only when it is larger than 1 MiB, so a tail of 1 MiB or
+  less stays in the block and counts;
+- smaller requests are carved from 2 MiB and 20 MiB segments and split: only the 512-byte
+  rounding counts.
+
+So a 231 MiB down projection (Qwen2.5-72B at TP 2) counts 232 MiB, 80 MiB over 80 layers;
+a 12.5 MiB one (phi-2's dense) counts 12.5. Nothing here is fitted: on the bench's logs the
+loaded weights exceed the parameter bytes by what this predicts (Qwen2.5-72B TP 2 +0.079 GiB
+logged, +0.078 predicted; Qwen2-7B +0.056 / +0.056; gemma-3-12b +0.047 / +0.047; Llama dims,
+all multiples of 2 MiB, +0.000 / 0). docs/adr/0012-physical-non-kv-model.md §9.
+"""
+
+from __future__ import annotations
+
+from kvscale.capacity.types import ModelGeometry
+from kvscale.capacity.weights import QUANT_BITS
+
+MIN_BLOCK_BYTES = 512
+SMALL_SIZE_BYTES = 1024 * 1024
+MIN_LARGE_ALLOC_BYTES = 10 * 1024 * 1024
+ROUND_LARGE_BYTES = 2 * 1024 * 1024
+
+
+def allocated_block_bytes(size_bytes: int) -> int:
+    """What `allocated_bytes` grows by when a tensor of `size_bytes` gets a fresh block."""
+    rounded = max(MIN_BLOCK_BYTES, -(-size_bytes // MIN_BLOCK_BYTES) * MIN_BLOCK_BYTES)
+    if rounded < MIN_LARGE_ALLOC_BYTES:
+        return rounded
+    segment = -(-rounded // ROUND_LARGE_BYTES) * ROUND_LARGE_BYTES
+    return segment if segment - rounded <= SMALL_SIZE_BYTES else rounded
+
+
+def _element_bits(model: ModelGeometry, quantized: bool) -> int | None:
+    """Bits of one stored element: the model dtype, or a whole-byte quantized width (fp8);
+    None for packed formats whose tensors this module does not lay out (AWQ, GPTQ, mxfp4…)."""
+    if not quantized or model.quantization is None:
+        return model.dtype_bytes * 8
+    bits = QUANT_BITS.get(model.quantization)
+    return int(bits) if bits is not None and bits % 8 == 0 else None
+
+
+def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
+    """Per rank: what the allocator counts for the model's weight tensors beyond their bytes."""
+    total = 0
+    for tensor in model.weight_tensors:
+        bits = _element_bits(model, tensor.quantized)
+        if bits is None:
+            continue
+        size = tensor.elements_per_rank(tp) * bits // 8
+        total += tensor.count * (allocated_block_bytes(size) - size)
+    return total
