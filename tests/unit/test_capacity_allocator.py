@@ -63,6 +63,8 @@ def test_query_rows_split_and_kv_heads_replicate_past_their_count() -> None:
         ("microsoft/phi-4", 1, "0.19.0", 27.39),
         ("Qwen/Qwen3-32B", 2, "0.11.0", 30.59),
         ("meta-llama/Llama-3.1-8B-Instruct", 2, "0.19.0", 7.51),  # all multiples of 2 MiB
+        # its safetensors store the tied lm_head twice; vLLM loads it once (loaded_params)
+        ("Qwen/Qwen3-0.6B", 1, "0.11.0", 1.12),
     ],
 )
 def test_planned_load_matches_the_engines_logged_load(
@@ -122,6 +124,21 @@ def test_layout_needs_the_mlp_width_and_ties_share_the_embeddings() -> None:
     # (+0.5); embeddings and lm_head 1039.5 MiB each (+0.5)
     assert weights_rounding_bytes(untied, 1) == 4 * 2 * MIB + 2 * MIB // 2
     assert weights_rounding_bytes(tied, 1) == 4 * 2 * MIB + MIB // 2
+
+
+def test_a_tied_head_stored_twice_is_loaded_once() -> None:
+    tied = _cfg(tie_word_embeddings=True)
+    once = model_from_config(tied, name="t")
+    assert once.params is not None
+    head = 152064 * 3584
+    twice = model_from_config(tied, name="t", params=once.params + head)
+    assert twice.params == once.params
+    untied = model_from_config(_cfg(), name="u")
+    assert untied.params is not None
+    kept = model_from_config(_cfg(), name="u", params=untied.params + head)
+    assert kept.params == untied.params + head  # untied: the count stands
+    other = model_from_config(tied, name="t", params=once.params + head // 2)
+    assert other.params == once.params + head // 2  # not one matrix more: the count stands
 
 
 def test_packed_quantized_tensors_are_not_laid_out_but_fp8_is() -> None:

@@ -20,6 +20,7 @@ from kvscale.capacity.weights import (
     ParamEstimate,
     checkpoint_bytes,
     estimate_params,
+    loaded_params,
     quantized_weight_bits,
     weight_tensors,
 )
@@ -314,7 +315,7 @@ def model_from_config(
     if est.total:  # the vision tower is loaded too (but touched by no decoded token)
         vision = vision_params(config, hidden)
         est = replace(est, total=est.total + vision, vision=vision)
-    total = params or est.total or None
+    total = (params and loaded_params(cfg, est, params)) or est.total or None
     active = int(total * est.active / est.total) if total and est.total else total
     if weights_bytes is None and total:
         weights_bytes = checkpoint_bytes(

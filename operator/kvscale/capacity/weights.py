@@ -97,8 +97,29 @@ def _decoder_layout(cfg: Config, kinds: tuple[LayerKind, ...]) -> _DecoderLayout
         top_k=per_token or 1,
         moe_inter=expert_inter or inter,
         shared=shared,
-        tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES)),
+        tied=_tied(cfg),
     )
+
+
+def _tied(cfg: Config) -> bool:
+    return bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in TIED_BY_DEFAULT_TYPES))
+
+
+# How close a parameter count must come to "estimate + one more embedding matrix" to be read
+# as a checkpoint that stores a tied lm_head twice (a fraction of that matrix).
+TIED_COPY_TOLERANCE = 0.01
+
+
+def loaded_params(cfg: Config, est: ParamEstimate, params: int) -> int:
+    """The parameters the engine holds for a checkpoint counted at `params`. A tied model's
+    checkpoint may store the lm_head a second time (Qwen3-0.6B: 751.6M parameters in its
+    safetensors, 596.0M in the model); vLLM loads that tensor once, the lm_head being the
+    embedding (`tie_word_embeddings`; the loaders skip `lm_head.*`), so the copy is dropped
+    when the count exceeds the estimate by one embedding matrix."""
+    head = est.embed  # vocab x hidden when tied
+    if _tied(cfg) and head and abs(params - est.total - head) <= TIED_COPY_TOLERANCE * head:
+        return params - head
+    return params
 
 
 def estimate_params(
