@@ -135,7 +135,7 @@ def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: 
     weights plus its rope tables."""
     weights_gib = notes_weights_gib(row["notes"])
     # what vLLM logs as loaded: the checkpoint share, its allocator rounding, the rope tables
-    weights = float(plan.weights_bytes + plan.weights_rounding_bytes + plan.rope_cache_bytes)
+    weights = float(plan.weights_bytes + plan.weights_padding_bytes + plan.rope_cache_bytes)
     if weights_gib is not None:
         per_rank = "/rank" in row["notes"] or plan.request.tensor_parallel == 1
         weights = weights_gib * GIB / (1 if per_rank else plan.request.tensor_parallel)

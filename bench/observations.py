@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
-from kvscale.capacity.allocator import weights_rounding_bytes
+from kvscale.capacity.allocator import weights_padding_bytes
 from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.catalog import list_models, parse_number
 from kvscale.capacity.weights import with_quantization
@@ -184,8 +184,8 @@ def row_request(
         per_rank = "/rank" in row["notes"] or "GiB/rank" in row["notes"]
         weights = int(weights_gib * GIB * (tp if per_rank else 1))
         if row["engine"] == "vllm":  # the logged load holds the rope tables and the
-            # allocator's rounding on every rank
-            extra = vllm_rope_cache_bytes(model, version) + weights_rounding_bytes(model, tp)
+            # padding (block tails, mxfp4 layout) on every rank
+            extra = vllm_rope_cache_bytes(model, version) + weights_padding_bytes(model, tp, gpu)
             weights -= extra * tp
         note = "weights from notes"
     length = first_int(row["max_model_len"]) or model.max_position_embeddings

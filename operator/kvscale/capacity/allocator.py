@@ -24,8 +24,8 @@ all multiples of 2 MiB, +0.000 / 0). docs/adr/0012-physical-non-kv-model.md §9.
 
 from __future__ import annotations
 
-from kvscale.capacity.types import ModelGeometry
-from kvscale.capacity.weights import QUANT_BITS
+from kvscale.capacity.types import GpuSpec, ModelGeometry, WeightTensor
+from kvscale.capacity.weights import QUANT_BITS, mxfp4_padding_bytes
 
 MIN_BLOCK_BYTES = 512
 SMALL_SIZE_BYTES = 1024 * 1024
@@ -42,12 +42,14 @@ def allocated_block_bytes(size_bytes: int) -> int:
     return segment if segment - rounded <= SMALL_SIZE_BYTES else rounded
 
 
-def _element_bits(model: ModelGeometry, quantized: bool) -> int | None:
+def _element_bits(model: ModelGeometry, tensor: WeightTensor) -> int | None:
     """Bits of one stored element: the model dtype, or a whole-byte quantized width (fp8);
-    None for packed formats whose tensors this module does not lay out (AWQ, GPTQ, mxfp4…)."""
-    if not quantized or model.quantization is None:
+    None for packed formats whose tensors this module does not lay out (AWQ, GPTQ, nvfp4, the
+    experts of an mxfp4 checkpoint, whose other tensors stay in the model dtype)."""
+    method = model.quantization
+    if not tensor.quantized or method is None or (method == "mxfp4" and not tensor.routed_experts):
         return model.dtype_bytes * 8
-    bits = QUANT_BITS.get(model.quantization)
+    bits = QUANT_BITS.get(method) if method != "mxfp4" else None
     return int(bits) if bits is not None and bits % 8 == 0 else None
 
 
@@ -55,9 +57,15 @@ def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
     """Per rank: what the allocator counts for the model's weight tensors beyond their bytes."""
     total = 0
     for tensor in model.weight_tensors:
-        bits = _element_bits(model, tensor.quantized)
+        bits = _element_bits(model, tensor)
         if bits is None:
             continue
         size = tensor.elements_per_rank(tp) * bits // 8
         total += tensor.count * (allocated_block_bytes(size) - size)
     return total
+
+
+def weights_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
+    """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's share — the
+    allocator's block tails and the mxfp4 MoE kernel's padded experts (weights.py)."""
+    return weights_rounding_bytes(model, tp) + mxfp4_padding_bytes(model, tp, gpu)

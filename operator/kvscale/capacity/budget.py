@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.capacity import rules as v
-from kvscale.capacity.allocator import weights_rounding_bytes
+from kvscale.capacity.allocator import weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.nonkv import (
     MoeShape,
@@ -45,9 +45,10 @@ class Budget:
     warnings: tuple[str, ...] = ()
     sampler_path: SamplerPath | None = None  # vLLM V1: the path the activation charge assumed
     rope_cache_bytes: int = 0  # vLLM: rotary cos/sin tables, whole on every rank (rope.py)
-    # vLLM: what the caching allocator counts for the weight tensors beyond their bytes
-    # (allocator.py); like the rope tables, part of "Model loading took", not of the checkpoint
-    weights_rounding_bytes: int = 0
+    # vLLM: what loading adds to the checkpoint's share (allocator.py: the caching allocator's
+    # block tails, the mxfp4 kernel's padded experts); like the rope tables, part of "Model
+    # loading took", not of the checkpoint
+    weights_padding_bytes: int = 0
 
 
 def total_memory_bytes(request: PlanRequest) -> int:
@@ -155,8 +156,8 @@ def _cudagraph_bytes(model: ModelGeometry, seqs: int) -> int:
 
 
 def vllm_budget(request: PlanRequest) -> Budget:
-    """requested = ceil(total x util); available = requested - weights - their allocator
-    rounding - rope tables - act - non_torch - cg."""
+    """requested = ceil(total x util); available = requested - weights - their padding (block
+    tails, mxfp4 layout) - rope tables - act - non_torch - cg."""
     rules = v.vllm_rules(request.engine_version, request.vllm_v0)
     total = total_memory_bytes(request)
     util = check_utilization(
@@ -171,7 +172,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
     path: SamplerPath | None = sampler if rules.v1 else None
     non_torch = rules.non_torch_bytes(tp, request.gpu)
     rope = vllm_rope_cache_bytes(request.model, request.engine_version)
-    rounding = weights_rounding_bytes(request.model, tp)
+    padding = weights_padding_bytes(request.model, tp, request.gpu)
     cudagraph = _cudagraph_bytes(request.model, seqs) if rules.cudagraph_subtracted else 0
     requested = math.ceil(total * util)
     budget = Budget(
@@ -189,7 +190,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
         warnings=notes,
         sampler_path=path,
         rope_cache_bytes=rope,
-        weights_rounding_bytes=rounding,
+        weights_padding_bytes=padding,
     )
     observed = request.observed_non_kv_bytes
     if request.kv_cache_memory_bytes is not None:  # --kv-cache-memory-bytes skips profiling

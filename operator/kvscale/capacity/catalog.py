@@ -145,6 +145,7 @@ def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
         price_usd_per_hour=parse_number(row.get("price_usd_per_gpu_hr_indicative")),
         peer_link=peer_link(row.get("scaleup_interconnect")),
         compute_units=_whole(row.get("compute_units")),
+        fp4_native=(row.get("fp4_support") or "").strip().lower().startswith("yes"),
     )
 
 

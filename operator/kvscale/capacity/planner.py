@@ -217,7 +217,7 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
         engine_cap_seqs=_engine_cap(request, budget, tokens),
         sampler_path=budget.sampler_path,
         rope_cache_bytes=budget.rope_cache_bytes,
-        weights_rounding_bytes=budget.weights_rounding_bytes,
+        weights_padding_bytes=budget.weights_padding_bytes,
     )
 
 
@@ -264,5 +264,5 @@ def plan_to_json(plan: CapacityPlan) -> dict[str, Any]:
         "nonKvSource": plan.non_kv_source,
         "samplerPath": plan.sampler_path.value if plan.sampler_path else None,
         "ropeCacheBytes": plan.rope_cache_bytes,
-        "weightsRoundingBytes": plan.weights_rounding_bytes,
+        "weightsPaddingBytes": plan.weights_padding_bytes,
     }

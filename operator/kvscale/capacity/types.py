@@ -25,7 +25,7 @@ class NonKvCharges(Protocol):
     @property
     def rope_cache_bytes(self) -> int: ...
     @property
-    def weights_rounding_bytes(self) -> int: ...
+    def weights_padding_bytes(self) -> int: ...
     @property
     def activation_bytes(self) -> int: ...
     @property
@@ -35,11 +35,11 @@ class NonKvCharges(Protocol):
 
 
 def estimated_non_kv_bytes(charges: NonKvCharges) -> int:
-    """Weights (with the allocator's rounding) + rope tables + activation peak + non-torch +
+    """Weights (with the padding loading adds) + rope tables + activation peak + non-torch +
     CUDA graphs, per rank."""
     return (
         charges.weights_bytes
-        + charges.weights_rounding_bytes
+        + charges.weights_padding_bytes
         + charges.rope_cache_bytes
         + charges.activation_bytes
         + charges.non_torch_bytes
@@ -97,6 +97,7 @@ class WeightTensor:
     kv_heads: int = 0  # QKV only
     head_dim: int = 0  # QKV only
     quantized: bool = True
+    routed_experts: bool = False  # a fused-MoE w13 or w2 (what an mxfp4 checkpoint quantizes)
 
     def elements_per_rank(self, tp: int) -> int:
         rows, cols = self.rows, self.cols
@@ -189,6 +190,8 @@ class GpuSpec:
     # Streaming multiprocessors (NVIDIA) or compute units (AMD): what torch reports as
     # multi_processor_count; None when the catalog has no source for it
     compute_units: int | None = None
+    # FP4 tensor cores (Blackwell): vLLM's mxfp4 MoE kernels there pad the experts further
+    fp4_native: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,7 @@ class CapacityPlan:
     engine_cap_seqs: int = 0  # the engine's own limit on running sequences
     sampler_path: SamplerPath | None = None  # the path the activation charge assumed (vLLM V1)
     rope_cache_bytes: int = 0  # vLLM rotary cos/sin tables per rank, beside weights_bytes
-    weights_rounding_bytes: int = 0  # vLLM: the caching allocator's blocks beyond the weights
+    weights_padding_bytes: int = 0  # vLLM: block tails and mxfp4 padding beyond weights_bytes
 
     @property
     def non_kv_bytes(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
-from kvscale.capacity.types import LayerKind, ModelGeometry, TensorSplit, WeightTensor
+from kvscale.capacity.types import GpuSpec, LayerKind, ModelGeometry, TensorSplit, WeightTensor
 
 NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
 # Llama 4: every MoE layer also runs one shared expert of `intermediate_size`, and the dense
@@ -169,8 +169,10 @@ def weight_tensors(
         WeightTensor(d.hidden, q_rows, TensorSplit.COLS, d.attention_layers - mla),
         WeightTensor(up * d.dense_inter, d.hidden, TensorSplit.ROWS, d.dense_layers),
         WeightTensor(d.hidden, d.dense_inter, TensorSplit.COLS, d.dense_layers),
-        WeightTensor(up * d.moe_inter, d.hidden, TensorSplit.ROWS, d.moe_layers, d.experts),
-        WeightTensor(d.hidden, d.moe_inter, TensorSplit.COLS, d.moe_layers, d.experts),
+        WeightTensor(up * d.moe_inter, d.hidden, TensorSplit.ROWS, d.moe_layers, d.experts,
+                     routed_experts=True),
+        WeightTensor(d.hidden, d.moe_inter, TensorSplit.COLS, d.moe_layers, d.experts,
+                     routed_experts=True),
         WeightTensor(up * d.shared * d.moe_inter, d.hidden, TensorSplit.ROWS,
                      d.moe_layers if d.shared else 0),
         WeightTensor(d.hidden, d.shared * d.moe_inter, TensorSplit.COLS,
@@ -240,17 +242,52 @@ def quantized_weight_bits(qcfg: Mapping[str, Any] | None) -> tuple[str | None, f
     )
 
 
-MXFP4_BITS = 4.25
-MXFP4_PAD_ALIGN = 256  # vLLM pads MoE dims for the mxfp4 kernels (gpt-oss: 2880 -> 3072)
+MXFP4_BITS = 4.25  # 4-bit values and one uint8 scale per 32 (MXFP4_BLOCK)
+MXFP4_BLOCK = 32
 
 
-def estimate_mxfp4_moe_bytes(est: ParamEstimate, hidden: int, dtype_bytes: int) -> int:
-    """mxfp4 checkpoints quantize only the routed experts; vLLM pads them for its kernels.
+def estimate_mxfp4_moe_bytes(est: ParamEstimate, dtype_bytes: int) -> int:
+    """mxfp4 checkpoints quantize only the routed experts: the checkpoint's bytes, before the
+    padding the engine's MoE kernel gives them when it loads them (`mxfp4_padding_bytes`)."""
+    return int(est.experts * MXFP4_BITS / 8 + (est.total - est.experts) * dtype_bytes)
 
-    Matches the logged load of gpt-oss-20b (13.4 vs 13.47 GiB) and -120b (64.5 vs 64.38).
-    """
-    pad = -(-hidden // MXFP4_PAD_ALIGN) * MXFP4_PAD_ALIGN / hidden
-    return int(est.experts * MXFP4_BITS * pad / 8 + (est.total - est.experts) * dtype_bytes)
+
+# vLLM pads the mxfp4 experts' per-rank intermediate size and hidden size for the MoE backend
+# it selects (`mxfp4_round_up_hidden_size_and_intermediate_size`, fused_moe/oracle/mxfp4.py,
+# 0.19.0): Marlin to 128 and 256 — the largest layout a GPU without FP4 tensor cores loads
+# (Ampere's only backend; Hopper's without triton_kernels, whose own layout logs smaller:
+# gpt-oss-120b 64.38 GiB at TP 1 and 32.98 at TP 2, against 65.97 and 34.3 with Marlin) —
+# and the TRT-LLM kernels of Blackwell and the ROCm path to 256 and 256. The backend depends
+# on what the image installs, so the plan takes the largest the GPU can run (the safe side).
+MXFP4_PAD_MARLIN = (128, 256)  # (intermediate per rank, hidden)
+MXFP4_PAD_FP4_OR_ROCM = (256, 256)
+
+
+def _mxfp4_expert_bytes(experts: int, inter: int, hidden: int) -> int:
+    """One MoE layer's mxfp4 experts as vLLM allocates them (`Mxfp4MoEMethod.create_weights`):
+    w13 [E, 2I, H/2] and w2 [E, H, I/2] uint8 values, their uint8 scales per 32, and the bf16
+    biases [E, 2I] and [E, H]."""
+    values = 2 * inter * hidden // 2 + hidden * inter // 2
+    scales = 2 * inter * (hidden // MXFP4_BLOCK) + hidden * (inter // MXFP4_BLOCK)
+    return experts * (values + scales + 2 * (2 * inter + hidden))
+
+
+def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
+    """Per rank: what the mxfp4 MoE kernel's padded layout adds to the experts' bytes on `gpu`
+    (0 for other checkpoints)."""
+    if model.quantization != "mxfp4":
+        return 0
+    amd_or_fp4 = gpu.vendor == "AMD" or gpu.fp4_native
+    pad_inter, pad_hidden = MXFP4_PAD_FP4_OR_ROCM if amd_or_fp4 else MXFP4_PAD_MARLIN
+    total = 0
+    for w13 in model.weight_tensors:  # one w13 per MoE layer; its w2 has the same widths
+        if w13.routed_experts and w13.split is TensorSplit.ROWS:
+            inter, hidden = w13.rows // 2 // tp, w13.cols
+            padded_inter = -(-inter // pad_inter) * pad_inter
+            padded_hidden = -(-hidden // pad_hidden) * pad_hidden
+            padded = _mxfp4_expert_bytes(w13.batch, padded_inter, padded_hidden)
+            total += w13.count * (padded - _mxfp4_expert_bytes(w13.batch, inter, hidden))
+    return total
 
 
 def estimate_weights_bytes(
@@ -298,7 +335,7 @@ def checkpoint_bytes(
     routed experts only (when the estimate has them), any other method every parameter but
     the embeddings, an untied lm_head and a vision tower (`est.embed + est.vision`)."""
     if method == "mxfp4" and est.experts and hidden:
-        return estimate_mxfp4_moe_bytes(est, hidden, dtype_bytes)
+        return estimate_mxfp4_moe_bytes(est, dtype_bytes)
     return estimate_weights_bytes(total, est.embed + est.vision, dtype_bytes, bits)
 
 

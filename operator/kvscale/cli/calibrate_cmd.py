@@ -152,12 +152,12 @@ def compare(log: StartupLog, request: PlanRequest) -> dict[str, Any]:
         "plannedNonKvBytes": plan.non_kv_bytes,
         "observedNonKvBytes": implied_non_kv,
         # what vLLM's "Model loading took" covers: the checkpoint share, the caching
-        # allocator's rounding of its tensors and the rope tables
+        # padding loading adds (block tails, mxfp4 layout) and the rope tables
         "plannedWeightsBytes": plan.weights_bytes
-        + plan.weights_rounding_bytes
+        + plan.weights_padding_bytes
         + plan.rope_cache_bytes,
         "ropeCacheBytes": plan.rope_cache_bytes,
-        "weightsRoundingBytes": plan.weights_rounding_bytes,
+        "weightsPaddingBytes": plan.weights_padding_bytes,
         "loggedWeightsBytes": round(log.weights_gib * GIB) if log.weights_gib else None,
         "activationBytes": plan.activation_bytes,
         "nonTorchBytes": plan.non_torch_bytes,
@@ -232,7 +232,7 @@ def format_text(result: dict[str, Any], row: str) -> str:
         f"{_signed(result['plannedNonKvBytes'], result['observedNonKvBytes']):>10}",
         f"{'  weights as loaded':<26}{_gib(result['plannedWeightsBytes']):>12}"
         f"{_gib(result['loggedWeightsBytes']):>12}",
-        f"  planned allocator rounding {_gib(result['weightsRoundingBytes'])}, rope tables "
+        f"  planned weights padding {_gib(result['weightsPaddingBytes'])}, rope tables "
         f"{_gib(result['ropeCacheBytes'])}, activation "
         f"{_gib(result['activationBytes'])}, non-torch "
         f"{_gib(result['nonTorchBytes'])}, CUDA graphs {_gib(result['cudagraphBytes'])} GiB",
