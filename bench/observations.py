@@ -8,6 +8,7 @@ but not gated (with the reason), and the `PlanRequest` a row describes.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from kvscale.capacity import GIB, EngineVersion, PlanRequest, SamplerPath, find_gpu, find_model
@@ -44,12 +45,20 @@ MODEL_MAP: dict[str, tuple[str, str | None]] = {
     "meta-llama/Llama-2-7b-chat-hf": ("meta-llama/Llama-2-7b-hf", None),
     "meta-llama/Llama-3.1-405B-Instruct": ("meta-llama/Llama-3.1-405B", None),
     "mgoin/phi-2-super-marlin": ("microsoft/phi-2", "gptq"),
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": ("meta-llama/Llama-3.1-8B-Instruct", None),
+    "NousResearch/Meta-Llama-3-8B": ("meta-llama/Meta-Llama-3-8B", None),
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": ("Qwen/Qwen3-30B-A3B", None),
     # the model is "not stated"; the notes identify a Qwen3-30B-A3B geometry (48 KiB/token fp8)
     "not stated (weights 29.09 GiB; 48 KiB/token fp8 = Qwen3-30B-A3B-like)": (
         "Qwen/Qwen3-30B-A3B",
         None,
     ),
 }
+
+# A refreshed checkpoint that differs from its catalog model only in the positions it serves
+# (and so in vLLM's rotary table): the 2507 refresh serves 262,144 (its model card); its logged
+# load (56.93 GiB) is the base model's 56.88 plus the larger table.
+MODEL_POSITIONS: dict[str, int] = {"Qwen/Qwen3-30B-A3B-Instruct-2507": 262_144}
 
 GPU_MAP: dict[str, str] = {
     "A100-80GB": "a100_sxm_80gb",
@@ -70,6 +79,7 @@ GPU_MAP: dict[str, str] = {
     "80GB-class": "a100_sxm_80gb",
     "A10G": "a10g",
     "L4": "l4",
+    "H200": "h200_141gb",
 }
 # Mode (a) needs no GPU facts (the available KV memory is given); rows that do not state the
 # GPU are planned on this stand-in, and mode (b) skips them (their utilisation is unknown too).
@@ -123,6 +133,12 @@ MODE_B_EXCLUDED: dict[tuple[str, str], str] = {
         "Qwen/Qwen3-235B-A22B-FP8",
     ): "weights of the FP8 variant are not logged; the estimate from the BF16 parameter count "
     "misses them by ~1.8 GiB/rank (SGLang's log of the same checkpoint implies 56.8 GiB/rank)",
+    (
+        "seungrokj/ll3.1_test README.md",
+        "meta-llama/Llama-3.1-405B",
+    ): "profiled batch not stated (a ROCm fork's image): the pool implies 44 GiB of non-KV "
+    "beyond the weights per rank, which 0.4.3's default profile for max_model_len 8192 (8,192 "
+    "tokens, ~1 GiB) cannot reach and a 131,072-token one (the Hot Aisle 405B row's) would",
 }
 
 
@@ -176,6 +192,9 @@ def row_request(
     quant = mapped[1] or (online and online.group(1))
     model = find_model(mapped[0])
     model = with_quantization(model, quant) if quant else model  # what the CRD's field does
+    if (positions := MODEL_POSITIONS.get(row["model"])) is not None:
+        tables = tuple(replace(t, max_positions=positions) for t in model.rope_tables)
+        model = replace(model, max_position_embeddings=positions, rope_tables=tables)
     note = ""
     weights_gib = notes_weights_gib(row["notes"])
     catalog_lacks = model.weights_bytes is None or mapped[1] is not None or model.params is None
@@ -190,6 +209,7 @@ def row_request(
         note = "weights from notes"
     length = first_int(row["max_model_len"]) or model.max_position_embeddings
     batched = re.search(r"MNBT (\d+)|max-num-batched-tokens (\d+)", row["notes"])
+    seqs = re.search(r"max[-_]num[-_]seqs[ =]+(\d+)", row["notes"])
     v0 = "(V0" in row["engine_version"]
     kv_dtype = row["kv_cache_dtype"].split("(")[0].strip() or "auto"
     request = PlanRequest(
@@ -204,6 +224,7 @@ def row_request(
         kv_cache_dtype="auto" if kv_dtype in ("", "float16") else kv_dtype,
         block_size_tokens=first_int(row["block_size"]) if row["engine"] == "vllm" else None,
         max_num_batched_tokens=int(next(g for g in batched.groups() if g)) if batched else None,
+        max_num_seqs=int(seqs.group(1)) if seqs else None,
         weights_bytes=weights,
         vllm_v0=v0 or None,
         # vLLM's benchmark scripts pass chunked prefill off explicitly; their logs say so

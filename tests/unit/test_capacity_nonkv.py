@@ -256,8 +256,6 @@ def test_before_the_workspace_moe_scratch_widens_the_forward_peak_only() -> None
     beyond = forward(2 * chunk) - forward(chunk)
     assert beyond == 2 * chunk * hidden * 2  # only the two hidden tensors grow, 2 B each
     assert forward(8192, tp=2) < forward(8192)
-    assert moe_forward_bytes(replace(shape, mxfp4=True), mnbt=8192, hidden=hidden, tp=1,
-                             dtype_bytes=2) == 0  # fmt: skip
     # Within the profile: the forward (not the sampler) sets V0's peak at a 32k prefill
     batch = {"max_num_seqs": 256, "mnbt": 32768, "vocab": MIXTRAL.vocab_size or 0}
     layer = {"hidden": hidden, "intermediate": inter, "tp": 1, "dtype_bytes": 2}
@@ -278,3 +276,20 @@ def test_moe_activation_meets_the_engines_logged_peak(
     model: ModelGeometry, tp: int, logged_gib: float
 ) -> None:
     assert _plan(model, "0.19.0", tp) / GIB == pytest.approx(logged_gib, rel=0.05)
+
+
+def test_mxfp4_scratch_is_marlins_on_the_padded_widths() -> None:
+    # gpt-oss-like: 4 routed experts of width 2880, hidden 2880, Marlin's pads (128, 256):
+    # N' = 2944, K' = 3072, M = 8,192 tokens, M x topk = 32,768 rows, bf16.
+    shape = MoeShape(4, 2880, mxfp4=True, mxfp4_pads=(128, 256))
+    rows = 8192 * 4
+    # per call (fused_marlin_moe, 0.10.1.1): cache13 [rows x max(2N', K')], cache2 [rows, N'],
+    # the [M, K'] output, beside the residual and the hidden states (2 x M x hidden)
+    per_call = rows * 5888 + rows * 2944 + 8192 * 3072 + 2 * 8192 * 2880
+    assert moe_forward_bytes(shape, mnbt=8192, hidden=2880, tp=1, dtype_bytes=2) == 2 * per_call
+    # the persistent workspace (MarlinExperts.workspace_shapes, 0.19.0): [rows, max(N', K')],
+    # [rows x max(2N', K')] and the [M, K'] output apart
+    workspace = rows * 3072 + rows * 5888 + 8192 * 3072
+    assert moe_workspace_bytes(shape, mnbt=8192, hidden=2880, tp=1, dtype_bytes=2) == 2 * workspace
+    # TP 2 halves the expert width before padding: 1440 -> 1536
+    assert shape.marlin_dims(2880, 2) == (1536, 3072)

@@ -23,7 +23,8 @@ from kvscale.capacity.nonkv import (
 )
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
-from kvscale.capacity.types import GIB, ModelGeometry, PlanRequest, estimated_non_kv_bytes
+from kvscale.capacity.types import GIB, GpuSpec, ModelGeometry, PlanRequest, estimated_non_kv_bytes
+from kvscale.capacity.weights import mxfp4_pads
 
 DEFAULT_VOCAB = 32000
 DEFAULT_HIDDEN = 4096
@@ -93,7 +94,7 @@ def _activation_vllm(
         intermediate=model.intermediate_size or 4 * hidden,
         tp=request.tensor_parallel,
         dtype_bytes=model.dtype_bytes,
-        moe=_moe_shape(model),
+        moe=_moe_shape(model, request.gpu),
         moe_workspace=rules.moe_workspace,
         compute_units=request.gpu.compute_units,
         multimodal=rules.v1 and model.is_multimodal,
@@ -101,11 +102,15 @@ def _activation_vllm(
     return peak.peak_bytes, path
 
 
-def _moe_shape(model: ModelGeometry) -> MoeShape | None:
+def _moe_shape(model: ModelGeometry, gpu: GpuSpec) -> MoeShape | None:
     if not model.experts_per_token or not model.expert_intermediate_size:
         return None
+    mxfp4 = model.quantization == "mxfp4"
     return MoeShape(
-        model.experts_per_token, model.expert_intermediate_size, model.quantization == "mxfp4"
+        model.experts_per_token,
+        model.expert_intermediate_size,
+        mxfp4,
+        mxfp4_pads(gpu) if mxfp4 else (1, 1),
     )
 
 

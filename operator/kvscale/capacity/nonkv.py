@@ -87,12 +87,26 @@ MOE_WORKSPACE_ALIGN_BYTES = 256
 @dataclass(frozen=True)
 class MoeShape:
     """What sizes one fused-MoE call's scratch: routed experts per token, one expert's FFN
-    width (before TP), and whether the checkpoint is mxfp4 (gpt-oss: OpenAI's Triton kernels,
-    which keep one of the two scratch tensors inside the kernel)."""
+    width (before TP), and, for an mxfp4 checkpoint (gpt-oss), the multiples the Marlin kernel
+    pads the per-rank expert width and the hidden size to (weights.mxfp4_pads; the backend is
+    the image's choice, and Marlin's scratch is the larger of the two the planner knows: OpenAI's
+    Triton kernels keep one of the tensors inside the kernel)."""
 
     experts_per_token: int
     expert_intermediate: int
     mxfp4: bool = False
+    mxfp4_pads: tuple[int, int] = (1, 1)  # (expert width per rank, hidden)
+
+    def marlin_dims(self, hidden: int, tp: int) -> tuple[int, int]:
+        """(N, K): the padded expert width per rank and the padded hidden size."""
+        per_rank = max(1, self.expert_intermediate // tp)
+        pad_n, pad_k = self.mxfp4_pads
+        return -(-per_rank // pad_n) * pad_n, -(-hidden // pad_k) * pad_k
+
+
+def _aligned(elements: int, dtype_bytes: int) -> int:
+    align = MOE_WORKSPACE_ALIGN_BYTES
+    return -(-elements * dtype_bytes // align) * align
 
 
 def moe_workspace_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_bytes: int) -> int:
@@ -100,19 +114,26 @@ def moe_workspace_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype
 
     `workspace_shapes` (0.19.0) with M = MNBT tokens, K = hidden, N = w1 rows = 2 x I/TP and
     the gated activation's output I/TP: TritonExperts (fused_moe.py) asks for
-    [M, topk, max(I/TP, K)] and [M, topk, max(N, K)]; OpenAI's mxfp4 kernels
-    (gpt_oss_triton_kernels_moe.py) for [M x topk, I/TP] only. The first tensor shares its
-    memory with the [M, K] output (`_allocate_buffers`).
+    [M, topk, max(I/TP, K)] and [M, topk, max(N, K)], the first sharing its memory with the
+    [M, K] output (`_allocate_buffers`); MarlinExperts (fused_marlin_moe.py, mxfp4) for
+    [M x topk, max(N', K')], [M x topk x max(2N', K')] and the [M, K'] output apart, with N'
+    and K' the padded widths.
     """
-    per_rank = max(1, moe.expert_intermediate // tp)
     rows = mnbt * moe.experts_per_token
     if moe.mxfp4:
-        first, second = mnbt * hidden, rows * per_rank
-    else:
-        first = max(rows * max(per_rank, hidden), mnbt * hidden)
-        second = rows * max(2 * per_rank, hidden)
-    align = MOE_WORKSPACE_ALIGN_BYTES
-    return -(-first * dtype_bytes // align) * align + second * dtype_bytes
+        width, padded_hidden = moe.marlin_dims(hidden, tp)
+        return sum(
+            _aligned(elements, dtype_bytes)
+            for elements in (
+                rows * max(width, padded_hidden),
+                rows * max(2 * width, padded_hidden),
+                mnbt * padded_hidden,
+            )
+        )
+    per_rank = max(1, moe.expert_intermediate // tp)
+    first = max(rows * max(per_rank, hidden), mnbt * hidden)
+    second = rows * max(2 * per_rank, hidden)
+    return _aligned(first, dtype_bytes) + second * dtype_bytes
 
 
 def moe_forward_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_bytes: int) -> int:
@@ -122,11 +143,16 @@ def moe_forward_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_b
     experts, N = w1 rows = 2 x I/TP and K = hidden: `intermediate_cache1` [M, topk, N] (the
     gate/up output), `intermediate_cache2` [M x topk, N / 2] (SiLU-and-mul) and
     `intermediate_cache3` [M, topk, K] (the down projection before `moe_sum`), all live at
-    once, beside the residual and the in-place hidden states. OpenAI's mxfp4 kernels do not go
-    through `fused_experts` and are not sized here (0).
+    once, beside the residual and the in-place hidden states. mxfp4 (`fused_marlin_moe`,
+    0.10.1.1): `intermediate_cache13` [M x topk x max(2N', K')] (gate/up output and down
+    projection share it), `intermediate_cache2` [M x topk, N'] and the [M, K'] output, over all
+    M tokens, with N' and K' the padded widths.
     """
     if moe.mxfp4:
-        return 0
+        width, padded_hidden = moe.marlin_dims(hidden, tp)
+        rows = mnbt * moe.experts_per_token
+        scratch = rows * max(2 * width, padded_hidden) + rows * width + mnbt * padded_hidden
+        return dtype_bytes * (MOE_FORWARD_HIDDEN_TENSORS * mnbt * hidden + scratch)
     per_rank = max(1, moe.expert_intermediate // tp)
     rows = min(mnbt, FUSED_MOE_CHUNK_TOKENS) * moe.experts_per_token
     scratch = rows * (2 * per_rank + per_rank + hidden)

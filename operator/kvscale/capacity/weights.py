@@ -272,13 +272,17 @@ def _mxfp4_expert_bytes(experts: int, inter: int, hidden: int) -> int:
     return experts * (values + scales + 2 * (2 * inter + hidden))
 
 
+def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
+    """The multiples `gpu`'s largest mxfp4 layout pads (expert width per rank, hidden) to."""
+    return MXFP4_PAD_FP4_OR_ROCM if gpu.vendor == "AMD" or gpu.fp4_native else MXFP4_PAD_MARLIN
+
+
 def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: what the mxfp4 MoE kernel's padded layout adds to the experts' bytes on `gpu`
     (0 for other checkpoints)."""
     if model.quantization != "mxfp4":
         return 0
-    amd_or_fp4 = gpu.vendor == "AMD" or gpu.fp4_native
-    pad_inter, pad_hidden = MXFP4_PAD_FP4_OR_ROCM if amd_or_fp4 else MXFP4_PAD_MARLIN
+    pad_inter, pad_hidden = mxfp4_pads(gpu)
     total = 0
     for w13 in model.weight_tensors:  # one w13 per MoE layer; its w2 has the same widths
         if w13.routed_experts and w13.split is TensorSplit.ROWS:
