@@ -217,3 +217,12 @@ def test_mxfp4_loads_as_the_logs_show(hf_id: str, gpu: str, tp: int, logged_gib:
     loaded = plan.weights_bytes + plan.weights_padding_bytes + plan.rope_cache_bytes
     # within 0.15 GiB below the log (without the padding: 1.5 GiB short for the 120b)
     assert 0 <= logged_gib - loaded / GIB <= 0.15
+
+
+@pytest.mark.parametrize("engine", ["sglang", "tgi"])
+def test_other_engines_load_mxfp4_experts_in_the_same_largest_layout(engine: str) -> None:
+    oss = find_model("openai/gpt-oss-120b")
+    h100 = find_gpu("H100")
+    plan = plan_capacity(PlanRequest(model=oss, gpu=h100, engine=engine, max_model_len_tokens=8192))
+    assert oss.weights_bytes is not None
+    assert plan.weights_bytes == oss.weights_bytes + mxfp4_padding_bytes(oss, 1, h100) > 0

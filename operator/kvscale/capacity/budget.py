@@ -24,7 +24,7 @@ from kvscale.capacity.nonkv import (
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
 from kvscale.capacity.types import GIB, GpuSpec, ModelGeometry, PlanRequest, estimated_non_kv_bytes
-from kvscale.capacity.weights import mxfp4_pads
+from kvscale.capacity.weights import mxfp4_padding_bytes, mxfp4_pads
 
 DEFAULT_VOCAB = 32000
 DEFAULT_HIDDEN = 4096
@@ -218,6 +218,7 @@ def sglang_budget(request: PlanRequest) -> Budget:
     init = v.SGLANG_INIT_TP1_BYTES if tp == 1 else v.SGLANG_INIT_TP_BYTES
     free_at_start = total - init
     weights, notes = weights_per_rank_bytes(request)
+    weights += mxfp4_padding_bytes(request.model, tp, request.gpu)  # the largest layout
     requested = int(free_at_start * mfs)
     observed = request.observed_non_kv_bytes
     non_kv = weights if observed is None else observed
@@ -247,6 +248,7 @@ def free_fraction_budget(request: PlanRequest) -> Budget:
     default = v.TGI_WIGGLE_ROOM if is_tgi else v.TRTLLM_FREE_FRACTION
     frac = check_utilization(request.gpu_memory_utilization or default, "freeMemoryFraction")
     weights, notes = weights_per_rank_bytes(request)
+    weights += mxfp4_padding_bytes(request.model, tp, request.gpu)  # the largest layout
     mnbt = request.max_num_batched_tokens or (
         v.TGI_PREFILL_TOKENS if is_tgi else v.TRTLLM_MAX_NUM_TOKENS
     )
