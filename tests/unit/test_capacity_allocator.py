@@ -226,3 +226,17 @@ def test_other_engines_load_mxfp4_experts_in_the_same_largest_layout(engine: str
     plan = plan_capacity(PlanRequest(model=oss, gpu=h100, engine=engine, max_model_len_tokens=8192))
     assert oss.weights_bytes is not None
     assert plan.weights_bytes == oss.weights_bytes + mxfp4_padding_bytes(oss, 1, h100) > 0
+
+
+def test_a_refusal_names_the_batch_flags_when_the_profile_batch_is_what_overflows() -> None:
+    # gpt-oss-120b on one H100 at the defaults (1,024 sequences on the sort path) does not fit,
+    # as vllm#23278's engine failed to start; the reason names --max-num-seqs, and following
+    # it (256, as the Kaggle starts above did) fits.
+    oss, h100 = find_model("openai/gpt-oss-120b"), find_gpu("H100")
+    request = PlanRequest(model=oss, gpu=h100, max_model_len_tokens=32768)
+    refused = plan_capacity(request)
+    assert not refused.fits
+    assert "--max-num-seqs (now 1024)" in refused.reason
+    assert plan_capacity(replace(request, max_num_seqs=256)).fits
+    sglang = plan_capacity(replace(request, engine="sglang", gpu=find_gpu("L40S")))
+    assert not sglang.fits and "--max-num-seqs" not in sglang.reason

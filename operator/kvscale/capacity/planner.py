@@ -16,6 +16,7 @@ from kvscale.capacity.budget import (
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.kvlayout import KvLayout, blocks_for_request, build_layout
 from kvscale.capacity.types import (
+    GIB,
     CapacityPlan,
     KvGroup,
     LayerKind,
@@ -126,16 +127,28 @@ def _engine_cap(request: PlanRequest, budget: Budget, kv_tokens: int) -> int:
     return budget.max_num_seqs
 
 
+# A refused plan names the batch flags when the profile's activation peak is at least this
+# large: then shrinking the dummy batch can free more than rounding errors.
+ACTIVATION_HINT_BYTES = GIB
+
+
 def _not_fitting_reason(request: PlanRequest, budget: Budget, needed: int, fitting: int) -> str:
     if budget.available_kv_bytes <= 0:
         parts = estimated_non_kv_bytes(budget)
         if request.observed_non_kv_bytes is not None:  # what a live engine was seen to use
             parts = request.observed_non_kv_bytes
+        batch = ""
+        if request.engine == "vllm" and budget.activation_bytes >= ACTIVATION_HINT_BYTES:
+            batch = (
+                f"lower --max-num-seqs (now {budget.max_num_seqs}) or --max-num-batched-tokens "
+                f"(now {budget.max_num_batched_tokens}), which size the profile's "
+                f"{describe_gib(budget.activation_bytes)} activation peak, "
+            )
         return (
             f"weights, activations and runtime overhead need {describe_gib(parts)} per GPU but "
             f"the budget is {describe_gib(budget.requested_bytes)}; no memory is left for the "
-            "KV cache; fix: raise --gpu-memory-utilization, use a larger --tensor-parallel-size, "
-            "a quantized checkpoint, or a GPU with more memory"
+            f"KV cache; fix: {batch}raise --gpu-memory-utilization, use a larger "
+            "--tensor-parallel-size, a quantized checkpoint, or a GPU with more memory"
         )
     return (
         f"one request at max_model_len={request.max_model_len_tokens} needs "
