@@ -20,6 +20,9 @@ a 12.5 MiB one (phi-2's dense) counts 12.5. Nothing here is fitted: on the bench
 loaded weights exceed the parameter bytes by what this predicts (Qwen2.5-72B TP 2 +0.079 GiB
 logged, +0.078 predicted; Qwen2-7B +0.056 / +0.056; gemma-3-12b +0.047 / +0.047; Llama dims,
 all multiples of 2 MiB, +0.000 / 0). docs/adr/0012-physical-non-kv-model.md §9.
+
+`weights_padding_bytes` adds the mxfp4 MoE kernel's padded experts (weights.py, ADR 0012 §10):
+together, what loading holds beyond the checkpoint's share, which the vLLM budget charges.
 """
 
 from __future__ import annotations
