@@ -281,7 +281,7 @@ def test_moe_activation_meets_the_engines_logged_peak(
 def test_mxfp4_scratch_is_marlins_on_the_padded_widths() -> None:
     # gpt-oss-like: 4 routed experts of width 2880, hidden 2880, Marlin's pads (128, 256):
     # N' = 2944, K' = 3072, M = 8,192 tokens, M x topk = 32,768 rows, bf16.
-    shape = MoeShape(4, 2880, mxfp4=True, mxfp4_pads=(128, 256))
+    shape = MoeShape(4, 2880, mxfp4_pads=(128, 256))
     rows = 8192 * 4
     # per call (fused_marlin_moe, 0.10.1.1): cache13 [rows x max(2N', K')], cache2 [rows, N'],
     # the [M, K'] output, beside the residual and the hidden states (2 x M x hidden)

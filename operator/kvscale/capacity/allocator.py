@@ -52,7 +52,7 @@ def _element_bits(model: ModelGeometry, tensor: WeightTensor) -> int | None:
     method = model.quantization
     if not tensor.quantized or method is None or (method == "mxfp4" and not tensor.routed_experts):
         return model.dtype_bytes * 8
-    bits = QUANT_BITS.get(method) if method != "mxfp4" else None
+    bits = QUANT_BITS.get(method)  # mxfp4's 4.25 is no whole byte: its experts are packed
     return int(bits) if bits is not None and bits % 8 == 0 else None
 
 

@@ -71,6 +71,14 @@ def weights_per_rank_bytes(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
     return weights // request.tensor_parallel, notes
 
 
+def _weights_as_laid_out(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
+    """The checkpoint's share plus the mxfp4 kernel's padded experts: what an engine that does
+    not charge the padding apart (SGLang, TGI, TensorRT-LLM) holds per rank."""
+    weights, notes = weights_per_rank_bytes(request)
+    tp, gpu = request.tensor_parallel, request.gpu
+    return weights + mxfp4_padding_bytes(request.model, tp, gpu), notes
+
+
 def check_utilization(value: float, field: str) -> float:
     if not 0 < value <= 1:
         raise CapacityInputError(
@@ -105,13 +113,8 @@ def _activation_vllm(
 def _moe_shape(model: ModelGeometry, gpu: GpuSpec) -> MoeShape | None:
     if not model.experts_per_token or not model.expert_intermediate_size:
         return None
-    mxfp4 = model.quantization == "mxfp4"
-    return MoeShape(
-        model.experts_per_token,
-        model.expert_intermediate_size,
-        mxfp4,
-        mxfp4_pads(gpu) if mxfp4 else (1, 1),
-    )
+    pads = mxfp4_pads(gpu) if model.quantization == "mxfp4" else None
+    return MoeShape(model.experts_per_token, model.expert_intermediate_size, pads)
 
 
 def _activation_forward_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
@@ -217,8 +220,7 @@ def sglang_budget(request: PlanRequest) -> Budget:
     )
     init = v.SGLANG_INIT_TP1_BYTES if tp == 1 else v.SGLANG_INIT_TP_BYTES
     free_at_start = total - init
-    weights, notes = weights_per_rank_bytes(request)
-    weights += mxfp4_padding_bytes(request.model, tp, request.gpu)  # the largest layout
+    weights, notes = _weights_as_laid_out(request)
     requested = int(free_at_start * mfs)
     observed = request.observed_non_kv_bytes
     non_kv = weights if observed is None else observed
@@ -247,8 +249,7 @@ def free_fraction_budget(request: PlanRequest) -> Budget:
     is_tgi = request.engine == "tgi"
     default = v.TGI_WIGGLE_ROOM if is_tgi else v.TRTLLM_FREE_FRACTION
     frac = check_utilization(request.gpu_memory_utilization or default, "freeMemoryFraction")
-    weights, notes = weights_per_rank_bytes(request)
-    weights += mxfp4_padding_bytes(request.model, tp, request.gpu)  # the largest layout
+    weights, notes = _weights_as_laid_out(request)
     mnbt = request.max_num_batched_tokens or (
         v.TGI_PREFILL_TOKENS if is_tgi else v.TRTLLM_MAX_NUM_TOKENS
     )

@@ -319,7 +319,7 @@ def model_from_config(
     active = int(total * est.active / est.total) if total and est.total else total
     if weights_bytes is None and total:
         weights_bytes = checkpoint_bytes(
-            est, total, hidden=hidden, dtype_bytes=dtype_bytes, method=method, bits=bits
+            est, total, dtype_bytes=dtype_bytes, method=method, bits=bits
         )
     windows = optional_int(cfg, "sliding_window", "sliding_window_size")
     experts, per_token, expert_inter = moe_dims(cfg)

@@ -84,24 +84,33 @@ MOE_FORWARD_HIDDEN_TENSORS = 2
 MOE_WORKSPACE_ALIGN_BYTES = 256
 
 
+def padded_widths(width: int, hidden: int, pads: tuple[int, int]) -> tuple[int, int]:
+    """(width, hidden) rounded up to the multiples `pads` (an mxfp4 layout, weights.mxfp4_pads)."""
+    pad_width, pad_hidden = pads
+    return -(-width // pad_width) * pad_width, -(-hidden // pad_hidden) * pad_hidden
+
+
 @dataclass(frozen=True)
 class MoeShape:
     """What sizes one fused-MoE call's scratch: routed experts per token, one expert's FFN
     width (before TP), and, for an mxfp4 checkpoint (gpt-oss), the multiples the Marlin kernel
     pads the per-rank expert width and the hidden size to (weights.mxfp4_pads; the backend is
     the image's choice, and Marlin's scratch is the larger of the two the planner knows: OpenAI's
-    Triton kernels keep one of the tensors inside the kernel)."""
+    Triton kernels keep one of the tensors inside the kernel). None: not mxfp4."""
 
     experts_per_token: int
     expert_intermediate: int
-    mxfp4: bool = False
-    mxfp4_pads: tuple[int, int] = (1, 1)  # (expert width per rank, hidden)
+    mxfp4_pads: tuple[int, int] | None = None  # (expert width per rank, hidden)
+
+    @property
+    def mxfp4(self) -> bool:
+        return self.mxfp4_pads is not None
 
     def marlin_dims(self, hidden: int, tp: int) -> tuple[int, int]:
         """(N, K): the padded expert width per rank and the padded hidden size."""
-        per_rank = max(1, self.expert_intermediate // tp)
-        pad_n, pad_k = self.mxfp4_pads
-        return -(-per_rank // pad_n) * pad_n, -(-hidden // pad_k) * pad_k
+        return padded_widths(
+            max(1, self.expert_intermediate // tp), hidden, self.mxfp4_pads or (1, 1)
+        )
 
 
 def _aligned(elements: int, dtype_bytes: int) -> int:

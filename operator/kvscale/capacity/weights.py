@@ -11,6 +11,7 @@ from typing import Any
 
 from kvscale.capacity.configkeys import Config, get_key, moe_dims, optional_int, require_int
 from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.nonkv import padded_widths
 from kvscale.capacity.types import GpuSpec, LayerKind, ModelGeometry, TensorSplit, WeightTensor
 
 NON_GATED_MLP_TYPES = ("falcon", "gpt2", "opt", "phi", "gpt_bigcode", "starcoder2")
@@ -282,14 +283,11 @@ def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     (0 for other checkpoints)."""
     if model.quantization != "mxfp4":
         return 0
-    pad_inter, pad_hidden = mxfp4_pads(gpu)
     total = 0
     for w13 in model.weight_tensors:  # one w13 per MoE layer; its w2 has the same widths
         if w13.routed_experts and w13.split is TensorSplit.ROWS:
             inter, hidden = w13.rows // 2 // tp, w13.cols
-            padded_inter = -(-inter // pad_inter) * pad_inter
-            padded_hidden = -(-hidden // pad_hidden) * pad_hidden
-            padded = _mxfp4_expert_bytes(w13.batch, padded_inter, padded_hidden)
+            padded = _mxfp4_expert_bytes(w13.batch, *padded_widths(inter, hidden, mxfp4_pads(gpu)))
             total += w13.count * (padded - _mxfp4_expert_bytes(w13.batch, inter, hidden))
     return total
 
@@ -327,18 +325,12 @@ DECLARED_QUANT_BITS: Mapping[str, float] = {
 
 
 def checkpoint_bytes(
-    est: ParamEstimate,
-    total: int,
-    *,
-    hidden: int | None,
-    dtype_bytes: int,
-    method: str | None,
-    bits: float | None,
+    est: ParamEstimate, total: int, *, dtype_bytes: int, method: str | None, bits: float | None
 ) -> int:
     """Bytes of a checkpoint of `total` parameters quantized with `method` at `bits`: mxfp4 the
     routed experts only (when the estimate has them), any other method every parameter but
     the embeddings, an untied lm_head and a vision tower (`est.embed + est.vision`)."""
-    if method == "mxfp4" and est.experts and hidden:
+    if method == "mxfp4" and est.experts:
         return estimate_mxfp4_moe_bytes(est, dtype_bytes)
     return estimate_weights_bytes(total, est.embed + est.vision, dtype_bytes, bits)
 
@@ -351,16 +343,9 @@ def with_quantization(model: ModelGeometry, method: str) -> ModelGeometry:
     bits = DECLARED_QUANT_BITS.get(method)
     if method == model.quantization or model.params is None or bits is None:
         return replace(model, quantization=method)
-    if method == "mxfp4" and not (model.expert_params and model.hidden_size):
+    if method == "mxfp4" and not model.expert_params:
         return replace(model, quantization=method)  # nothing mxfp4 would shrink
     params = model.params
     est = ParamEstimate(params, params, model.kept_params or 0, model.expert_params or 0)
-    weights = checkpoint_bytes(
-        est,
-        params,
-        hidden=model.hidden_size,
-        dtype_bytes=model.dtype_bytes,
-        method=method,
-        bits=bits,
-    )
+    weights = checkpoint_bytes(est, params, dtype_bytes=model.dtype_bytes, method=method, bits=bits)
     return replace(model, quantization=method, weights_bytes=weights)
