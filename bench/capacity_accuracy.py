@@ -131,11 +131,10 @@ def _non_torch_class(request: PlanRequest) -> str:
 
 def _implied_non_torch(row: dict[str, str], plan: CapacityPlan, observed_bytes: float) -> float:
     """requested − weights − planned activation − graphs − logged pool (per rank, bytes); the
-    weights are the log's own when it prints them (rope tables included), else the plan's
-    weights plus its rope tables."""
+    weights are the log's own when it prints them, else the plan's as loaded (padding and rope
+    tables included)."""
     weights_gib = notes_weights_gib(row["notes"])
-    # what vLLM logs as loaded: the checkpoint share, its allocator rounding, the rope tables
-    weights = float(plan.weights_bytes + plan.weights_padding_bytes + plan.rope_cache_bytes)
+    weights = float(plan.loaded_weights_bytes)
     if weights_gib is not None:
         per_rank = "/rank" in row["notes"] or plan.request.tensor_parallel == 1
         weights = weights_gib * GIB / (1 if per_rank else plan.request.tensor_parallel)

@@ -26,7 +26,6 @@ NON_TORCH_TP_EXTRA_GIB_V017 = 1.85
 # ROCm (AMD GPUs), every release: at TP 1, and what each further rank adds (notes below).
 ROCM_NON_TORCH_TP1_GIB = 2.2
 ROCM_NON_TORCH_PER_PEER_GIB = 1.2
-ROCM_VENDOR = "AMD"
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class VllmRules:
     def non_torch_bytes(self, tp: int, gpu: GpuSpec) -> int:
         """Non-torch memory the profile charges per rank at tensor parallelism `tp` on `gpu`:
         by its peer link; a ROCm build (an AMD GPU) has its own figures on every release."""
-        if gpu.vendor == ROCM_VENDOR:
+        if gpu.rocm:
             return int((ROCM_NON_TORCH_TP1_GIB + (tp - 1) * ROCM_NON_TORCH_PER_PEER_GIB) * GIB)
         extra = 0.0
         if tp > 1:

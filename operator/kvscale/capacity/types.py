@@ -15,6 +15,7 @@ from kvscale.capacity.nonkv import SamplerPath
 from kvscale.capacity.release import EngineVersion
 
 GIB = 1024**3
+ROCM_VENDOR = "AMD"  # the catalog's vendor of GPUs served by ROCm builds
 
 
 class NonKvCharges(Protocol):
@@ -34,13 +35,16 @@ class NonKvCharges(Protocol):
     def cudagraph_bytes(self) -> int: ...
 
 
+def loaded_weights_bytes(charges: NonKvCharges) -> int:
+    """What vLLM's "Model loading took" covers, per rank: the checkpoint's share, the padding
+    loading adds (allocator block tails, the mxfp4 layout) and the rope tables."""
+    return charges.weights_bytes + charges.weights_padding_bytes + charges.rope_cache_bytes
+
+
 def estimated_non_kv_bytes(charges: NonKvCharges) -> int:
-    """Weights (with the padding loading adds) + rope tables + activation peak + non-torch +
-    CUDA graphs, per rank."""
+    """The loaded weights + activation peak + non-torch + CUDA graphs, per rank."""
     return (
-        charges.weights_bytes
-        + charges.weights_padding_bytes
-        + charges.rope_cache_bytes
+        loaded_weights_bytes(charges)
         + charges.activation_bytes
         + charges.non_torch_bytes
         + charges.cudagraph_bytes
@@ -193,6 +197,11 @@ class GpuSpec:
     # FP4 tensor cores (Blackwell): vLLM's mxfp4 MoE kernels there pad the experts further
     fp4_native: bool = False
 
+    @property
+    def rocm(self) -> bool:
+        """An AMD GPU: the engine runs its ROCm build (HIP runtime, RCCL, its own kernels)."""
+        return self.vendor == ROCM_VENDOR
+
 
 @dataclass(frozen=True)
 class PlanRequest:
@@ -272,6 +281,11 @@ class CapacityPlan:
     sampler_path: SamplerPath | None = None  # the path the activation charge assumed (vLLM V1)
     rope_cache_bytes: int = 0  # vLLM rotary cos/sin tables per rank, beside weights_bytes
     weights_padding_bytes: int = 0  # vLLM: block tails and mxfp4 padding beyond weights_bytes
+
+    @property
+    def loaded_weights_bytes(self) -> int:
+        """What vLLM's "Model loading took" covers (`loaded_weights_bytes`)."""
+        return loaded_weights_bytes(self)
 
     @property
     def non_kv_bytes(self) -> int:

@@ -275,7 +275,7 @@ def _mxfp4_expert_bytes(experts: int, inter: int, hidden: int) -> int:
 
 def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
     """The multiples `gpu`'s largest mxfp4 layout pads (expert width per rank, hidden) to."""
-    return MXFP4_PAD_FP4_OR_ROCM if gpu.vendor == "AMD" or gpu.fp4_native else MXFP4_PAD_MARLIN
+    return MXFP4_PAD_FP4_OR_ROCM if gpu.rocm or gpu.fp4_native else MXFP4_PAD_MARLIN
 
 
 def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:

@@ -151,11 +151,7 @@ def compare(log: StartupLog, request: PlanRequest) -> dict[str, Any]:
         "kvTokensFromLoggedMemory": from_logged.kv_cache_tokens,
         "plannedNonKvBytes": plan.non_kv_bytes,
         "observedNonKvBytes": implied_non_kv,
-        # what vLLM's "Model loading took" covers: the checkpoint share, the caching
-        # padding loading adds (block tails, mxfp4 layout) and the rope tables
-        "plannedWeightsBytes": plan.weights_bytes
-        + plan.weights_padding_bytes
-        + plan.rope_cache_bytes,
+        "plannedWeightsBytes": plan.loaded_weights_bytes,
         "ropeCacheBytes": plan.rope_cache_bytes,
         "weightsPaddingBytes": plan.weights_padding_bytes,
         "loggedWeightsBytes": round(log.weights_gib * GIB) if log.weights_gib else None,
