@@ -264,11 +264,8 @@ def validate_document(
         plan = plan_deployment(spec, _configmap_loader(configmaps))
     except SpecError as exc:
         return DocumentResult(index, name, (Problem(exc.path, exc.problem, exc.fix),), spec)
-    if plan.selected_gpu_type is None:
-        return DocumentResult(
-            index, name, (_no_fit_problem(plan),), spec, plan, notes=plan.warnings
-        )
-    return DocumentResult(index, name, (), spec, plan, notes=plan.warnings)
+    problems_of_fit = (_no_fit_problem(plan),) if plan.selected_gpu_type is None else ()
+    return DocumentResult(index, name, problems_of_fit, spec, plan, notes=plan.warnings)
 
 
 def _no_fit_problem(plan: DeploymentPlanResult) -> Problem:
