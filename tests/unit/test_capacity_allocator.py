@@ -4,7 +4,8 @@ Block sizes are worked out by hand from PyTorch's rules (512-byte rounding; a re
 or more gets a 2 MiB-rounded segment whose tail is split off only when larger than 1 MiB). The
 loaded-weights figures are vLLM's own "Model loading took" lines from the bench's start-up logs
 (bench/data/vllm_kv_observations.csv: llm-d-planner's 0.19.0 logs, dennislee22's 0.10.1.1 and
-llm-d-benchmark's 0.11.0), not read back from the planner.
+llm-d-benchmark's 0.11.0), not read back from the planner; so are the activation peaks the
+BLAS-workspace test compares with.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from typing import Any
 import pytest
 
 from kvscale.capacity import GIB, PlanRequest, find_gpu, find_model, model_from_config
-from kvscale.capacity.allocator import allocated_block_bytes, weights_rounding_bytes
+from kvscale.capacity.allocator import (
+    allocated_block_bytes,
+    blas_workspace_bytes,
+    weights_rounding_bytes,
+)
 from kvscale.capacity.budget import vllm_rope_cache_bytes
 from kvscale.capacity.planner import plan_capacity, plan_to_json
 from kvscale.capacity.types import TensorSplit, WeightTensor
@@ -240,3 +245,48 @@ def test_a_refusal_names_the_batch_flags_when_the_profile_batch_is_what_overflow
     assert plan_capacity(replace(request, max_num_seqs=256)).fits
     sglang = plan_capacity(replace(request, engine="sglang", gpu=find_gpu("L40S")))
     assert not sglang.fits and "--max-num-seqs" not in sglang.reason
+
+
+@pytest.mark.parametrize(
+    ("gpu", "arch", "workspace"),
+    [
+        # CublasHandlePool.cpp: ":4096:2:16:8" by default, ":4096:8" from compute capability 9
+        ("A100-80GB", "8.0", 4096 * 1024 * 2 + 16 * 1024 * 8),
+        ("L40S", "8.9", 4096 * 1024 * 2 + 16 * 1024 * 8),
+        ("H100", "9.0", 4096 * 8 * 1024),
+        ("B200", "10.0", 4096 * 8 * 1024),
+        ("RTX 5090", "12.0", 4096 * 8 * 1024),
+        # ROCm: 128 MiB on gfx942 (MI300X) and gfx950, else 32 MiB (below)
+        ("MI300X", "gfx942", 128 * MIB),
+    ],
+)
+def test_blas_workspace_follows_pytorchs_defaults(gpu: str, arch: str, workspace: int) -> None:
+    spec = find_gpu(gpu)
+    assert spec.arch == arch  # read from the catalog's compute_capability_or_gfx column
+    assert blas_workspace_bytes(spec) == workspace
+    # an unknown architecture is charged its vendor's larger figure
+    larger = 128 * MIB if spec.rocm else 32 * MIB
+    assert blas_workspace_bytes(replace(spec, arch="")) == larger
+    if spec.rocm:
+        assert blas_workspace_bytes(replace(spec, arch="gfx90a")) == 32 * MIB  # an MI250X GCD
+
+
+@pytest.mark.parametrize(
+    ("hf_id", "version", "tp", "logged_gib"),
+    [
+        # "PyTorch activation peak memory" / "torch peak memory increase" lines on H100
+        ("meta-llama/Llama-3.1-8B-Instruct", "0.11.0", 1, 4.76),  # llm-d-benchmark
+        ("Qwen/Qwen3-0.6B", "0.11.0", 1, 5.56),
+        ("Qwen/Qwen3-32B", "0.11.0", 2, 5.64),
+        ("meta-llama/Llama-3.1-8B-Instruct", "0.19.0", 1, 1.89),  # llm-d-planner
+        ("Qwen/Qwen2.5-7B-Instruct", "0.19.0", 4, 2.21),
+        ("microsoft/phi-4", "0.19.0", 1, 1.52),
+    ],
+)
+def test_the_activation_peak_holds_the_cublas_workspace_as_logged(
+    hf_id: str, version: str, tp: int, logged_gib: float
+) -> None:
+    request = PlanRequest(model=find_model(hf_id), gpu=H100, engine_version=version,
+                          tensor_parallel=tp, max_model_len_tokens=16000)  # fmt: skip
+    activation = plan_capacity(request).activation_bytes / GIB
+    assert abs(activation - logged_gib) <= 0.007  # the log prints two decimals

@@ -23,6 +23,10 @@ all multiples of 2 MiB, +0.000 / 0). docs/adr/0012-physical-non-kv-model.md §9.
 
 `weights_padding_bytes` adds the mxfp4 MoE kernel's padded experts (weights.py, ADR 0012 §10):
 together, what loading holds beyond the checkpoint's share, which the vLLM budget charges.
+
+`blas_workspace_bytes` is the cuBLAS (hipBLAS) workspace PyTorch takes from this allocator on
+the first matrix multiply and keeps: the profile run's first GEMM allocates it, so the
+activation peak vLLM measures includes it (ADR 0012 §11).
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ MIN_BLOCK_BYTES = 512
 SMALL_SIZE_BYTES = 1024 * 1024
 MIN_LARGE_ALLOC_BYTES = 10 * 1024 * 1024
 ROUND_LARGE_BYTES = 2 * 1024 * 1024
+
+# PyTorch's default cuBLAS workspace per (handle, stream), aten/src/ATen/cuda/CublasHandlePool.cpp
+# `parseChosenWorkspaceSize`: CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" (2 x 4096 KiB + 8 x 16 KiB)
+# on CUDA, ":4096:8" (32 MiB) from compute capability 9 (Hopper; later PyTorch releases add 10,
+# 11 and 12, Blackwell, which the planner charges 32 MiB on every release: the safe side); on
+# ROCm 32 MiB, 128 MiB on gfx942/gfx950 (MI300/MI325/MI355). Handed out by
+# `getNewWorkspace` through the caching allocator, so `allocated_bytes` counts it.
+CUBLAS_WORKSPACE_BYTES = (2 * 4096 + 8 * 16) * 1024
+CUBLAS_WORKSPACE_LARGE_BYTES = 8 * 4096 * 1024
+CUBLAS_WORKSPACE_LARGE_SINCE_MAJOR = 9
+HIPBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
+HIPBLAS_WORKSPACE_LARGE_BYTES = 128 * 1024 * 1024
+HIPBLAS_WORKSPACE_LARGE_ARCHS = ("gfx942", "gfx950")
 
 
 def allocated_block_bytes(size_bytes: int) -> int:
@@ -72,3 +89,15 @@ def weights_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's share — the
     allocator's block tails and the mxfp4 MoE kernel's padded experts (weights.py)."""
     return weights_rounding_bytes(model, tp) + mxfp4_padding_bytes(model, tp, gpu)
+
+
+def blas_workspace_bytes(gpu: GpuSpec) -> int:
+    """PyTorch's default BLAS workspace on `gpu`, held from the first GEMM of the profile run.
+    An unknown architecture is charged its vendor's larger figure."""
+    if gpu.rocm:
+        large = not gpu.arch or gpu.arch.startswith(HIPBLAS_WORKSPACE_LARGE_ARCHS)
+        return HIPBLAS_WORKSPACE_LARGE_BYTES if large else HIPBLAS_WORKSPACE_BYTES
+    major = gpu.arch.split(".", 1)[0]
+    if not major.isdigit() or int(major) >= CUBLAS_WORKSPACE_LARGE_SINCE_MAJOR:
+        return CUBLAS_WORKSPACE_LARGE_BYTES
+    return CUBLAS_WORKSPACE_BYTES

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.capacity import rules as v
-from kvscale.capacity.allocator import weights_padding_bytes
+from kvscale.capacity.allocator import blas_workspace_bytes, weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.nonkv import (
     MoeShape,
@@ -106,6 +106,7 @@ def _activation_vllm(
         moe_workspace=rules.moe_workspace,
         compute_units=request.gpu.compute_units,
         multimodal=rules.v1 and model.is_multimodal,
+        blas_workspace_bytes=blas_workspace_bytes(request.gpu),
     )
     return peak.peak_bytes, path
 
@@ -255,6 +256,8 @@ def free_fraction_budget(request: PlanRequest) -> Budget:
     )
     seqs = request.max_num_seqs or (v.TGI_MAX_CONCURRENT if is_tgi else v.TRTLLM_MAX_BATCH)
     activation = _activation_forward_bytes(request.model, mnbt, tp)
+    if is_tgi:  # a PyTorch server: its warm-up takes PyTorch's BLAS workspace too
+        activation += blas_workspace_bytes(request.gpu)
     non_torch = v.NON_TORCH_TP1_BYTES if tp == 1 else v.NON_TORCH_TP_BYTES
     free_after = total - weights - activation - non_torch
     available = request.kv_cache_memory_bytes or int(free_after * frac)

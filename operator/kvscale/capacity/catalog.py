@@ -123,6 +123,11 @@ def _whole(cell: str | None) -> int | None:
     return int(value) if value else None
 
 
+def _arch(cell: str | None) -> str:
+    value = (cell or "").strip()
+    return "" if value.lower() in ("", "n/a") else value
+
+
 def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
     memory = _memory_bytes(row)
     bandwidth = parse_number(row.get("mem_bw_TBps"))
@@ -146,6 +151,7 @@ def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
         peer_link=peer_link(row.get("scaleup_interconnect")),
         compute_units=_whole(row.get("compute_units")),
         fp4_native=(row.get("fp4_support") or "").strip().lower().startswith("yes"),
+        arch=_arch(row.get("compute_capability_or_gfx")),
     )
 
 

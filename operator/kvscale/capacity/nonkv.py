@@ -11,10 +11,11 @@ top-k/top-p path the release runs (docs/adr/0012-physical-non-kv-model.md).
 From 0.13.0 the fused-MoE kernels take their scratch tensors from a persistent workspace
 (`v1/worker/workspace.py`, `fused_moe/modular_kernel.py` `_allocate_buffers`): allocated by the
 forward pass and never freed, it is still live when the sampler runs, so it adds to whichever
-peak is larger (`moe_workspace_bytes`). Before it, `fused_experts` allocates the same kind of
-scratch per call and frees it (0.6.4 `fused_moe/fused_moe.py` `fused_experts_impl`): it widens
-the forward peak only (`moe_forward_bytes`). A multimodal model's dummy encoder outputs are
-held under both peaks too (`encoder_outputs_bytes`).
+peak is larger (`moe_workspace_bytes`); so does PyTorch's BLAS workspace, taken on the first
+GEMM and kept (allocator.py `blas_workspace_bytes`). Before 0.13.0, `fused_experts` allocates
+the same kind of scratch per call and frees it (0.6.4 `fused_moe/fused_moe.py`
+`fused_experts_impl`): it widens the forward peak only (`moe_forward_bytes`). A multimodal
+model's dummy encoder outputs are held under both peaks too (`encoder_outputs_bytes`).
 
 No constant here is fitted to the bench rows; each is a sum of tensor widths read in the
 source, cross-checked against logs in the ADR.
@@ -43,8 +44,8 @@ class SamplerPath(StrEnum):
 # `_dummy_sampler_run`) and their fp32 copy (4, `logits.to(torch.float32)`, sampler.py).
 # sort: + sorted values fp32 (4) + int64 indices (8) + the int64 index iota the sort reads (8)
 #   + the radix sort's key/value double buffers (4 + 8)                        = 38
-#   (measured 38.4-38.9 on four vLLM 0.11.0 H100 logs at 1,024 sequences, including the
-#   MNBT x hidden states the formula below adds separately)
+#   (38.4-38.9 measured on four vLLM 0.11.0 H100 logs at 1,024 sequences, including the
+#   MNBT x hidden states and the 32 MiB cuBLAS workspace the planner adds separately)
 # flashinfer: + top-k masked logits fp32 (4) + softmax probs fp32 (4)          = 14
 # triton: masks in place; + softmax probs fp32 (4) + exponential noise q (4,
 #   `random_sample`)                                                           = 14
@@ -191,10 +192,11 @@ class ActivationPeak:
     forward_bytes: int
     moe_workspace_bytes: int = 0
     encoder_outputs_bytes: int = 0
+    blas_workspace_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
-        held = self.moe_workspace_bytes + self.encoder_outputs_bytes
+        held = self.moe_workspace_bytes + self.encoder_outputs_bytes + self.blas_workspace_bytes
         return max(self.sampler_bytes, self.forward_bytes) + held
 
 
@@ -261,10 +263,12 @@ def activation_peak(
     moe_workspace: bool = False,
     compute_units: int | None = None,
     multimodal: bool = False,
+    blas_workspace_bytes: int = 0,
 ) -> ActivationPeak:
     """The profile run's two peaks; the charge is `peak_bytes`, the larger of the two plus what
     is held under both: the MoE workspace (`moe`: None for dense models) and, for a multimodal
-    model, the dummy encoder outputs (`multimodal`, `encoder_outputs_bytes`). With
+    model, the dummy encoder outputs (`multimodal`, `encoder_outputs_bytes`), and the BLAS
+    workspace the first GEMM allocates and keeps (`blas_workspace_bytes`, allocator.py). With
     `moe_workspace` (releases that keep the fused-MoE scratch in a persistent workspace) the
     scratch is live under both peaks; without, it is freed after each layer and widens the
     forward peak only."""
@@ -288,4 +292,5 @@ def activation_peak(
         forward_bytes=forward,
         moe_workspace_bytes=workspace,
         encoder_outputs_bytes=encoder_outputs_bytes(mnbt, hidden, dtype_bytes) if multimodal else 0,
+        blas_workspace_bytes=blas_workspace_bytes,
     )

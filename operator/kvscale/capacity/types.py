@@ -196,6 +196,8 @@ class GpuSpec:
     compute_units: int | None = None
     # FP4 tensor cores (Blackwell): vLLM's mxfp4 MoE kernels there pad the experts further
     fp4_native: bool = False
+    # CUDA compute capability ("9.0") or ROCm gfx target ("gfx942"); "" when not known
+    arch: str = ""
 
     @property
     def rocm(self) -> bool:
