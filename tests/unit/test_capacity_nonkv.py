@@ -284,9 +284,13 @@ def test_mxfp4_scratch_is_marlins_on_the_padded_widths() -> None:
     shape = MoeShape(4, 2880, mxfp4_pads=(128, 256))
     rows = 8192 * 4
     # per call (fused_marlin_moe, 0.10.1.1): cache13 [rows x max(2N', K')], cache2 [rows, N'],
-    # the [M, K'] output, beside the residual and the hidden states (2 x M x hidden)
-    per_call = rows * 5888 + rows * 2944 + 8192 * 3072 + 2 * 8192 * 2880
+    # the [M, K'] output, beside the residual and the hidden states (2 x M x hidden) and the
+    # input padded from K = 2880 to K' (F.pad, [M, K'])
+    per_call = rows * 5888 + rows * 2944 + 8192 * 3072 + 2 * 8192 * 2880 + 8192 * 3072
     assert moe_forward_bytes(shape, mnbt=8192, hidden=2880, tp=1, dtype_bytes=2) == 2 * per_call
+    # a hidden size already a multiple of 256 is not padded: no copy
+    unpadded = rows * 5888 + rows * 2944 + 8192 * 3072 + 2 * 8192 * 3072
+    assert moe_forward_bytes(shape, mnbt=8192, hidden=3072, tp=1, dtype_bytes=2) == 2 * unpadded
     # the persistent workspace (MarlinExperts.workspace_shapes, 0.19.0): [rows, max(N', K')],
     # [rows x max(2N', K')] and the [M, K'] output apart
     workspace = rows * 3072 + rows * 5888 + 8192 * 3072

@@ -156,12 +156,19 @@ def moe_forward_bytes(moe: MoeShape, *, mnbt: int, hidden: int, tp: int, dtype_b
     once, beside the residual and the in-place hidden states. mxfp4 (`fused_marlin_moe`,
     0.10.1.1): `intermediate_cache13` [M x topk x max(2N', K')] (gate/up output and down
     projection share it), `intermediate_cache2` [M x topk, N'] and the [M, K'] output, over all
-    M tokens, with N' and K' the padded widths.
+    M tokens, with N' and K' the padded widths; when K' > K, the layer first pads its input to
+    K' (`F.pad` in `FusedMoE.forward_native`, 0.11.2), one more [M, K'] held through the call.
     """
     if moe.mxfp4:
         width, padded_hidden = moe.marlin_dims(hidden, tp)
         rows = mnbt * moe.experts_per_token
-        scratch = rows * max(2 * width, padded_hidden) + rows * width + mnbt * padded_hidden
+        padded_input = mnbt * padded_hidden if padded_hidden > hidden else 0
+        scratch = (
+            rows * max(2 * width, padded_hidden)
+            + rows * width
+            + mnbt * padded_hidden
+            + padded_input
+        )
         return dtype_bytes * (MOE_FORWARD_HIDDEN_TENSORS * mnbt * hidden + scratch)
     per_rank = max(1, moe.expert_intermediate // tp)
     rows = min(mnbt, FUSED_MOE_CHUNK_TOKENS) * moe.experts_per_token
