@@ -12,19 +12,26 @@ from kvscale.api.convert import (
     SpecError,
     plan_deployment,
     plan_request_for,
-    resolve_model,
     select_gpu_type,
+    source_geometry,
+    with_source_overrides,
 )
 from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec, ModelSource, Quantization
 from kvscale.api.policy_config import to_guardrails, to_scaling_config
 from kvscale.api.status import GpuPlanStatus
-from kvscale.capacity import find_gpu, find_model
+from kvscale.capacity import ModelGeometry, find_gpu, find_model
 from kvscale.capacity.weights import DECLARED_QUANT_BITS
 from kvscale.scaling.rollback import Guardrails
 from kvscale.scaling.types import Mode, ScalingConfig
 
 BASE: dict[str, Any] = MINIMAL_SPEC
+
+
+def resolve_model(source: ModelSource) -> ModelGeometry:
+    """The geometry `plan_deployment` plans: the source's, with the spec's overrides."""
+    return with_source_overrides(source_geometry(source), source)
+
 
 # spec.scaling field -> (a non-default value, the ScalingConfig attribute it must land in)
 SCALING_MAP: dict[str, tuple[Any, str]] = {

@@ -181,13 +181,6 @@ def with_source_overrides(
     return model
 
 
-def resolve_model(
-    source: ModelSource, configmap_loader: ConfigMapLoader | None = None, mode: str = DEFAULT_MODE
-) -> ModelGeometry:
-    """The geometry the planner uses: `source_geometry` with the spec's overrides."""
-    return with_source_overrides(source_geometry(source, configmap_loader), source, mode)
-
-
 def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry) -> PlanRequest:
     """One replica of `spec` on `gpu`: the planner's input."""
     return PlanRequest(
