@@ -14,8 +14,9 @@ constant is fitted on the rows it predicts — except in classes no other source
 keep the model's figure (perhaps measured on the row's own source) and are listed and counted in
 the output, with the error of the other rows on a line of its own.
 
-Prints one line per row (unless --quick), signed and absolute error summaries, the per-path
-breakdown, and exits 3 when a target is missed (1 is a crash).
+Prints one line per row (unless --quick), signed and absolute error summaries (and, not a
+target, the same for the releases kvscale deploys: those it renders engine flags for), the
+per-path breakdown, and exits 3 when a target is missed (1 is a crash).
 Run: .venv/bin/python bench/capacity_accuracy.py [--quick]
 """
 
@@ -35,6 +36,7 @@ from kvscale.capacity import GIB, CapacityInputError, PlanRequest, plan_capacity
 from kvscale.capacity.catalog import parse_number
 from kvscale.capacity.rules import vllm_rules
 from kvscale.capacity.types import CapacityPlan
+from kvscale.engines.render import supported_versions
 from observations import (
     CSV_PATH,
     MODE_A_EXCLUDED,
@@ -70,6 +72,8 @@ class RowResult:
     non_torch_bytes: int = 0  # the model's non-torch charge in this prediction
     non_torch_class: str = ""  # engine era and TP class of that charge
     implied_non_torch: float | None = None  # from the row's own logged weights and pool
+    engine: str = ""
+    renderable: bool = False  # a release kvscale renders engine flags for (and so deploys)
 
     @property
     def rel_err(self) -> float:
@@ -176,6 +180,8 @@ def _mode_b(
     common = {
         "index": index, "label": _label(row, request), "source": source_of(row),
         "measure": measure, "observed": observed, "gated": excluded is None,
+        "engine": request.engine,
+        "renderable": supported_versions(request.engine).contains(request.engine_version),
     }  # fmt: skip
     path = plan.sampler_path.value if plan.sampler_path else "n/a"
     if request.engine == "vllm" and plan.sampler_path is None:
@@ -348,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     _print_summary("end to end, auto, leave one source out (gated)  <- target", sized_gated(loso))
     held_out = [r for r in sized_gated(loso) if not _kept_model_figure(r)]
     _print_summary("  of which another source measures the non-torch class", held_out)
+    renderable = [r for r in sized_gated(loso) if r.renderable]
+    ranges = ", ".join(
+        f"{e} {supported_versions(e).minimum} to before {supported_versions(e).below}"
+        for e in sorted({r.engine for r in renderable})
+    )
+    # Not a target: the releases kvscale renders flags for, so the ones it deploys.
+    _print_summary(f"  of which releases kvscale deploys ({ranges})", renderable)
     _print_summary("end to end, auto, LOSO, all rows", [r for r in loso if r.observed > 0])
     _print_summary("end to end, logged sampler path, LOSO (gated)", sized_gated(loso_logged))
     by_path: dict[str, list[RowResult]] = defaultdict(list)

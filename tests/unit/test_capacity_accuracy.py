@@ -26,6 +26,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "capacity_accuracy.py"
 # bench (lower it as the model improves).
 LOSO_P90_TARGET = 0.08
 LOSO_MAX_OVER_RATCHET = 0.10
+# The same ratchet on the releases kvscale deploys (renders flags for: vLLM >= 0.9.0), where
+# the one row over +2 % is a gpt-oss-120b start at --max-num-seqs 6 (ADR 0012 §10).
+DEPLOYED_MAX_OVER_RATCHET = 0.04
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,16 @@ def test_end_to_end_leave_one_source_out(bench: ModuleType, results: list) -> No
     assert summary.median_abs <= 0.03
     assert summary.p90_abs <= LOSO_P90_TARGET
     assert summary.max_over <= LOSO_MAX_OVER_RATCHET
+
+
+def test_loso_on_the_releases_kvscale_deploys(bench: ModuleType, results: list) -> None:
+    loso = bench.sized_gated(bench.leave_one_source_out(results))
+    deployed = [r for r in loso if r.renderable]
+    assert 0 < len(deployed) < len(loso)  # V0 rows (< 0.9.0) are scored but not deployed
+    summary = bench.summarise(deployed)
+    assert summary.median_abs <= 0.03
+    assert summary.p90_abs <= LOSO_P90_TARGET
+    assert summary.max_over <= DEPLOYED_MAX_OVER_RATCHET
 
 
 def test_loso_never_uses_the_held_out_sources_own_non_torch(
