@@ -85,7 +85,13 @@ def test_load_ramp_scales_out_then_in_only_after_the_stabilisation_window(
         )
         out = [h for h in history_of(llmd) if h["toReplicas"] > h["fromReplicas"] and h["acted"]]
         assert out and out[0]["fromReplicas"] == 1, history_of(llmd)
-        assert out[0]["reason"] == "KvDemand", out
+        # the KV pool decides: its demand now, or its trend one cold start ahead (on a loaded
+        # machine the ramp can rise over enough ticks for the forecast to act first)
+        kv_now = out[0]["reason"] == "KvDemand"
+        kv_ahead = (
+            out[0]["reason"] == "ForecastDemand" and "forecast KV demand" in out[0]["message"]
+        )
+        assert kv_now or kv_ahead, out
         driver.rate = 0.0
         # The first replica took a backlog while the others started; until it has served it,
         # the KV pool (rightly) keeps the fleet, so the scale-in clock starts once it drained.

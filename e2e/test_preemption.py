@@ -1,5 +1,6 @@
 """Scenario 4: a preemption burst scales up on the next decision although KV usage alone would
-hold (the target utilisation is 1.0, so the KV term never asks for more replicas)."""
+hold (the target utilisation is 1.0, so the KV term never asks for more replicas; the queue,
+SLO and forecast terms are switched off so that the preemption term is the one that acts)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def test_preemption_burst_scales_up_on_the_next_tick(
             "targetKvUtilization": 1.0,
             "targetWaitingPerReplica": 10000,  # the queue term abstains
             "preemptionsPerSecondThreshold": 0.1,
+            # the forecast abstains: on a loaded machine the burst's KV demand rises over
+            # enough ticks for its trend to fire first, and it asks for more replicas
+            "forecastHorizonSeconds": 0,
         },
         slo={"ttftP95Seconds": 600, "itlP95Seconds": 10},  # the SLO terms abstain
     )
