@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     _print_summary("  of which another source measures the non-torch class", held_out)
     renderable = [r for r in sized_gated(loso) if r.renderable]
     ranges = ", ".join(
-        f"{e} {supported_versions(e).minimum} to before {supported_versions(e).below}"
-        for e in sorted({r.engine for r in renderable})
+        f"{s.engine} {s.minimum} to before {s.below}"
+        for s in map(supported_versions, sorted({r.engine for r in renderable}))
     )
     # Not a target: the releases kvscale renders flags for, so the ones it deploys.
     _print_summary(f"  of which releases kvscale deploys ({ranges})", renderable)

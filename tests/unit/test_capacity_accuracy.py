@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -61,23 +62,24 @@ def test_mode_a_reproduces_gpt_oss_hybrid_log(results: list) -> None:
     assert abs(rows["tokens"].predicted - 2_640_144) / 2_640_144 < 0.0001
 
 
+def _assert_within(summary: Any, max_over: float) -> None:
+    """The issue's median and p90 targets, and a ratchet on the worst over-prediction."""
+    assert summary.median_abs <= 0.03
+    assert summary.p90_abs <= LOSO_P90_TARGET
+    assert summary.max_over <= max_over
+
+
 def test_end_to_end_leave_one_source_out(bench: ModuleType, results: list) -> None:
     loso = bench.sized_gated(bench.leave_one_source_out(results))
     assert len(loso) >= 60 and len({r.source for r in loso}) >= 10
-    summary = bench.summarise(loso)
-    assert summary.median_abs <= 0.03
-    assert summary.p90_abs <= LOSO_P90_TARGET
-    assert summary.max_over <= LOSO_MAX_OVER_RATCHET
+    _assert_within(bench.summarise(loso), LOSO_MAX_OVER_RATCHET)
 
 
 def test_loso_on_the_releases_kvscale_deploys(bench: ModuleType, results: list) -> None:
     loso = bench.sized_gated(bench.leave_one_source_out(results))
     deployed = [r for r in loso if r.renderable]
     assert 0 < len(deployed) < len(loso)  # V0 rows (< 0.9.0) are scored but not deployed
-    summary = bench.summarise(deployed)
-    assert summary.median_abs <= 0.03
-    assert summary.p90_abs <= LOSO_P90_TARGET
-    assert summary.max_over <= DEPLOYED_MAX_OVER_RATCHET
+    _assert_within(bench.summarise(deployed), DEPLOYED_MAX_OVER_RATCHET)
 
 
 def test_loso_never_uses_the_held_out_sources_own_non_torch(

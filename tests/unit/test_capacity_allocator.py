@@ -97,21 +97,24 @@ def test_llama_dimensions_round_to_nothing_until_the_vocabulary_splits() -> None
     assert weights_rounding_bytes(llama, 8) == 2 * 3 * MIB // 4
 
 
+# 4 layers of Qwen2-7B
+QWEN2_CFG: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "num_hidden_layers": 4,
+    "num_attention_heads": 28, "num_key_value_heads": 4, "hidden_size": 3584,
+    "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+}  # fmt: skip
+# 2 layers of 4 mxfp4 experts, hidden and expert width 2880 (gpt-oss's)
+MXFP4_CFG: dict[str, Any] = {
+    "num_hidden_layers": 2, "num_attention_heads": 1, "num_key_value_heads": 1,
+    "head_dim": 64, "hidden_size": 2880, "vocab_size": 1000, "num_local_experts": 4,
+    "num_experts_per_tok": 1, "intermediate_size": 2880,
+    "quantization_config": {"quant_method": "mxfp4"},
+}  # fmt: skip
+
+
 def _cfg(**kw: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "num_hidden_layers": 4,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "vocab_size": 152064,
-        "max_position_embeddings": 32768,
-        "torch_dtype": "bfloat16",
-    }
-    cfg.update(kw)
-    return cfg
+    return {**QWEN2_CFG, **kw}
 
 
 def test_layout_needs_the_mlp_width_and_ties_share_the_embeddings() -> None:
@@ -172,15 +175,7 @@ def test_the_vllm_budget_charges_it_beside_the_weights() -> None:
 
 
 def _mxfp4(**kw: Any) -> dict[str, Any]:
-    # 2 layers of 4 mxfp4 experts, hidden and expert width 2880 (gpt-oss's)
-    cfg: dict[str, Any] = {
-        "num_hidden_layers": 2, "num_attention_heads": 1, "num_key_value_heads": 1,
-        "head_dim": 64, "hidden_size": 2880, "vocab_size": 1000, "num_local_experts": 4,
-        "num_experts_per_tok": 1, "intermediate_size": 2880,
-        "quantization_config": {"quant_method": "mxfp4"},
-    }  # fmt: skip
-    cfg.update(kw)
-    return cfg
+    return {**MXFP4_CFG, **kw}
 
 
 @pytest.mark.parametrize(

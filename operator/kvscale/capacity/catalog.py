@@ -71,16 +71,20 @@ def normalise_gpu_name(name: str) -> str:
     return key
 
 
+def _missing(cell: str | None) -> bool:
+    """A catalog cell that states no value: blank, 'n/a', 'not …', 'unknown'."""
+    text = (cell or "").strip().lower()
+    return not text or text.startswith(("n/a", "not ", "unknown"))
+
+
 def parse_number(cell: str | None) -> float | None:
     """First number in a messy catalog cell: '79.11-79.19' -> 79.11, '~22' -> 22, 'n/a' -> None.
 
     Ranges give their lower end (the conservative device), annotated cells their first figure.
     """
-    if cell is None:
+    if _missing(cell):
         return None
-    text = cell.strip()
-    if not text or text.lower().startswith(("n/a", "not ", "unknown")):
-        return None
+    text = (cell or "").strip()
     match = _NUMBER.search(text.replace(",", ""))
     return float(match.group()) if match else None
 
@@ -124,8 +128,7 @@ def _whole(cell: str | None) -> int | None:
 
 
 def _arch(cell: str | None) -> str:
-    value = (cell or "").strip()
-    return "" if value.lower() in ("", "n/a") else value
+    return "" if _missing(cell) else (cell or "").strip()
 
 
 def _gpu_from_row(row: Mapping[str, str]) -> GpuSpec | None:
