@@ -14,11 +14,11 @@ from kvscale.api.convert import (
     plan_request_for,
     select_gpu_type,
     source_geometry,
-    with_source_overrides,
 )
 from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec, ModelSource, Quantization
 from kvscale.api.policy_config import to_guardrails, to_scaling_config
+from kvscale.api.quantization import with_source_overrides
 from kvscale.api.status import GpuPlanStatus
 from kvscale.capacity import ModelGeometry, find_gpu, find_model
 from kvscale.capacity.weights import DECLARED_QUANT_BITS
@@ -174,7 +174,8 @@ def test_a_declared_quantization_shrinks_the_catalog_weights():
     assert awq.weights_bytes is not None
     assert base.weights_bytes / 2 < fp8.weights_bytes < 0.55 * base.weights_bytes
     assert base.weights_bytes / 4 < awq.weights_bytes < fp8.weights_bytes
-    # the engine loading the catalog id itself loads the catalog's 16-bit weights: they stand
+    # without an engine that quantizes as it loads (plan_deployment decides that: see
+    # test_capacity_quantload), the catalog id's own 16-bit weights stand
     same = resolve_model(ModelSource(name=base.name, quantization="fp8"))
     assert (same.weights_bytes, same.quantization) == (base.weights_bytes, "fp8")
 

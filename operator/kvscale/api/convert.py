@@ -15,7 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from kvscale.api.calibration import CalibrationLookup, calibrated_plan, planned_calibration
-from kvscale.api.models import DEFAULT_MODE, ConfigMapRef, LLMDeploymentSpec, ModelSource
+from kvscale.api.models import ConfigMapRef, LLMDeploymentSpec, ModelSource
+from kvscale.api.quantization import (
+    online_quantization_of,
+    unapplied_quantization_warning,
+    with_source_overrides,
+)
 from kvscale.api.status import GpuPlanStatus
 from kvscale.api.status_calibration import CalibrationStatus
 from kvscale.capacity import (
@@ -35,11 +40,11 @@ from kvscale.capacity.types import (
     ConcurrencyVerdict,
     GpuSpec,
     ModelGeometry,
+    OnlineQuantization,
     PlanRequest,
     SloTargets,
     WorkloadProfile,
 )
-from kvscale.capacity.weights import with_quantization
 from kvscale.engines.render import render
 
 #: Reads the config.json text a ConfigMapRef points at (the operator passes a cluster reader).
@@ -121,12 +126,6 @@ def _geometry_from_text(text: str, source: ModelSource, path: str) -> ModelGeome
         ) from exc
 
 
-def engine_loads_catalog_id(source: ModelSource, mode: str = DEFAULT_MODE) -> bool:
-    """A managed engine that loads the catalog id itself (no other `model.uri`): it loads the
-    catalog's checkpoint, whatever `model.quantization` says."""
-    return mode == "managed" and source.name is not None and source.uri in (None, source.name)
-
-
 def source_geometry(
     source: ModelSource, configmap_loader: ConfigMapLoader | None = None
 ) -> ModelGeometry:
@@ -154,35 +153,14 @@ def source_geometry(
     return _geometry_from_text(configmap_loader(ref), source, "spec.model.configMapRef")
 
 
-def quantization_unapplied(source: ModelSource, base: ModelGeometry, mode: str) -> bool:
-    """A 16-bit checkpoint declared quantized that a managed engine loads as it is (the catalog
-    id itself): its weights stand, the declared quantization does not size them."""
-    return (
-        source.quantization is not None
-        and base.quantization is None
-        and engine_loads_catalog_id(source, mode)
-    )
-
-
-def with_source_overrides(
-    base: ModelGeometry, source: ModelSource, mode: str = DEFAULT_MODE
-) -> ModelGeometry:
-    """`base` with the spec's declared quantization (sizing the checkpoint the engine loads,
-    unless `quantization_unapplied`: relabelled only) and explicit weightsBytes."""
-    model = base
-    if source.quantization is not None:
-        model = (
-            replace(model, quantization=source.quantization)
-            if engine_loads_catalog_id(source, mode)
-            else with_quantization(model, source.quantization)
-        )
-    if source.weights_bytes is not None:
-        model = replace(model, weights_bytes=source.weights_bytes)
-    return model
-
-
-def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry) -> PlanRequest:
-    """One replica of `spec` on `gpu`: the planner's input."""
+def plan_request_for(
+    spec: LLMDeploymentSpec,
+    gpu: GpuSpec,
+    model: ModelGeometry,
+    online: OnlineQuantization | None = None,
+) -> PlanRequest:
+    """One replica of `spec` on `gpu`: the planner's input (`online`: the quantization the
+    engine applies as it loads, `quantization.online_quantization_of`)."""
     return PlanRequest(
         model=model,
         gpu=gpu,
@@ -199,6 +177,7 @@ def plan_request_for(spec: LLMDeploymentSpec, gpu: GpuSpec, model: ModelGeometry
         enable_prefix_caching=spec.kv_cache.prefix_caching,
         sampler_path=SamplerPath(spec.engine.sampler_path),
         pin_kv_pool=spec.kv_cache.pool == "pinned",
+        online_quantization=online,
     )
 
 
@@ -270,13 +249,15 @@ def _plan_one(
     gpu: GpuSpec,
     model: ModelGeometry,
     lookup: CalibrationLookup | None,
+    *,
+    online: OnlineQuantization | None,
 ) -> tuple[GpuPlanStatus, CapacityPlan, CapacityPlan]:
     gpu_path = f"spec.placement.gpuTypes[{index}]"
     gpu_type = spec.placement.gpu_types[index]
     model_ref = model_ref_of(spec.model)
     try:
         plan, modelled = calibrated_plan(
-            spec, plan_request_for(spec, gpu, model), model_ref, lookup
+            spec, plan_request_for(spec, gpu, model, online), model_ref, lookup
         )
         verdict = estimate_safe_concurrency(
             plan, workload_profile_of(spec), slo_targets_of(spec), spec.kv_cache.headroom_fraction
@@ -425,7 +406,8 @@ def plan_deployment(
     GPU type is not an error here: `selected_gpu_type` is None and the reason says why.
     """
     base = source_geometry(spec.model, configmap_loader)
-    model = with_source_overrides(base, spec.model, spec.mode)
+    online = online_quantization_of(spec, base)
+    model = with_source_overrides(base, spec.model, spec.mode, online)
     if spec.max_context_length > model.max_position_embeddings:
         raise SpecError(
             "spec.maxContextLength",
@@ -434,9 +416,9 @@ def plan_deployment(
             f"lower maxContextLength to ≤ {model.max_position_embeddings}",
         )
     gpus, plan_warnings = resolve_gpu_types(spec)
-    if quantization_unapplied(spec.model, base, spec.mode):
-        plan_warnings.append(_unapplied_quantization_warning(spec.model))
-    triples = [_plan_one(spec, i, gpu, model, calibration) for i, gpu in gpus]
+    if (unapplied := unapplied_quantization_warning(spec, base, online)) is not None:
+        plan_warnings.append(unapplied)
+    triples = [_plan_one(spec, i, gpu, model, calibration, online=online) for i, gpu in gpus]
     plans = tuple(p for p, _, _ in triples)
     capacity_plans = tuple(c for _, c, _ in triples)
     selected, reason = select_gpu_type(plans)
@@ -464,14 +446,6 @@ def plan_deployment(
         engine_args=rendered.argv,
         engine_command=rendered.command,
         warnings=result.warnings + rendered.warnings + _capacity_warnings(spec, result),
-    )
-
-
-def _unapplied_quantization_warning(source: ModelSource) -> str:
-    return (
-        f"spec.model.quantization {source.quantization} does not size the weights: the engine"
-        f" loads {source.name} itself, a 16-bit checkpoint, so the plan counts its 16-bit"
-        f" weights; fix: set spec.model.uri to the {source.quantization} checkpoint"
     )
 
 

@@ -15,6 +15,7 @@ from kvscale.capacity.budget import (
 )
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.kvlayout import KvLayout, blocks_for_request, build_layout
+from kvscale.capacity.quantload import weights_refusal
 from kvscale.capacity.types import (
     GIB,
     CapacityPlan,
@@ -194,7 +195,8 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
     per_request = blocks_for_request(layout.groups, length, mnbt)
     concurrency = num_blocks / per_request if per_request else 0.0
     admissible = max(num_blocks - _fit_check_reserved_blocks(request), 0)
-    fits = available > 0 and per_request <= admissible
+    refusal = weights_refusal(request, budget.non_torch_bytes, budget.total_bytes)
+    fits = not refusal and available > 0 and per_request <= admissible
     # The fix "lower --max-model-len to N" must name a length the model supports.
     fitting = largest_fitting_context(
         layout.groups, admissible, mnbt, request.model.max_position_embeddings
@@ -223,7 +225,7 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
         max_num_seqs=budget.max_num_seqs,
         fits=fits,
         max_fitting_context_tokens=fitting,
-        reason="" if fits else _not_fitting_reason(request, budget, needed, fitting),
+        reason=refusal or ("" if fits else _not_fitting_reason(request, budget, needed, fitting)),
         warnings=_plan_warnings(request, layout, budget),
         kv_groups=layout.groups,
         kv_needed_bytes=needed,
@@ -278,4 +280,7 @@ def plan_to_json(plan: CapacityPlan) -> dict[str, Any]:
         "samplerPath": plan.sampler_path.value if plan.sampler_path else None,
         "ropeCacheBytes": plan.rope_cache_bytes,
         "weightsPaddingBytes": plan.weights_padding_bytes,
+        "onlineQuantization": (
+            request.online_quantization.method if request.online_quantization else None
+        ),
     }

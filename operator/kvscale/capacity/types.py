@@ -206,6 +206,16 @@ class GpuSpec:
 
 
 @dataclass(frozen=True)
+class OnlineQuantization:
+    """The engine quantizes a 16-bit checkpoint as it loads it (vLLM and SGLang
+    `--quantization`, TGI `--quantize`): the model's weights are the quantized size, and
+    `checkpoint_weights_bytes` (all ranks) is the 16-bit checkpoint the engine reads."""
+
+    method: str  # fp8: the one method every engine applies to any 16-bit checkpoint
+    checkpoint_weights_bytes: int
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     """Inputs for one engine instance (one replica) of one model on one GPU type."""
 
@@ -238,6 +248,9 @@ class PlanRequest:
     # weights, activation peak, non-torch, CUDA graphs) for this model, GPU type, release, TP
     # and sampler path. When given it replaces the estimate (live calibration feeds it).
     observed_non_kv_bytes: int | None = None
+    # The engine quantizes the model's 16-bit checkpoint as it loads (None: it loads the
+    # weights as they are stored); quantload.py checks the load's peak and the GPU.
+    online_quantization: OnlineQuantization | None = None
 
     def __post_init__(self) -> None:
         version = EngineVersion.parse(self.engine_version)

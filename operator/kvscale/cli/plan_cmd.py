@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kvscale.api.quantization import online_quantization_for
 from kvscale.capacity import (
     GIB,
     CapacityPlan,
@@ -26,7 +27,7 @@ from kvscale.capacity import (
     plan_to_json,
 )
 from kvscale.capacity.errors import InputError, field_key
-from kvscale.capacity.types import ModelGeometry
+from kvscale.capacity.types import ModelGeometry, OnlineQuantization
 from kvscale.capacity.weights import DECLARED_QUANT_BITS, with_quantization
 from kvscale.cli.common import CliError
 from kvscale.engines.defaults import DEFAULT_ENGINE_VERSION
@@ -48,7 +49,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--quantization", choices=tuple(DECLARED_QUANT_BITS),
         help="the served checkpoint's weight quantization, when the model or config does not "
-        "say it (weights re-estimated from the parameter count)",
+        "say it (weights re-estimated from the parameter count); fp8 on a 16-bit catalog "
+        "--model the engine loads itself is applied by the engine as it loads (vLLM/SGLang "
+        "--quantization, TGI --quantize), and the plan checks that load's peak",
     )  # fmt: skip
     gpu = parser.add_argument_group("hardware")
     gpu.add_argument("--gpu", metavar="NAME", help="catalog id, gpu.product label or alias")
@@ -131,7 +134,8 @@ def _load_json(path: str) -> Mapping[str, Any]:
     return data
 
 
-def _resolve_model(args: argparse.Namespace, weights_bytes: int | None) -> ModelGeometry:
+def _base_model(args: argparse.Namespace, weights_bytes: int | None) -> ModelGeometry:
+    """The model as its config or the catalog describes it, before `--quantization`."""
     if args.model_config:
         config = _load_json(args.model_config)
         name = args.model or str(config.get("_name_or_path") or Path(args.model_config).stem)
@@ -140,12 +144,30 @@ def _resolve_model(args: argparse.Namespace, weights_bytes: int | None) -> Model
         model = find_model(args.model)
     else:
         raise CliError("--model: missing; fix: pass --model HF_ID or --model-config config.json")
-    return with_quantization(model, args.quantization) if args.quantization else model
+    return model
+
+
+def _online_quantization(
+    args: argparse.Namespace, base: ModelGeometry
+) -> OnlineQuantization | None:
+    """`--quantization fp8` on a 16-bit catalog `--model` the engine loads itself (no other
+    `--model-ref`): the engine quantizes as it loads, as a managed LLMDeployment's would."""
+    model_ref = getattr(args, "model_ref", None)  # `kvscale flags` only
+    return online_quantization_for(
+        args.quantization,
+        base,
+        args.engine,
+        args.engine_version or DEFAULT_ENGINE_VERSION[args.engine],
+        loads_base_checkpoint=bool(args.model)
+        and not args.model_config
+        and model_ref in (None, args.model),
+    )
 
 
 def _build_request(args: argparse.Namespace) -> PlanRequest:
     weights = _gib_bytes(args.weights_gib, "--weights-gib")
-    model = _resolve_model(args, weights)
+    base = _base_model(args, weights)
+    model = with_quantization(base, args.quantization) if args.quantization else base
     if not args.gpu:
         raise CliError("--gpu: missing; fix: pass --gpu NAME (e.g. H100, NVIDIA-L40S)")
     gpu = find_gpu(args.gpu)
@@ -174,6 +196,7 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         weights_bytes=weights,
         sampler_path=SamplerPath(args.sampler_path),
         pin_kv_pool=args.kv_pool == "pinned",
+        online_quantization=_online_quantization(args, base),
     )
 
 

@@ -168,6 +168,17 @@ def choose_kv_cache_dtype(
     )
 
 
+# `FlagSpec.plan_field` of the flag that makes the engine quantize a 16-bit checkpoint as it
+# loads it; `render.online_quantization_rendered` asks the flag tables for it.
+ONLINE_QUANTIZATION_FIELD = "online_quantization"
+
+
+def online_quantization(ctx: RenderContext) -> FlagValue:
+    """The method the engine applies while loading (PlanRequest.online_quantization)."""
+    online = ctx.plan.request.online_quantization
+    return None if online is None else online.method
+
+
 def positive_count(value: int) -> str | None:
     """A count flag's text, or None (engine default) when the plan left it unset (≤ 0)."""
     return str(value) if value > 0 else None

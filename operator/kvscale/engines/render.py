@@ -13,7 +13,12 @@ from kvscale.capacity.release import EngineVersion, SupportedVersions, Unsupport
 from kvscale.capacity.types import CapacityPlan
 from kvscale.engines import sglang, tgi, trtllm, vllm
 from kvscale.engines.adapter import EngineAdapter, EngineEndpoints
-from kvscale.engines.flags import RenderContext, available_flag_names, render_flag_table
+from kvscale.engines.flags import (
+    ONLINE_QUANTIZATION_FIELD,
+    RenderContext,
+    available_flag_names,
+    render_flag_table,
+)
 from kvscale.engines.metrics import EngineMetrics, resolve_metrics
 
 ADAPTERS: dict[str, EngineAdapter] = {
@@ -76,6 +81,19 @@ def metric_queries(engine: str, version: str | EngineVersion) -> EngineMetrics:
     """The series names this engine release exposes (None where it has no such signal)."""
     adapter, parsed = _checked(engine, version)
     return resolve_metrics(adapter.name, parsed, adapter.metrics)
+
+
+def online_quantization_rendered(engine: str, version: str | EngineVersion) -> bool:
+    """Whether this release has the flag that quantizes a 16-bit checkpoint as it loads (fp8):
+    the flag tables' row for `PlanRequest.online_quantization`. False for an engine or release
+    kvscale does not render for."""
+    adapter, parsed = ADAPTERS.get(engine.strip().lower()), EngineVersion.parse(version)
+    if adapter is None or not adapter.support.contains(parsed):
+        return False
+    return any(
+        spec.plan_field == ONLINE_QUANTIZATION_FIELD and spec.exists_in(parsed)
+        for spec in adapter.flags
+    )
 
 
 def _flag_names(argv: Sequence[str]) -> set[str]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 from kvscale.capacity.release import EngineVersion, SupportedVersions, VersionRange
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
+    ONLINE_QUANTIZATION_FIELD,
     ChoiceRow,
     FlagSpec,
     FlagValue,
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
+    online_quantization,
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
@@ -85,6 +87,14 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--page-size", _page_size),
     FlagSpec("--kv-cache-dtype", _kv_dtype, required=True, plan_field="kv_cache_dtype"),
     FlagSpec("--tp-size", lambda c: str(c.plan.request.tensor_parallel)),
+    FlagSpec(
+        "--quantization",
+        online_quantization,
+        required=True,
+        plan_field=ONLINE_QUANTIZATION_FIELD,
+        note="fp8 in the choices of every sampled release; rendered only to quantize a 16-bit "
+        "checkpoint as it loads",
+    ),
     FlagSpec("--disable-radix-cache", lambda c: not c.plan.request.enable_prefix_caching),
     # Off by default; without it /metrics does not exist and the autoscaler is blind.
     FlagSpec("--enable-metrics", lambda c: True),

@@ -18,12 +18,14 @@ from kvscale.capacity.release import (
 from kvscale.capacity.types import LayerKind
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
+    ONLINE_QUANTIZATION_FIELD,
     ChoiceRow,
     FlagSpec,
     FlagValue,
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
+    online_quantization,
     plan_non_kv_bytes,
     positive_count,
 )
@@ -168,6 +170,14 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--block-size", _block_size),
     FlagSpec("--kv-cache-dtype", _kv_dtype, required=True, plan_field="kv_cache_dtype"),
     FlagSpec("--tensor-parallel-size", lambda c: str(c.plan.request.tensor_parallel)),
+    FlagSpec(
+        "--quantization",
+        online_quantization,
+        required=True,
+        plan_field=ONLINE_QUANTIZATION_FIELD,
+        note="rendered only to quantize a 16-bit checkpoint as it loads (fp8; a quantized "
+        "checkpoint's config names its method)",
+    ),
     FlagSpec(
         "--enable-prefix-caching",
         _prefix_caching_on,

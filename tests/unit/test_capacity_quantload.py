@@ -1,0 +1,172 @@
+"""fp8 weights an engine cannot start with (capacity/quantload.py), and the spec and CLI paths
+that make a managed engine quantize a 16-bit catalog checkpoint as it loads.
+
+The release boundaries come from the engines' wheels (vLLM's `Fp8Config.get_min_capability`
+and `Fp8OnlineLinearMethod`, SGLang's `Fp8Config`); the tests check the behaviour on each side
+of them and that each refusal's own fix is one the planner accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from kvscale.api.convert import plan_deployment
+from kvscale.api.docs import MINIMAL_SPEC
+from kvscale.api.models import LLMDeploymentSpec
+from kvscale.capacity import PlanRequest, find_gpu, find_model, plan_capacity
+from kvscale.capacity.quantload import load_peak_bytes, weights_refusal
+from kvscale.capacity.types import OnlineQuantization
+from kvscale.capacity.weights import with_quantization
+from kvscale.cli import main as cli_main
+
+LLAMA_70B = find_model("meta-llama/Llama-3.3-70B-Instruct")
+LLAMA_8B = find_model("meta-llama/Llama-3.1-8B-Instruct")
+
+
+def _online(base: Any, engine: str, version: str, gpu: str, tp: int = 1) -> PlanRequest:
+    assert base.weights_bytes is not None
+    return PlanRequest(
+        model=with_quantization(base, "fp8"),
+        gpu=find_gpu(gpu),
+        engine=engine,
+        engine_version=version,
+        tensor_parallel=tp,
+        max_model_len_tokens=4096,
+        online_quantization=OnlineQuantization("fp8", base.weights_bytes),
+    )
+
+
+def _refusal(request: PlanRequest) -> str:
+    plan = plan_capacity(request)
+    return plan.reason if not plan.fits else ""
+
+
+@pytest.mark.parametrize(
+    ("engine", "version", "holds_16_bit"),
+    [
+        ("vllm", "0.11.0", True),
+        ("vllm", "0.15.0", True),  # Fp8OnlineLinearMethod, still torch.empty in the model dtype
+        ("vllm", "0.16.0", False),  # meta device, materialised layer by layer
+        ("vllm", "0.19.0", False),
+        ("sglang", "0.5.9", True),
+        ("tgi", "3.3.7", False),  # quantizes each tensor as it loads it
+    ],
+)
+def test_the_whole_16_bit_checkpoint_refuses_a_gpu_it_does_not_fit(
+    engine: str, version: str, holds_16_bit: bool
+) -> None:
+    request = _online(LLAMA_70B, engine, version, "H100")  # 70B in bf16: ~131 GiB > 79 GiB
+    assert (load_peak_bytes(request) is not None) is holds_16_bit
+    reason = _refusal(request)
+    assert ("whole 16-bit checkpoint" in reason) is holds_16_bit
+    # the served weights are fp8 in every case: what the KV budget is computed from
+    assert plan_capacity(request).weights_bytes < 0.55 * LLAMA_70B.weights_bytes
+
+
+def test_the_refusal_names_a_tensor_parallel_size_that_loads() -> None:
+    reason = _refusal(_online(LLAMA_70B, "vllm", "0.11.0", "H100"))
+    suggested = int(reason.split("--tensor-parallel-size ")[1].split()[0])
+    assert suggested > 1
+    fixed = _online(LLAMA_70B, "vllm", "0.11.0", "H100", tp=suggested)
+    assert "whole 16-bit checkpoint" not in _refusal(fixed)
+    # and a checkpoint that fits whole is not refused at all
+    assert "16-bit" not in _refusal(_online(LLAMA_8B, "vllm", "0.11.0", "H100"))
+
+
+@pytest.mark.parametrize(
+    ("engine", "version", "gpu", "refused"),
+    [
+        ("vllm", "0.13.0", "T4", True),  # Fp8Config asks capability 80 up to 0.13
+        ("vllm", "0.14.0", "T4", False),  # 75 from 0.14.0
+        ("vllm", "0.19.0", "V100-SXM2-32GB", True),  # 7.0 < 7.5
+        ("sglang", "0.5.9", "T4", True),  # SGLang asks 80
+        ("vllm", "0.11.0", "L4", False),  # 8.9
+        ("vllm", "0.11.0", "MI300X", False),  # ROCm reports its gfx target: the check passes
+    ],
+)
+def test_fp8_weights_need_the_engines_compute_capability(
+    engine: str, version: str, gpu: str, refused: bool
+) -> None:
+    request = _online(LLAMA_8B, engine, version, gpu)
+    assert ("compute capability" in _refusal(request)) is refused
+    # a checkpoint quantized ahead of time is refused the same way: the check is the method's
+    ahead = replace(request, online_quantization=None)
+    assert ("compute capability" in weights_refusal(ahead, 0, 2**40)) is refused
+
+
+def _spec(**overrides: Any) -> LLMDeploymentSpec:
+    model = {"name": LLAMA_70B.name, "quantization": "fp8", **overrides.pop("model", {})}
+    spec = {**MINIMAL_SPEC, "model": model, "placement": {"gpuTypes": ["h200_141gb"]}}
+    return LLMDeploymentSpec.model_validate({**spec, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("engine", "flag"),
+    [
+        ({"name": "vllm", "version": "0.19.0"}, "--quantization"),
+        ({"name": "sglang"}, "--quantization"),
+    ],
+)
+def test_a_managed_engine_quantizes_the_catalog_checkpoint_it_loads(
+    engine: dict[str, str], flag: str
+) -> None:
+    result = plan_deployment(_spec(engine=engine))
+    plan = result.selected_capacity_plan()
+    assert plan is not None and plan.request.online_quantization is not None
+    args = list(result.engine_args)
+    assert args[args.index(flag) + 1] == "fp8"
+    assert plan.weights_bytes < 0.55 * LLAMA_70B.weights_bytes
+    assert not any("does not size the weights" in w for w in result.warnings)
+
+
+def test_tgi_quantizes_from_the_release_the_flag_was_read_in() -> None:
+    result = plan_deployment(_spec(engine={"name": "tgi", "version": "3.3.7"}))
+    args = list(result.engine_args)
+    assert args[args.index("--quantize") + 1] == "fp8"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"engine": {"name": "trtllm"}},  # no flag quantizes at load
+        {"engine": {"name": "tgi", "version": "3.0.0"}},  # before the release the flag was read in
+        {"model": {"quantization": "awq"}},  # needs a checkpoint quantized ahead of time
+    ],
+)
+def test_without_an_online_quantization_the_16_bit_weights_stand_and_the_plan_warns(
+    overrides: dict[str, Any],
+) -> None:
+    result = plan_deployment(_spec(**overrides))
+    plan = result.capacity_plans[0]
+    assert plan.request.online_quantization is None
+    assert plan.weights_bytes >= LLAMA_70B.weights_bytes // 2  # 16-bit, split over no ranks
+    assert any("does not size the weights" in w for w in result.warnings)
+    assert "--quantization" not in result.engine_args and "--quantize" not in result.engine_args
+
+
+def test_an_fp8_checkpoint_in_model_uri_is_loaded_as_it_is() -> None:
+    uri = "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"
+    result = plan_deployment(_spec(model={"uri": uri}, engine={"name": "vllm"}))
+    plan = result.selected_capacity_plan()
+    assert plan is not None and plan.request.online_quantization is None
+    assert "--quantization" not in result.engine_args
+    assert plan.weights_bytes < 0.55 * LLAMA_70B.weights_bytes
+
+
+def test_the_cli_quantizes_at_load_only_the_checkpoint_it_renders(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    common = ["flags", "--model", LLAMA_70B.name, "--quantization", "fp8", "--gpu", "h200"]
+    common += ["--max-model-len", "8192", "--engine-version", "0.19.0", "--args-only"]
+    assert cli_main(common) == 0
+    assert "--quantization fp8" in capsys.readouterr().out
+    other = "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"
+    assert cli_main([*common, "--model-ref", other]) == 0
+    assert "--quantization" not in capsys.readouterr().out
+    # vLLM 0.11 holds the 16-bit checkpoint first: one H100 refuses it, exit 2
+    old = ["flags", "--model", LLAMA_70B.name, "--quantization", "fp8", "--gpu", "h100"]
+    assert cli_main([*old, "--max-model-len", "8192", "--engine-version", "0.11.0"]) == 2
+    assert "whole 16-bit checkpoint" in capsys.readouterr().err
