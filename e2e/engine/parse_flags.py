@@ -7,8 +7,13 @@ first, then the flags), and prints one JSON object:
   argv, its serve-argument validation passes and `AsyncEngineArgs.from_cli_args` builds the
   engine arguments from it (what `vllm serve` does before it loads anything);
 - `options`: every option string the serve parser knows;
-- `choices`: the allowed values of each flag in `choices_of`.
-No model is loaded and no server starts.
+- `choices`: the allowed values of each flag in `choices_of`;
+- `quantization_methods`: the values `--quantization` takes (the parser leaves it a free string;
+  the engine checks it against `QUANTIZATION_METHODS` when it builds its model config);
+- `quantize_at_load`: for `{"model": dir, "methods": [...]}`, what each method resolves to on
+  that (16-bit) checkpoint, as the model loader resolves it (`get_quant_config`): the config's
+  class, whether it quantizes at load, and what vLLM logged meanwhile (e.g. a deprecation).
+No weights are loaded and no server starts.
 
 The `serve` subparser is built exactly as `vllm.entrypoints.cli.main` builds it, minus the
 top-level `--version` action (it reads the distribution `vllm`, which the CPU build's
@@ -65,6 +70,30 @@ def serve_subparser(parser: Any) -> Any:
     return subparsers.choices["serve"]
 
 
+def quantize_at_load(model: str, methods: list[str]) -> dict[str, Any]:
+    import logging
+
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.model_loader.weight_utils import get_quant_config
+
+    logged: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    logging.getLogger("vllm").addHandler(Keep(level=logging.WARNING))
+    out: dict[str, Any] = {}
+    for method in methods:
+        logged.clear()
+        args = EngineArgs(model=model, quantization=method)
+        config = get_quant_config(args.create_model_config(), args.create_load_config())
+        online = "Online" in type(config).__name__
+        online = online or getattr(config, "is_checkpoint_fp8_serialized", True) is False
+        out[method] = {"config": type(config).__name__, "online": online, "logged": list(logged)}
+    return out
+
+
 def main() -> int:
     request = json.load(sys.stdin)
     parser, command = build_serve_parser()
@@ -79,7 +108,13 @@ def main() -> int:
         for flag in request.get("choices_of", [])
         if flag in actions
     }
-    json.dump({"results": results, "options": sorted(actions), "choices": choices}, sys.stdout)
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    out: dict[str, Any] = {"results": results, "options": sorted(actions), "choices": choices}
+    out["quantization_methods"] = list(QUANTIZATION_METHODS)
+    if (at_load := request.get("quantize_at_load")) is not None:
+        out["quantize_at_load"] = quantize_at_load(at_load["model"], at_load["methods"])
+    json.dump(out, sys.stdout)
     print()
     return 0
 

@@ -8,8 +8,8 @@ it on the hub, so a local tiny model stands in for the example's model id.
 
 The flag table is checked against the parser the other way too: every flag kvscale believes the
 release has is one of the parser's options, every flag it believes the release lacks (such as
-`--swap-space`, removed in 0.18) is refused by it, and the KV-cache dtypes kvscale may render
-are among the parser's choices.
+`--swap-space`, removed in 0.18) is refused by it, and the KV-cache dtypes and the online
+quantization kvscale may render are among the parser's choices.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.engine
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KV_DTYPE_FLAG = "--kv-cache-dtype"
+QUANTIZATION_FLAG = "--quantization"  # a free string to the parser: see parse_flags.py
 STAND_IN_MODEL = "llama-gqa"
 
 
@@ -59,6 +60,10 @@ def example_argvs(release: str) -> dict[str, list[str]]:
     return argvs
 
 
+def _with_quantization(rendered: dict[str, list[str]]) -> list[list[str]]:
+    return [argv for argv in rendered.values() if QUANTIZATION_FLAG in argv]
+
+
 @pytest.fixture(scope="module")
 def rendered(engine_env: EngineEnv) -> dict[str, list[str]]:
     return example_argvs(engine_env.version)
@@ -85,7 +90,14 @@ def parsed(
             {"id": f"lacks {flag}", "argv": [model, flag]},
             {"id": f"lacks {flag} 4", "argv": [model, flag, "4"]},
         ]
-    request = {"cases": cases, "choices_of": [KV_DTYPE_FLAG]}
+    at_load = sorted(
+        {argv[argv.index(QUANTIZATION_FLAG) + 1] for argv in _with_quantization(rendered)}
+    )
+    request = {
+        "cases": cases,
+        "choices_of": [KV_DTYPE_FLAG],
+        "quantize_at_load": {"model": model, "methods": at_load},
+    }
     out: dict[str, Any] = engine_env.run_script("parse_flags.py", [], stdin=request)
     out["by_id"] = {r["id"]: r for r in out["results"]}
     return out
@@ -124,3 +136,18 @@ def test_kv_cache_dtypes_kvscale_renders_are_engine_choices(
     ours = {row.value for row in KV_DTYPES if row.available.contains(version)}
     theirs = set(parsed["choices"][KV_DTYPE_FLAG])
     assert sorted(ours - theirs) == []
+
+
+def test_the_online_quantization_kvscale_renders_quantizes_a_16_bit_checkpoint(
+    rendered: dict[str, list[str]], parsed: dict[str, Any]
+) -> None:
+    """The `--quantization` value an example renders (fp8 on a 16-bit catalog id), resolved on
+    the 16-bit stand-in checkpoint by vLLM's own model loader: a quantization applied as it
+    loads, under the name the release does not call deprecated."""
+    assert _with_quantization(rendered), "no example renders --quantization"
+    resolved = parsed["quantize_at_load"]
+    assert resolved, resolved
+    for method, found in resolved.items():
+        assert method in parsed["quantization_methods"]
+        assert found["online"], found
+        assert not [line for line in found["logged"] if "deprecated" in line.lower()], found

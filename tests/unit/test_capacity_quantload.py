@@ -21,6 +21,7 @@ from kvscale.capacity.quantload import load_peak_bytes, weights_refusal
 from kvscale.capacity.types import OnlineQuantization
 from kvscale.capacity.weights import with_quantization
 from kvscale.cli import main as cli_main
+from kvscale.sim.engine_args import parse_engine_args
 
 LLAMA_70B = find_model("meta-llama/Llama-3.3-70B-Instruct")
 LLAMA_8B = find_model("meta-llama/Llama-3.1-8B-Instruct")
@@ -104,28 +105,26 @@ def _spec(**overrides: Any) -> LLMDeploymentSpec:
 
 
 @pytest.mark.parametrize(
-    ("engine", "flag"),
+    ("engine", "flag", "value"),
     [
-        ({"name": "vllm", "version": "0.19.0"}, "--quantization"),
-        ({"name": "sglang"}, "--quantization"),
+        ({"name": "vllm", "version": "0.19.0"}, "--quantization", "fp8"),
+        # "fp8" refuses to quantize at load from vLLM 0.31.0; "fp8_per_tensor" exists from 0.20.0
+        ({"name": "vllm", "version": "0.20.0"}, "--quantization", "fp8_per_tensor"),
+        ({"name": "vllm", "version": "0.33.0"}, "--quantization", "fp8_per_tensor"),
+        ({"name": "sglang"}, "--quantization", "fp8"),
+        ({"name": "tgi", "version": "3.3.7"}, "--quantize", "fp8"),
     ],
 )
 def test_a_managed_engine_quantizes_the_catalog_checkpoint_it_loads(
-    engine: dict[str, str], flag: str
+    engine: dict[str, str], flag: str, value: str
 ) -> None:
     result = plan_deployment(_spec(engine=engine))
     plan = result.selected_capacity_plan()
     assert plan is not None and plan.request.online_quantization is not None
     args = list(result.engine_args)
-    assert args[args.index(flag) + 1] == "fp8"
+    assert args[args.index(flag) + 1] == value
     assert plan.weights_bytes < 0.55 * LLAMA_70B.weights_bytes
     assert not any("does not size the weights" in w for w in result.warnings)
-
-
-def test_tgi_quantizes_from_the_release_the_flag_was_read_in() -> None:
-    result = plan_deployment(_spec(engine={"name": "tgi", "version": "3.3.7"}))
-    args = list(result.engine_args)
-    assert args[args.index("--quantize") + 1] == "fp8"
 
 
 @pytest.mark.parametrize(
@@ -170,3 +169,23 @@ def test_the_cli_quantizes_at_load_only_the_checkpoint_it_renders(
     old = ["flags", "--model", LLAMA_70B.name, "--quantization", "fp8", "--gpu", "h100"]
     assert cli_main([*old, "--max-model-len", "8192", "--engine-version", "0.11.0"]) == 2
     assert "whole 16-bit checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("engine", "version"), [("vllm", "0.19.0"), ("vllm", "0.33.0"), ("sglang", "0.5.9")]
+)
+def test_the_simulated_engine_quantizes_as_the_rendered_flag_says(
+    engine: str, version: str
+) -> None:
+    """The simulator reads the argv the operator renders: the same flag gives it fp8 weights,
+    so its pool is the plan's (the e2e examples scenario compares the two on a real API)."""
+    result = plan_deployment(_spec(engine={"name": engine, "version": version}))
+    plan = result.selected_capacity_plan()
+    assert plan is not None and result.selected_gpu_type is not None
+    argv = [*result.engine_command, *result.engine_args]
+    started = parse_engine_args(engine, version, argv, result.selected_gpu_type)
+    assert started.request.online_quantization == plan.request.online_quantization
+    assert plan_capacity(started.request).num_blocks == plan.num_blocks
+    without = [a for a in argv if a not in ("--quantization", "fp8", "fp8_per_tensor")]
+    unquantized = parse_engine_args(engine, version, without, result.selected_gpu_type)
+    assert unquantized.request.model.weights_bytes == LLAMA_70B.weights_bytes

@@ -173,10 +173,12 @@ def choose_kv_cache_dtype(
 ONLINE_QUANTIZATION_FIELD = "online_quantization"
 
 
-def online_quantization(ctx: RenderContext) -> FlagValue:
-    """The method the engine applies while loading (PlanRequest.online_quantization)."""
-    online = ctx.plan.request.online_quantization
-    return None if online is None else online.method
+def online_fp8_value(ctx: RenderContext, names: tuple[ChoiceRow, ...]) -> FlagValue:
+    """The engine's name, in this release, for quantizing to fp8 as it loads (`names`: the
+    adapter's `online_fp8` table), when the plan asks for it (PlanRequest.online_quantization)."""
+    if ctx.plan.request.online_quantization is None:
+        return None
+    return next((row.value for row in names if row.available.contains(ctx.version)), None)
 
 
 def positive_count(value: int) -> str | None:

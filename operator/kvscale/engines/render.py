@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kvscale.capacity.quantload import FP8
 from kvscale.capacity.release import EngineVersion, SupportedVersions, UnsupportedEngineError
 from kvscale.capacity.types import CapacityPlan
 from kvscale.engines import sglang, tgi, trtllm, vllm
@@ -94,6 +95,14 @@ def online_quantization_rendered(engine: str, version: str | EngineVersion) -> b
         spec.plan_field == ONLINE_QUANTIZATION_FIELD and spec.exists_in(parsed)
         for spec in adapter.flags
     )
+
+
+def online_quantization_method(engine: str, version: str | EngineVersion, value: str) -> str | None:
+    """The plan's method ("fp8") for an online-quantization flag value an engine was started
+    with (the adapter's `online_fp8` table), or None: not a value that quantizes at load."""
+    adapter, parsed = ADAPTERS.get(engine.strip().lower()), EngineVersion.parse(version)
+    names = adapter.online_fp8 if adapter is not None else ()
+    return FP8 if any(r.value == value and r.available.contains(parsed) for r in names) else None
 
 
 def _flag_names(argv: Sequence[str]) -> set[str]:

@@ -24,7 +24,7 @@ from kvscale.engines.flags import (
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_quantization,
+    online_fp8_value,
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
@@ -79,6 +79,9 @@ def _kv_dtype(ctx: RenderContext) -> FlagValue:
     return choose_kv_cache_dtype(ctx, KV_DTYPES, KV_DTYPE_ALIASES, "sglang")
 
 
+# --quantization fp8 quantizes a 16-bit checkpoint as it loads (choices of every sampled release).
+ONLINE_FP8: tuple[ChoiceRow, ...] = (ChoiceRow("fp8"),)
+
 FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--context-length", lambda c: str(c.plan.request.max_model_len_tokens)),
     FlagSpec("--mem-fraction-static", _mfs),
@@ -89,7 +92,7 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--tp-size", lambda c: str(c.plan.request.tensor_parallel)),
     FlagSpec(
         "--quantization",
-        online_quantization,
+        lambda c: online_fp8_value(c, ONLINE_FP8),
         required=True,
         plan_field=ONLINE_QUANTIZATION_FIELD,
         note="fp8 in the choices of every sampled release; rendered only to quantize a 16-bit "
@@ -176,4 +179,5 @@ ADAPTER = EngineAdapter(
         metrics_need_flag="--enable-metrics",
     ),
     notes=notes,
+    online_fp8=ONLINE_FP8,
 )

@@ -29,7 +29,7 @@ from kvscale.engines.flags import (
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_quantization,
+    online_fp8_value,
 )
 from kvscale.engines.metrics import MetricRow
 
@@ -64,6 +64,9 @@ def _kv_dtype(ctx: RenderContext) -> FlagValue:
     return choose_kv_cache_dtype(ctx, KV_DTYPES, KV_DTYPE_ALIASES, "tgi")
 
 
+# --quantize fp8 quantizes each 16-bit tensor as it loads it (launcher 3.3.7; see FLAGS).
+ONLINE_FP8: tuple[ChoiceRow, ...] = (ChoiceRow("fp8"),)
+
 FLAGS: tuple[FlagSpec, ...] = (
     # The launcher requires max_input_tokens < max_total_tokens (per request).
     FlagSpec("--max-input-tokens", lambda c: str(c.plan.request.max_model_len_tokens - 1)),
@@ -80,7 +83,7 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--num-shard", lambda c: str(c.plan.request.tensor_parallel)),
     FlagSpec(
         "--quantize",
-        online_quantization,
+        lambda c: online_fp8_value(c, ONLINE_FP8),
         _R("3.3.7"),
         required=True,
         plan_field=ONLINE_QUANTIZATION_FIELD,
@@ -152,4 +155,5 @@ ADAPTER = EngineAdapter(
     endpoints=EngineEndpoints(health_path="/health", metrics_path="/metrics", default_port=3000),
     check=check,
     notes=notes,
+    online_fp8=ONLINE_FP8,
 )

@@ -25,7 +25,7 @@ from kvscale.engines.flags import (
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_quantization,
+    online_fp8_value,
     plan_non_kv_bytes,
     positive_count,
 )
@@ -84,6 +84,18 @@ KV_DTYPES: tuple[ChoiceRow, ...] = (
         for v in ("octave_k3v4", "octave_k3v3", "octave_k3v3_compact", "ultraquant_4bit")
     ),
 )
+
+# The --quantization value that makes vLLM quantize a 16-bit checkpoint to per-tensor fp8 as
+# it loads: "fp8" up to 0.19; "fp8_per_tensor" from 0.20.0, where it enters
+# QUANTIZATION_METHODS (quantization/__init__.py). Later releases keep "fp8" for checkpoints
+# quantized ahead of time: its Fp8Config refuses online quantization from 0.31.0, and 0.32.0's
+# model loader maps a 16-bit "fp8" to fp8_per_tensor with a deprecation warning (wheels 0.19.0
+# to 0.33.0; the real 0.32.0 engine, e2e/engine/test_flags.py).
+ONLINE_FP8: tuple[ChoiceRow, ...] = (
+    ChoiceRow("fp8", _R(None, "0.20.0")),
+    ChoiceRow("fp8_per_tensor", _R("0.20.0")),
+)
+
 
 # Up to 0.10.2 --block-size was Literal[1, 8, 16, 32, 64, 128]; later any positive int.
 _LEGACY_BLOCK_SIZES = frozenset({1, 8, 16, 32, 64, 128})
@@ -172,11 +184,11 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--tensor-parallel-size", lambda c: str(c.plan.request.tensor_parallel)),
     FlagSpec(
         "--quantization",
-        online_quantization,
+        lambda c: online_fp8_value(c, ONLINE_FP8),
         required=True,
         plan_field=ONLINE_QUANTIZATION_FIELD,
-        note="rendered only to quantize a 16-bit checkpoint as it loads (fp8; a quantized "
-        "checkpoint's config names its method)",
+        note="rendered only to quantize a 16-bit checkpoint as it loads: fp8, spelled "
+        "fp8_per_tensor from 0.20.0 (ONLINE_FP8); a quantized checkpoint's config names its method",
     ),
     FlagSpec(
         "--enable-prefix-caching",
@@ -292,4 +304,5 @@ ADAPTER = EngineAdapter(
     endpoints=EngineEndpoints(health_path="/health", metrics_path="/metrics", default_port=8000),
     check=check,
     notes=notes,
+    online_fp8=ONLINE_FP8,
 )

@@ -2,7 +2,9 @@
 
 The simulated server plans its KV pool from exactly these flags (through the capacity planner),
 so a wrong `--max-model-len`, `--gpu-memory-utilization` or `--max-num-seqs` shows up as wrong
-behaviour (fewer blocks, earlier preemption, queueing) instead of being ignored. Flags the
+behaviour (fewer blocks, earlier preemption, queueing) instead of being ignored; a
+`--quantization` that quantizes a 16-bit checkpoint as it loads gives it fp8 weights, as the
+engine would (`api.quantization.online_quantization_for`, the flag tables' `online_fp8`). Flags the
 simulator has no use for are accepted and listed in `ignored`.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvscale.api.quantization import online_quantization_for
 from kvscale.capacity import (
     EngineVersion,
     ModelGeometry,
@@ -22,6 +25,8 @@ from kvscale.capacity import (
     find_model,
     model_from_config,
 )
+from kvscale.capacity.weights import with_quantization
+from kvscale.engines.render import online_quantization_method
 
 DEFAULT_SIM_GPU = "h100_sxm_80gb"
 _PROGRAM_WORDS = frozenset({"vllm", "serve", "python", "python3", "-m", "sglang.launch_server"})
@@ -57,6 +62,7 @@ def _vllm_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", dest="block_size_tokens", type=int)
     p.add_argument("--kv-cache-dtype", default="auto")
     p.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel", type=int, default=1)
+    p.add_argument("--quantization", "-q")
     p.add_argument("--enable-prefix-caching", action="store_true", default=True)
     p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false")
     p.add_argument("--port", type=int)
@@ -78,6 +84,7 @@ def _sglang_parser() -> argparse.ArgumentParser:
         "--tp-size", "--tensor-parallel-size", dest="tensor_parallel", type=int, default=1
     )
     p.add_argument("--disable-radix-cache", dest="enable_prefix_caching", action="store_false")
+    p.add_argument("--quantization")
     p.add_argument("--enable-metrics", action="store_true")
     p.add_argument("--port", type=int)
     p.add_argument("--host")
@@ -132,7 +139,11 @@ def parse_engine_args(
     ns, unknown = make_parser().parse_known_args(_strip_program(argv))
     model_id = str(ns.model or getattr(ns, "model_pos", None) or "")
     _require(model_id, "--model (vLLM: or `vllm serve MODEL`; SGLang: --model-path)")
-    model = geometry(model_id)
+    base = geometry(model_id)
+    # a 16-bit checkpoint started with the flag that quantizes it as it loads holds fp8 weights
+    method = online_quantization_method(engine, version, ns.quantization or "")
+    online = online_quantization_for(method, base, engine, version, loads_base_checkpoint=True)
+    model = with_quantization(base, online.method) if online else base
     request = PlanRequest(
         model=model,
         gpu=gpu_spec,
@@ -140,6 +151,7 @@ def parse_engine_args(
         engine_version=EngineVersion.parse(version),
         max_model_len_tokens=ns.max_model_len_tokens or model.max_position_embeddings,
         kv_cache_memory_bytes=getattr(ns, "kv_cache_memory_bytes", None),
+        online_quantization=online,
         **{name: getattr(ns, name) for name in _PLAN_FIELDS},
     )
     served = str(ns.served_model_name or model_id)
