@@ -188,7 +188,7 @@ def row_request(
     if gpu_key not in GPU_MAP and parse_number(row["gpu_memory_utilization"]) is not None:
         return None, "GPU not stated / not in the catalog"
     stated_gib = re.search(r"\(([\d.]+) GiB\)", gpu_cell)
-    online = re.search(r"--quantization (fp8)\b", row["notes"])  # quantized at load
+    online = re.search(r"--quantization (fp8)(?:_per_tensor)?\b", row["notes"])  # at load
     quant = mapped[1] or (online and online.group(1))
     model = find_model(mapped[0])
     model = with_quantization(model, quant) if quant else model  # what the CRD's field does

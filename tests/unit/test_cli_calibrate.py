@@ -198,3 +198,31 @@ def test_the_start_up_banner_names_release_and_model() -> None:
     )
     log = parse_startup_log(banner)
     assert (log.release, log.model, log.available_kv_gib) == ("0.19.0", "openai/gpt-oss-20b", 36.56)
+
+
+FP8_AT_LOAD_LOG = (
+    Path(__file__).resolve().parents[2]
+    / "bench"
+    / "data"
+    / "startup_logs"
+    / "llm-d-planner-llama-3.1-8b-h100-fp8-at-load.log"
+)
+
+
+def test_a_log_that_quantized_at_load_is_planned_with_the_weights_it_held() -> None:
+    # vLLM 0.19.0 started on the 16-bit Llama-3.1-8B-Instruct with --quantization fp8: its
+    # "Model loading took 8.49 GiB" is the fp8 model; planned as 16-bit it would be ~15 GiB
+    log = parse_startup_log(FP8_AT_LOAD_LOG.read_text(encoding="utf-8")).with_overrides(gpu="H100")
+    assert log.quantization == "fp8"
+    request = request_from_log(log)
+    assert request.online_quantization is not None
+    plan = plan_capacity(request)
+    assert log.weights_gib is not None
+    assert plan.loaded_weights_bytes == pytest.approx(log.weights_gib * GIB, rel=0.01)
+    # a log without the flag ("quantization=None") plans the checkpoint as it is
+    assert (
+        parse_startup_log(
+            VLLM_V1.replace("kv_cache_dtype=auto", "quantization=None, kv_cache_dtype=auto")
+        ).quantization
+        is None
+    )

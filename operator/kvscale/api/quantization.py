@@ -17,7 +17,7 @@ from kvscale.api.models import DEFAULT_MODE, LLMDeploymentSpec, ModelSource
 from kvscale.capacity.quantload import ONLINE_QUANTIZATION_METHODS
 from kvscale.capacity.types import ModelGeometry, OnlineQuantization
 from kvscale.capacity.weights import with_quantization
-from kvscale.engines.render import online_quantization_rendered
+from kvscale.engines.render import online_quantization_method, online_quantization_rendered
 
 
 def engine_loads_catalog_id(source: ModelSource, mode: str = DEFAULT_MODE) -> bool:
@@ -69,6 +69,18 @@ def online_quantization_of(
         spec.engine.release,
         loads_base_checkpoint=engine_loads_catalog_id(spec.model, spec.mode),
     )
+
+
+def started_with(
+    base: ModelGeometry, engine: str, release: str, flag_value: str | None
+) -> tuple[ModelGeometry, OnlineQuantization | None]:
+    """The weights an engine started on `base`'s checkpoint with `flag_value` as its
+    online-quantization flag holds (a log's `quantization=`, an argv's `--quantization`): fp8
+    and the online quantization when the value quantizes a 16-bit checkpoint as it loads, else
+    `base` as it is."""
+    method = online_quantization_method(engine, release, flag_value or "")
+    online = online_quantization_for(method, base, engine, release, loads_base_checkpoint=True)
+    return (with_quantization(base, online.method), online) if online else (base, None)
 
 
 def with_source_overrides(

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kvscale.api.quantization import started_with
 from kvscale.capacity import (
     GIB,
     CapacityInputError,
@@ -88,7 +89,9 @@ def catalog_model(name: str) -> ModelGeometry:
 def request_from_log(log: StartupLog) -> PlanRequest:
     """The engine instance the log describes, as the planner's input (defaults where silent)."""
     assert log.engine and log.release and log.model and log.gpu  # checked by _read_log
-    model = catalog_model(log.model)
+    model, online = started_with(
+        catalog_model(log.model), log.engine, log.release, log.quantization
+    )
     return PlanRequest(
         model=model,
         gpu=find_gpu(log.gpu),
@@ -102,6 +105,7 @@ def request_from_log(log: StartupLog) -> PlanRequest:
         max_num_batched_tokens=log.max_num_batched_tokens,
         max_num_seqs=log.max_num_seqs if log.engine == "vllm" else None,
         sampler_path=log.sampler_path or SamplerPath.AUTO,
+        online_quantization=online,
     )
 
 
@@ -184,7 +188,14 @@ def csv_row(log: StartupLog, result: dict[str, Any], source: str, provenance: st
         "sampler_path": log.sampler_path.value if log.sampler_path else "",
         "source": source,
         "provenance": provenance,
-        "notes": "" if log.weights_gib is None else f"weights {log.weights_gib:g} GiB/rank",
+        "notes": "; ".join(
+            note
+            for note in (
+                f"weights {log.weights_gib:g} GiB/rank" if log.weights_gib is not None else "",
+                f"--quantization {log.quantization}" if log.quantization else "",
+            )
+            if note
+        ),
     }
     buffer = io.StringIO()
     csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="").writerow(row)

@@ -3,7 +3,7 @@
 The lines read, by engine (wording from the engines' own log calls; engines.md §1, §2):
 
 vLLM: "vLLM API server version X" / "Initializing a V1 LLM engine (vX)", the engine config
-(`model=`, `max_seq_len=`, `tensor_parallel_size=`, `kv_cache_dtype=`, …) and the
+(`model=`, `max_seq_len=`, `tensor_parallel_size=`, `kv_cache_dtype=`, `quantization=`, …) and the
 "non-default args" dict, "max_num_batched_tokens=N", "Model loading took X GiB",
 "Available KV cache memory: X GiB", "GPU KV cache size: N tokens", "Maximum concurrency for
 L tokens per request: Cx", and the sampler line ("Using FlashInfer for top-p & top-k
@@ -51,6 +51,7 @@ class StartupLog:
     gpu_blocks: int | None = None  # V0 / early V1 "# GPU blocks: N"
     max_concurrency: float | None = None
     sampler_path: SamplerPath | None = None  # the path the log says ran
+    quantization: str | None = None  # the --quantization the engine was started with
 
     def missing(self, required: tuple[str, ...]) -> list[str]:
         """Names of the `required` fields the log left empty."""
@@ -93,6 +94,8 @@ _VLLM_RULES = _rules(
     ("kv_cache_dtype", r"'kv_cache_dtype': '([a-z0-9_]+)'", str),
     ("kv_cache_dtype", r"\bkv_cache_dtype=([a-z0-9_]+)", str),
     ("block_size_tokens", r"'block_size': ([0-9]+)", int),
+    ("quantization", r"'quantization': '([a-z0-9_-]+)'", str),
+    ("quantization", r"\bquantization=([a-z0-9_-]+)[,)]", str),  # "quantization=None" is silent
     ("weights_gib", r"Model loading took " + _NUM + r" ?GiB", float),
     ("weights_gib", r"Loading model weights took " + _NUM + r" ?GB", float),  # V0, GiB units
     ("available_kv_gib", r"Available KV cache memory: " + _NUM + r" ?GiB", float),
@@ -114,6 +117,7 @@ _SGLANG_RULES = _rules(
     ("tensor_parallel", r"\btp_size=([0-9]+)", int),
     ("max_model_len_tokens", r"context_len=([0-9]+)", int),
     ("kv_cache_dtype", r"kv_cache_dtype='([a-z0-9_]+)'", str),
+    ("quantization", r"\bquantization='([a-z0-9_-]+)'", str),
     ("weights_gib", r"Load weight end\..*?mem usage=" + _NUM + r" ?GB", float),
     ("kv_cache_tokens", r"KV Cache is allocated\. #tokens: " + _NUM, int),
 )

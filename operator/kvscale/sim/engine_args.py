@@ -4,7 +4,7 @@ The simulated server plans its KV pool from exactly these flags (through the cap
 so a wrong `--max-model-len`, `--gpu-memory-utilization` or `--max-num-seqs` shows up as wrong
 behaviour (fewer blocks, earlier preemption, queueing) instead of being ignored; a
 `--quantization` that quantizes a 16-bit checkpoint as it loads gives it fp8 weights, as the
-engine would (`api.quantization.online_quantization_for`, the flag tables' `online_fp8`). Flags the
+engine would (`api.quantization.started_with`, the flag tables' `online_fp8`). Flags the
 simulator has no use for are accepted and listed in `ignored`.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvscale.api.quantization import online_quantization_for
+from kvscale.api.quantization import started_with
 from kvscale.capacity import (
     EngineVersion,
     ModelGeometry,
@@ -25,8 +25,6 @@ from kvscale.capacity import (
     find_model,
     model_from_config,
 )
-from kvscale.capacity.weights import with_quantization
-from kvscale.engines.render import online_quantization_method
 
 DEFAULT_SIM_GPU = "h100_sxm_80gb"
 _PROGRAM_WORDS = frozenset({"vllm", "serve", "python", "python3", "-m", "sglang.launch_server"})
@@ -139,11 +137,7 @@ def parse_engine_args(
     ns, unknown = make_parser().parse_known_args(_strip_program(argv))
     model_id = str(ns.model or getattr(ns, "model_pos", None) or "")
     _require(model_id, "--model (vLLM: or `vllm serve MODEL`; SGLang: --model-path)")
-    base = geometry(model_id)
-    # a 16-bit checkpoint started with the flag that quantizes it as it loads holds fp8 weights
-    method = online_quantization_method(engine, version, ns.quantization or "")
-    online = online_quantization_for(method, base, engine, version, loads_base_checkpoint=True)
-    model = with_quantization(base, online.method) if online else base
+    model, online = started_with(geometry(model_id), engine, version, ns.quantization)
     request = PlanRequest(
         model=model,
         gpu=gpu_spec,
