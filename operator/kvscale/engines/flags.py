@@ -173,12 +173,25 @@ def choose_kv_cache_dtype(
 ONLINE_QUANTIZATION_FIELD = "online_quantization"
 
 
-def online_fp8_value(ctx: RenderContext, names: tuple[ChoiceRow, ...]) -> FlagValue:
-    """The engine's name, in this release, for quantizing to fp8 as it loads (`names`: the
-    adapter's `online_fp8` table), when the plan asks for it (PlanRequest.online_quantization)."""
-    if ctx.plan.request.online_quantization is None:
-        return None
-    return next((row.value for row in names if row.available.contains(ctx.version)), None)
+def online_fp8_flag(
+    name: str,
+    names: tuple[ChoiceRow, ...],
+    available: VersionRange = ALL_VERSIONS,
+    note: str = "",
+) -> FlagSpec:
+    """The engine flag that quantizes a 16-bit checkpoint to fp8 as it loads, rendered only
+    when the plan asks for it (PlanRequest.online_quantization), with `names` (the adapter's
+    `online_fp8` table) giving its value in each release. Required: a plan that counts fp8
+    weights cannot drop it."""
+
+    def value(ctx: RenderContext) -> FlagValue:
+        if ctx.plan.request.online_quantization is None:
+            return None
+        return next((row.value for row in names if row.available.contains(ctx.version)), None)
+
+    return FlagSpec(
+        name, value, available, note, required=True, plan_field=ONLINE_QUANTIZATION_FIELD
+    )
 
 
 def positive_count(value: int) -> str | None:

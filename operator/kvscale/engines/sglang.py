@@ -17,14 +17,13 @@ from __future__ import annotations
 from kvscale.capacity.release import EngineVersion, SupportedVersions, VersionRange
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
-    ONLINE_QUANTIZATION_FIELD,
     ChoiceRow,
     FlagSpec,
     FlagValue,
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_fp8_value,
+    online_fp8_flag,
     positive_count,
 )
 from kvscale.engines.metrics import MetricRow
@@ -90,11 +89,9 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--page-size", _page_size),
     FlagSpec("--kv-cache-dtype", _kv_dtype, required=True, plan_field="kv_cache_dtype"),
     FlagSpec("--tp-size", lambda c: str(c.plan.request.tensor_parallel)),
-    FlagSpec(
+    online_fp8_flag(
         "--quantization",
-        lambda c: online_fp8_value(c, ONLINE_FP8),
-        required=True,
-        plan_field=ONLINE_QUANTIZATION_FIELD,
+        ONLINE_FP8,
         note="fp8 in the choices of every sampled release; rendered only to quantize a 16-bit "
         "checkpoint as it loads",
     ),

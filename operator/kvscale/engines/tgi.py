@@ -22,14 +22,13 @@ from kvscale.capacity.release import (
 )
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
-    ONLINE_QUANTIZATION_FIELD,
     ChoiceRow,
     FlagSpec,
     FlagValue,
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_fp8_value,
+    online_fp8_flag,
 )
 from kvscale.engines.metrics import MetricRow
 
@@ -81,12 +80,10 @@ FLAGS: tuple[FlagSpec, ...] = (
         plan_field="kv_cache_dtype",
     ),
     FlagSpec("--num-shard", lambda c: str(c.plan.request.tensor_parallel)),
-    FlagSpec(
+    online_fp8_flag(
         "--quantize",
-        lambda c: online_fp8_value(c, ONLINE_FP8),
+        ONLINE_FP8,
         _R("3.3.7"),
-        required=True,
-        plan_field=ONLINE_QUANTIZATION_FIELD,
         note="fp8 among the launcher's --quantize values in 3.3.7 (the sampled release; the "
         "first release with it is not verified, so earlier ones keep the 16-bit weights)",
     ),

@@ -18,14 +18,13 @@ from kvscale.capacity.release import (
 from kvscale.capacity.types import LayerKind
 from kvscale.engines.adapter import CommandRow, EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
-    ONLINE_QUANTIZATION_FIELD,
     ChoiceRow,
     FlagSpec,
     FlagValue,
     RenderContext,
     choose_kv_cache_dtype,
     format_fraction,
-    online_fp8_value,
+    online_fp8_flag,
     plan_non_kv_bytes,
     positive_count,
 )
@@ -182,11 +181,9 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("--block-size", _block_size),
     FlagSpec("--kv-cache-dtype", _kv_dtype, required=True, plan_field="kv_cache_dtype"),
     FlagSpec("--tensor-parallel-size", lambda c: str(c.plan.request.tensor_parallel)),
-    FlagSpec(
+    online_fp8_flag(
         "--quantization",
-        lambda c: online_fp8_value(c, ONLINE_FP8),
-        required=True,
-        plan_field=ONLINE_QUANTIZATION_FIELD,
+        ONLINE_FP8,
         note="rendered only to quantize a 16-bit checkpoint as it loads: fp8, spelled "
         "fp8_per_tensor from 0.20.0 (ONLINE_FP8); a quantized checkpoint's config names its method",
     ),
