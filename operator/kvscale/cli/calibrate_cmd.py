@@ -169,6 +169,8 @@ def compare(log: StartupLog, request: PlanRequest) -> dict[str, Any]:
 def csv_row(log: StartupLog, result: dict[str, Any], source: str, provenance: str) -> str:
     """One bench row; numbers only where the log printed them (derived ones stay empty)."""
     util = log.gpu_memory_utilization
+    notes = [] if log.weights_gib is None else [f"weights {log.weights_gib:g} GiB/rank"]
+    notes += [f"--quantization {log.quantization}"] if log.quantization else []
     row = {
         "engine": result["engine"],
         "engine_version": result["engineVersion"],
@@ -188,14 +190,7 @@ def csv_row(log: StartupLog, result: dict[str, Any], source: str, provenance: st
         "sampler_path": log.sampler_path.value if log.sampler_path else "",
         "source": source,
         "provenance": provenance,
-        "notes": "; ".join(
-            note
-            for note in (
-                f"weights {log.weights_gib:g} GiB/rank" if log.weights_gib is not None else "",
-                f"--quantization {log.quantization}" if log.quantization else "",
-            )
-            if note
-        ),
+        "notes": "; ".join(notes),
     }
     buffer = io.StringIO()
     csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="").writerow(row)

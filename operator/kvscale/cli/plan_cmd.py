@@ -148,7 +148,7 @@ def _base_model(args: argparse.Namespace, weights_bytes: int | None) -> ModelGeo
 
 
 def _online_quantization(
-    args: argparse.Namespace, base: ModelGeometry
+    args: argparse.Namespace, base: ModelGeometry, release: str
 ) -> OnlineQuantization | None:
     """`--quantization fp8` on a 16-bit catalog `--model` the engine loads itself (no other
     `--model-ref`): the engine quantizes as it loads, as a managed LLMDeployment's would."""
@@ -157,7 +157,7 @@ def _online_quantization(
         args.quantization,
         base,
         args.engine,
-        args.engine_version or DEFAULT_ENGINE_VERSION[args.engine],
+        release,
         loads_base_checkpoint=bool(args.model)
         and not args.model_config
         and model_ref in (None, args.model),
@@ -175,13 +175,12 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
     util = _number(args.gpu_memory_utilization, "--gpu-memory-utilization", float)
     if util is not None and not 0 < util <= 1:
         raise CliError(f"--gpu-memory-utilization: {util} is outside (0, 1]; fix: use e.g. 0.9")
+    release = args.engine_version or DEFAULT_ENGINE_VERSION[args.engine]
     return PlanRequest(
         model=model,
         gpu=gpu,
         engine=args.engine,
-        engine_version=EngineVersion.parse(
-            args.engine_version or DEFAULT_ENGINE_VERSION[args.engine]
-        ),
+        engine_version=EngineVersion.parse(release),
         tensor_parallel=_number(args.tensor_parallel, "--tensor-parallel", int),
         max_model_len_tokens=max_len if max_len is not None else model.max_position_embeddings,
         gpu_memory_utilization=util,
@@ -196,7 +195,7 @@ def _build_request(args: argparse.Namespace) -> PlanRequest:
         weights_bytes=weights,
         sampler_path=SamplerPath(args.sampler_path),
         pin_kv_pool=args.kv_pool == "pinned",
-        online_quantization=_online_quantization(args, base),
+        online_quantization=_online_quantization(args, base, release),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvscale.capacity.release import ALL_VERSIONS, SupportedVersions, VersionRange
-from kvscale.engines.flags import ChoiceRow, FlagSpec, RenderContext
+from kvscale.engines.flags import FlagSpec, RenderContext
 from kvscale.engines.metrics import MetricRow
 
 
@@ -46,6 +46,3 @@ class EngineAdapter:
     check: Callable[[RenderContext], None] = lambda ctx: None
     # Warnings about conversions the flag table made (fallbacks, clamps).
     notes: Callable[[RenderContext], tuple[str, ...]] = lambda ctx: ()
-    # The online-quantization flag's values that quantize a 16-bit checkpoint to fp8 as the
-    # engine loads it, by release (empty: the engine has no such flag).
-    online_fp8: tuple[ChoiceRow, ...] = ()

@@ -60,6 +60,9 @@ class FlagSpec:
     # error naming `plan_field`, not a dropped flag and a warning.
     required: bool = False
     plan_field: str = ""
+    # The values the plan renders for `plan_field`, by release (where a table of them is what
+    # maps the flag back to the plan, e.g. the online quantization's).
+    choices: tuple[ChoiceRow, ...] = ()
 
     def exists_in(self, version: EngineVersion) -> bool:
         return self.available.contains(version)
@@ -180,9 +183,9 @@ def online_fp8_flag(
     note: str = "",
 ) -> FlagSpec:
     """The engine flag that quantizes a 16-bit checkpoint to fp8 as it loads, rendered only
-    when the plan asks for it (PlanRequest.online_quantization), with `names` (the adapter's
-    `online_fp8` table) giving its value in each release. Required: a plan that counts fp8
-    weights cannot drop it."""
+    when the plan asks for it (PlanRequest.online_quantization), with `names` giving its value
+    in each release (kept as the row's `choices`: `render.online_quantization_method` reads
+    them back). Required: a plan that counts fp8 weights cannot drop it."""
 
     def value(ctx: RenderContext) -> FlagValue:
         if ctx.plan.request.online_quantization is None:
@@ -190,7 +193,13 @@ def online_fp8_flag(
         return next((row.value for row in names if row.available.contains(ctx.version)), None)
 
     return FlagSpec(
-        name, value, available, note, required=True, plan_field=ONLINE_QUANTIZATION_FIELD
+        name,
+        value,
+        available,
+        note,
+        required=True,
+        plan_field=ONLINE_QUANTIZATION_FIELD,
+        choices=names,
     )
 
 

@@ -16,6 +16,7 @@ from kvscale.engines import sglang, tgi, trtllm, vllm
 from kvscale.engines.adapter import EngineAdapter, EngineEndpoints
 from kvscale.engines.flags import (
     ONLINE_QUANTIZATION_FIELD,
+    FlagSpec,
     RenderContext,
     available_flag_names,
     render_flag_table,
@@ -84,25 +85,36 @@ def metric_queries(engine: str, version: str | EngineVersion) -> EngineMetrics:
     return resolve_metrics(adapter.name, parsed, adapter.metrics)
 
 
-def online_quantization_rendered(engine: str, version: str | EngineVersion) -> bool:
-    """Whether this release has the flag that quantizes a 16-bit checkpoint as it loads (fp8):
-    the flag tables' row for `PlanRequest.online_quantization`. False for an engine or release
-    kvscale does not render for."""
+def _online_quantization_flag(engine: str, version: str | EngineVersion) -> FlagSpec | None:
+    """The flag-table row for `PlanRequest.online_quantization` in this release, or None (no
+    such flag, or an engine or release kvscale does not render for)."""
     adapter, parsed = ADAPTERS.get(engine.strip().lower()), EngineVersion.parse(version)
     if adapter is None or not adapter.support.contains(parsed):
-        return False
-    return any(
-        spec.plan_field == ONLINE_QUANTIZATION_FIELD and spec.exists_in(parsed)
-        for spec in adapter.flags
+        return None
+    return next(
+        (
+            s
+            for s in adapter.flags
+            if s.plan_field == ONLINE_QUANTIZATION_FIELD and s.exists_in(parsed)
+        ),
+        None,
     )
+
+
+def online_quantization_rendered(engine: str, version: str | EngineVersion) -> bool:
+    """Whether this release has the flag that quantizes a 16-bit checkpoint as it loads (fp8)."""
+    return _online_quantization_flag(engine, version) is not None
 
 
 def online_quantization_method(engine: str, version: str | EngineVersion, value: str) -> str | None:
     """The plan's method ("fp8") for an online-quantization flag value an engine was started
-    with (the adapter's `online_fp8` table), or None: not a value that quantizes at load."""
-    adapter, parsed = ADAPTERS.get(engine.strip().lower()), EngineVersion.parse(version)
-    names = adapter.online_fp8 if adapter is not None else ()
-    return FP8 if any(r.value == value and r.available.contains(parsed) for r in names) else None
+    with (the flag row's `choices`), or None: not a value that quantizes at load there."""
+    flag = _online_quantization_flag(engine, version)
+    parsed = EngineVersion.parse(version)
+    known = flag is not None and any(
+        row.value == value and row.available.contains(parsed) for row in flag.choices
+    )
+    return FP8 if known else None
 
 
 def _flag_names(argv: Sequence[str]) -> set[str]:

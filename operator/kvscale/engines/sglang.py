@@ -176,5 +176,4 @@ ADAPTER = EngineAdapter(
         metrics_need_flag="--enable-metrics",
     ),
     notes=notes,
-    online_fp8=ONLINE_FP8,
 )

@@ -152,5 +152,4 @@ ADAPTER = EngineAdapter(
     endpoints=EngineEndpoints(health_path="/health", metrics_path="/metrics", default_port=3000),
     check=check,
     notes=notes,
-    online_fp8=ONLINE_FP8,
 )

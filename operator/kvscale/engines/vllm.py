@@ -301,5 +301,4 @@ ADAPTER = EngineAdapter(
     endpoints=EngineEndpoints(health_path="/health", metrics_path="/metrics", default_port=8000),
     check=check,
     notes=notes,
-    online_fp8=ONLINE_FP8,
 )

@@ -4,7 +4,7 @@ The simulated server plans its KV pool from exactly these flags (through the cap
 so a wrong `--max-model-len`, `--gpu-memory-utilization` or `--max-num-seqs` shows up as wrong
 behaviour (fewer blocks, earlier preemption, queueing) instead of being ignored; a
 `--quantization` that quantizes a 16-bit checkpoint as it loads gives it fp8 weights, as the
-engine would (`api.quantization.started_with`, the flag tables' `online_fp8`). Flags the
+engine would (`api.quantization.started_with`, the flag row's `choices`). Flags the
 simulator has no use for are accepted and listed in `ignored`.
 """
 
