@@ -123,7 +123,8 @@ def test_mxfp4_quantizes_only_the_experts() -> None:
     experts = 2 * 4 * 3 * 2880 * 2880
     attention = 2 * 2880 * 64 * (2 * 1 + 2 * 1)
     embed = 2 * 1000 * 2880
-    expected = int(experts * 4.25 / 8 + (attention + embed) * 2)
+    router = 2 * 4 * 2880  # per MoE layer [experts, hidden], in the model dtype
+    expected = int(experts * 4.25 / 8 + (attention + embed + router) * 2)
     assert model_from_config(cfg, name="m").weights_bytes == expected
 
 

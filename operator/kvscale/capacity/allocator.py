@@ -32,7 +32,7 @@ activation peak vLLM measures includes it (ADR 0012 §11).
 from __future__ import annotations
 
 from kvscale.capacity.types import GpuSpec, ModelGeometry, WeightTensor
-from kvscale.capacity.weights import QUANT_BITS, mxfp4_padding_bytes
+from kvscale.capacity.weights import QUANT_BITS, mxfp4_expert_tensors, mxfp4_padding_bytes
 
 MIN_BLOCK_BYTES = 512
 SMALL_SIZE_BYTES = 1024 * 1024
@@ -85,10 +85,24 @@ def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
     return total
 
 
+def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
+    """Per rank: the block tails of an mxfp4 checkpoint's expert tensors in `gpu`'s largest
+    layout (weights.mxfp4_expert_tensors; gpt-oss-120b's w13 scales at TP 1 are 69 MiB each,
+    counted 70)."""
+    return sum(
+        layers * sum(allocated_block_bytes(size) - size for size in padded)
+        for layers, padded, _ in mxfp4_expert_tensors(model, tp, gpu)
+    )
+
+
 def weights_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's share — the
-    allocator's block tails and the mxfp4 MoE kernel's padded experts (weights.py)."""
-    return weights_rounding_bytes(model, tp) + mxfp4_padding_bytes(model, tp, gpu)
+    allocator's block tails and the mxfp4 MoE kernel's layout (weights.py)."""
+    return (
+        weights_rounding_bytes(model, tp)
+        + mxfp4_rounding_bytes(model, tp, gpu)
+        + mxfp4_padding_bytes(model, tp, gpu)
+    )
 
 
 def blas_workspace_bytes(gpu: GpuSpec) -> int:

@@ -138,8 +138,11 @@ def estimate_params(
     per_matrix = d.matrices * d.hidden
     mamba = kinds.count(LayerKind.LINEAR) * _mamba_proj_params(cfg, d.hidden)
     mixer = d.attention_layers * attn + mamba
-    moe_total = d.moe_layers * per_matrix * d.moe_inter * (d.experts + d.shared)
-    moe_active = d.moe_layers * per_matrix * d.moe_inter * (d.top_k + d.shared)
+    # each MoE layer's router (FusedMoE's gate: [experts, hidden] in the model dtype, run for
+    # every token)
+    router = d.moe_layers * d.experts * d.hidden
+    moe_total = d.moe_layers * per_matrix * d.moe_inter * (d.experts + d.shared) + router
+    moe_active = d.moe_layers * per_matrix * d.moe_inter * (d.top_k + d.shared) + router
     dense = d.dense_layers * per_matrix * d.dense_inter
     embed = d.vocab * d.hidden * (1 if d.tied else 2)
     return ParamEstimate(
@@ -264,13 +267,19 @@ MXFP4_PAD_MARLIN = (128, 256)  # (intermediate per rank, hidden)
 MXFP4_PAD_FP4_OR_ROCM = (256, 256)
 
 
-def _mxfp4_expert_bytes(experts: int, inter: int, hidden: int) -> int:
-    """One MoE layer's mxfp4 experts as vLLM allocates them (`Mxfp4MoEMethod.create_weights`):
-    w13 [E, 2I, H/2] and w2 [E, H, I/2] uint8 values, their uint8 scales per 32, and the bf16
-    biases [E, 2I] and [E, H]."""
-    values = 2 * inter * hidden // 2 + hidden * inter // 2
-    scales = 2 * inter * (hidden // MXFP4_BLOCK) + hidden * (inter // MXFP4_BLOCK)
-    return experts * (values + scales + 2 * (2 * inter + hidden))
+def _mxfp4_layer_tensors(experts: int, inter: int, hidden: int) -> tuple[int, ...]:
+    """Bytes of one MoE layer's mxfp4 expert tensors as vLLM allocates them
+    (`Mxfp4MoEMethod.create_weights`, 0.11.2 and 0.19.0 wheels): w13 [E, 2I, H/2] and w2
+    [E, H, I/2] uint8 values, their uint8 scales per 32, and the bf16 biases [E, 2I] and
+    [E, H], which the method allocates whether or not the checkpoint has them."""
+    return (
+        experts * 2 * inter * hidden // 2,
+        experts * 2 * inter * (hidden // MXFP4_BLOCK),
+        experts * 2 * inter * 2,
+        experts * hidden * inter // 2,
+        experts * hidden * (inter // MXFP4_BLOCK),
+        experts * hidden * 2,
+    )
 
 
 def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
@@ -278,17 +287,31 @@ def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
     return MXFP4_PAD_FP4_OR_ROCM if gpu.rocm or gpu.fp4_native else MXFP4_PAD_MARLIN
 
 
-def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
-    """Per rank: what the mxfp4 MoE kernel's padded layout adds to the experts' bytes on `gpu`
-    (0 for other checkpoints)."""
+def mxfp4_expert_tensors(
+    model: ModelGeometry, tp: int, gpu: GpuSpec
+) -> tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]:
+    """Per MoE layer kind of an mxfp4 checkpoint: (layers, the per-rank expert tensors in
+    `gpu`'s largest layout, the same unpadded); () for other checkpoints."""
     if model.quantization != "mxfp4":
-        return 0
-    total = 0
+        return ()
+    found = []
     for w13 in model.weight_tensors:  # one w13 per MoE layer; its w2 has the same widths
         if w13.routed_experts and w13.split is TensorSplit.ROWS:
             inter, hidden = w13.rows // 2 // tp, w13.cols
-            padded = _mxfp4_expert_bytes(w13.batch, *padded_widths(inter, hidden, mxfp4_pads(gpu)))
-            total += w13.count * (padded - _mxfp4_expert_bytes(w13.batch, inter, hidden))
+            padded = padded_widths(inter, hidden, mxfp4_pads(gpu))
+            found.append((w13.count, _mxfp4_layer_tensors(w13.batch, *padded),
+                          _mxfp4_layer_tensors(w13.batch, inter, hidden)))  # fmt: skip
+    return tuple(found)
+
+
+def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
+    """Per rank: what the mxfp4 MoE kernel's layout on `gpu` adds to the checkpoint's share of
+    the experts (4.25 bits per weight): the padded widths and the bf16 biases (0 for other
+    checkpoints)."""
+    total = 0
+    for layers, padded, unpadded in mxfp4_expert_tensors(model, tp, gpu):
+        values_and_scales = unpadded[0] + unpadded[1] + unpadded[3] + unpadded[4]
+        total += layers * (sum(padded) - values_and_scales)
     return total
 
 
