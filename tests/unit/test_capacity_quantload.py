@@ -17,7 +17,7 @@ from kvscale.api.convert import plan_deployment
 from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.capacity import PlanRequest, find_gpu, find_model, plan_capacity
-from kvscale.capacity.quantload import load_peak_bytes, weights_refusal
+from kvscale.capacity.quantload import CUDA_CONTEXT_BYTES, load_peak_bytes, weights_refusal
 from kvscale.capacity.types import OnlineQuantization
 from kvscale.capacity.weights import with_quantization
 from kvscale.cli import main as cli_main
@@ -43,6 +43,26 @@ def _online(base: Any, engine: str, version: str, gpu: str, tp: int = 1) -> Plan
 def _refusal(request: PlanRequest) -> str:
     plan = plan_capacity(request)
     return plan.reason if not plan.fits else ""
+
+
+@pytest.mark.parametrize(
+    ("engine", "version", "context_apart"),
+    [
+        ("vllm", "0.11.0", True),  # non-torch counted from a snapshot taken after the context
+        ("vllm", "0.9.0", False),  # total − torch allocated: the context is in the charge
+        ("sglang", "0.5.9", False),  # its start-up charge holds the context
+    ],
+)
+def test_the_load_check_counts_the_cuda_context_the_non_torch_charge_leaves_out(
+    engine: str, version: str, context_apart: bool
+) -> None:
+    request = _online(LLAMA_8B, engine, version, "H100")
+    peak = load_peak_bytes(request)
+    assert peak is not None
+    non_torch = 256 * 1024 * 1024
+    device = peak + non_torch  # the 16-bit weights and the charge fill it to the byte
+    assert bool(weights_refusal(request, non_torch, device)) is context_apart
+    assert weights_refusal(request, non_torch, device + CUDA_CONTEXT_BYTES) == ""
 
 
 @pytest.mark.parametrize(

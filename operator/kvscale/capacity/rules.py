@@ -57,6 +57,10 @@ class VllmRules:
     # A link's own TP >= 2 figure, once two independent sources measure it on this release
     # range (none yet: see the non-torch notes below); links not listed pay the NVLink figure.
     non_torch_tp_extra_by_link: tuple[tuple[PeerLink, float], ...] = ()
+    # The non-torch figure holds the CUDA context: 0.8.0-0.9.0 charge total − torch allocated;
+    # the other rows count from a snapshot taken once the context exists (0.9.1 on, the
+    # legacy free-memory deltas) or are charged as if they did (0.6.4-0.7: the safe side).
+    non_torch_has_context: bool = False
 
     def non_torch_bytes(self, tp: int, gpu: GpuSpec) -> int:
         """Non-torch memory the profile charges per rank at tensor parallelism `tp` on `gpu`:
@@ -93,8 +97,10 @@ VLLM_RULES: tuple[VllmRules, ...] = (
     _row("0", False, 0.9, False, False, False, "", "blocks", True, None, 0.8, (_S,)),
     _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, 0.8, (_S,)),
     _row("0.6.4", False, 0.9, False, False, False, "", "blocks", False, 32768, 0.4, (_S,)),
-    _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F)),
-    _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F)),
+    _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F),
+         non_torch_has_context=True),
+    _row("0.9.0", True, 0.9, False, False, False, "memory", "blocks", False, None, 0.5, (_S, _F),
+         non_torch_has_context=True),
     _row("0.9.1", True, 0.9, False, False, False, "memory", "blocks", False, None, _NT1, (_S, _F)),
     _row("0.10.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F)),
     _row("0.13.0", True, 0.9, False, True, False, "memory", "groups", False, None, _NT1, (_S, _F),
