@@ -106,6 +106,10 @@ def test_the_refusal_names_a_tensor_parallel_size_that_loads() -> None:
         ("sglang", "0.5.9", "T4", True),  # SGLang asks 80
         ("vllm", "0.11.0", "L4", False),  # 8.9
         ("vllm", "0.11.0", "MI300X", False),  # ROCm reports its gfx target: the check passes
+        ("tgi", "2.1.1", "A100-80GB", True),  # torch._scaled_mm: 8.9
+        ("tgi", "2.1.1", "L4", False),
+        ("tgi", "2.2.0", "A100-80GB", False),  # Marlin fp8 on 8.x
+        ("tgi", "3.3.7", "T4", True),
     ],
 )
 def test_fp8_weights_need_the_engines_compute_capability(
@@ -133,6 +137,7 @@ def _spec(**overrides: Any) -> LLMDeploymentSpec:
         ({"name": "vllm", "version": "0.33.0"}, "--quantization", "fp8_per_tensor"),
         ({"name": "sglang"}, "--quantization", "fp8"),
         ({"name": "tgi", "version": "3.3.7"}, "--quantize", "fp8"),
+        ({"name": "tgi", "version": "2.0.0"}, "--quantize", "fp8"),  # Quantization::Fp8 since
     ],
 )
 def test_a_managed_engine_quantizes_the_catalog_checkpoint_it_loads(
@@ -151,7 +156,6 @@ def test_a_managed_engine_quantizes_the_catalog_checkpoint_it_loads(
     "overrides",
     [
         {"engine": {"name": "trtllm"}},  # no flag quantizes at load
-        {"engine": {"name": "tgi", "version": "3.0.0"}},  # before the release the flag was read in
         {"model": {"quantization": "awq"}},  # needs a checkpoint quantized ahead of time
     ],
 )

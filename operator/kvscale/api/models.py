@@ -126,7 +126,7 @@ class ModelSource(ApiModel):
             " re-estimated from the parameter count (linear layers at the method's width,"
             " embeddings and a vision tower in the model dtype; mxfp4: the routed experts)."
             " When a managed engine loads a 16-bit catalog id itself, fp8 is applied by the"
-            " engine as it loads (vLLM and SGLang --quantization, TGI >= 3.3.7 --quantize) and"
+            " engine as it loads (vLLM and SGLang --quantization, TGI --quantize) and"
             " the plan checks that load's peak (vLLM < 0.16 and SGLang hold the 16-bit weights"
             " first) and the GPU's compute capability; other methods, or an engine that cannot,"
             " keep the catalog's 16-bit weights and the plan warns."

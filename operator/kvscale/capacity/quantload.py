@@ -6,9 +6,13 @@ Both are checked before any KV arithmetic, from the engines' sources:
 - **Compute capability.** vLLM (`config/vllm.py`, 0.11.2) and SGLang (`model_loader/loader.py`,
   0.5.21) refuse a quantization whose `get_min_capability()` is above the device's. vLLM's
   `Fp8Config` asks 80 up to 0.13 and 75 from 0.14.0 (`layers/quantization/fp8.py` in the
-  0.12.0 to 0.19.0 wheels); SGLang's asks 80 (0.4.10.post2, 0.5.9, 0.5.21). A ROCm device
-  reports its gfx target as the capability (gfx942: 94), so the check passes there; the plan
-  checks NVIDIA devices whose capability the catalog states.
+  0.12.0 to 0.19.0 wheels); SGLang's asks 80 (0.4.10.post2, 0.5.9, 0.5.21). TGI checks nothing
+  at start-up but its fp8 matmul needs the device: v2.0.0-v2.1.x run `torch._scaled_mm`
+  (`Fp8Linear.forward`, utils/layers.py), which takes capability 8.9; from v2.2.0
+  `get_fp8_linear` (layers/fp8.py) runs the Marlin fp8 kernel on capability 8.x and
+  `_scaled_mm` from 9.0, so 8.0. A ROCm device reports its gfx target as the capability
+  (gfx942: 94), so the check passes there; the plan checks NVIDIA devices whose capability
+  the catalog states.
 - **Where an online quantization holds the 16-bit weights.** vLLM before 0.16.0 creates every
   linear layer's weight in the checkpoint's dtype when it builds the model and quantizes it
   once loaded (`Fp8LinearMethod.create_weights`, 0.11.2; `Fp8OnlineLinearMethod`, 0.15.0:
@@ -36,6 +40,9 @@ VLLM_FP8_MIN_CAPABILITY = 80
 VLLM_FP8_MIN_CAPABILITY_V014 = 75
 VLLM_FP8_LOWER_CAPABILITY_SINCE = EngineVersion.parse("0.14.0")
 SGLANG_FP8_MIN_CAPABILITY = 80
+TGI_FP8_MIN_CAPABILITY = 89  # torch._scaled_mm
+TGI_FP8_MIN_CAPABILITY_MARLIN = 80  # Marlin fp8 on 8.x
+TGI_FP8_MARLIN_SINCE = EngineVersion.parse("2.2.0")
 VLLM_LAYERWISE_ONLINE_QUANT_SINCE = EngineVersion.parse("0.16.0")
 # A CUDA process's context (driver state, the kernels loaded so far) with lazy module loading,
 # CUDA >= 11.7: about 300 MB (a PyTorch maintainer's measurement, pytorch/pytorch#107667). The
@@ -57,6 +64,10 @@ def fp8_min_capability(engine: str, version: EngineVersion) -> int | None:
         return VLLM_FP8_MIN_CAPABILITY
     if engine == "sglang":
         return SGLANG_FP8_MIN_CAPABILITY
+    if engine == "tgi":
+        if version >= TGI_FP8_MARLIN_SINCE:
+            return TGI_FP8_MIN_CAPABILITY_MARLIN
+        return TGI_FP8_MIN_CAPABILITY
     return None
 
 
@@ -95,6 +106,8 @@ def _capability_refusal(request: PlanRequest) -> str:
     fixes = [f"a GPU type of capability {needed / 10:.1f} or more", "a 16-bit or int4 checkpoint"]
     if engine == "vllm" and capability >= VLLM_FP8_MIN_CAPABILITY_V014:
         fixes.append(f"vLLM >= {VLLM_FP8_LOWER_CAPABILITY_SINCE}")
+    if engine == "tgi" and capability >= TGI_FP8_MIN_CAPABILITY_MARLIN:
+        fixes.append(f"TGI >= {TGI_FP8_MARLIN_SINCE}")
     return (
         f"{engine} {version} runs fp8 weights from compute capability {needed / 10:.1f}; "
         f"{gpu.name} has {capability / 10:.1f}; fix: {', '.join(fixes)}"

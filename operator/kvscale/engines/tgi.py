@@ -63,7 +63,10 @@ def _kv_dtype(ctx: RenderContext) -> FlagValue:
     return choose_kv_cache_dtype(ctx, KV_DTYPES, KV_DTYPE_ALIASES, "tgi")
 
 
-# --quantize fp8 quantizes each 16-bit tensor as it loads it (launcher 3.3.7; see FLAGS).
+# --quantize fp8 quantizes each 16-bit tensor as it loads it: `Quantization::Fp8` in the
+# launcher's enum from v2.0.0 (launcher/src/main.rs), the server's `get_linear` building an
+# `Fp8Linear` that calls `fp8_quantize` on the tensor (utils/layers.py, v2.0.0; layers/fp8.py
+# `Fp8Weight.get_linear`, v3.3.7). Every supported release has it.
 ONLINE_FP8: tuple[ChoiceRow, ...] = (ChoiceRow("fp8"),)
 
 FLAGS: tuple[FlagSpec, ...] = (
@@ -83,9 +86,8 @@ FLAGS: tuple[FlagSpec, ...] = (
     online_fp8_flag(
         "--quantize",
         ONLINE_FP8,
-        _R("3.3.7"),
-        note="fp8 among the launcher's --quantize values in 3.3.7 (the sampled release; the "
-        "first release with it is not verified, so earlier ones keep the 16-bit weights)",
+        note="fp8 among the launcher's --quantize values from v2.0.0; each 16-bit tensor is "
+        "quantized as it loads",
     ),
     FlagSpec("--port", lambda c: str(c.port)),
 )
