@@ -90,8 +90,8 @@ def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     layout (weights.mxfp4_expert_tensors; gpt-oss-120b's w13 scales at TP 1 are 69 MiB each,
     counted 70)."""
     return sum(
-        layers * sum(allocated_block_bytes(size) - size for size in padded)
-        for layers, padded, _ in mxfp4_expert_tensors(model, tp, gpu)
+        kind.layers * sum(allocated_block_bytes(size) - size for size in kind.padded.sizes)
+        for kind in mxfp4_expert_tensors(model, tp, gpu)
     )
 
 

@@ -267,19 +267,48 @@ MXFP4_PAD_MARLIN = (128, 256)  # (intermediate per rank, hidden)
 MXFP4_PAD_FP4_OR_ROCM = (256, 256)
 
 
-def _mxfp4_layer_tensors(experts: int, inter: int, hidden: int) -> tuple[int, ...]:
-    """Bytes of one MoE layer's mxfp4 expert tensors as vLLM allocates them
+@dataclass(frozen=True)
+class Mxfp4ExpertTensors:
+    """Bytes of one MoE layer's mxfp4 expert tensors per rank, as vLLM allocates them
     (`Mxfp4MoEMethod.create_weights`, 0.11.2 and 0.19.0 wheels): w13 [E, 2I, H/2] and w2
     [E, H, I/2] uint8 values, their uint8 scales per 32, and the bf16 biases [E, 2I] and
     [E, H], which the method allocates whether or not the checkpoint has them."""
-    return (
-        experts * 2 * inter * hidden // 2,
-        experts * 2 * inter * (hidden // MXFP4_BLOCK),
-        experts * 2 * inter * 2,
-        experts * hidden * inter // 2,
-        experts * hidden * (inter // MXFP4_BLOCK),
-        experts * hidden * 2,
-    )
+
+    w13: int
+    w13_scales: int
+    w13_bias: int
+    w2: int
+    w2_scales: int
+    w2_bias: int
+
+    @classmethod
+    def of(cls, experts: int, inter: int, hidden: int) -> Mxfp4ExpertTensors:
+        return cls(
+            w13=experts * 2 * inter * hidden // 2,
+            w13_scales=experts * 2 * inter * (hidden // MXFP4_BLOCK),
+            w13_bias=experts * 2 * inter * 2,
+            w2=experts * hidden * inter // 2,
+            w2_scales=experts * hidden * (inter // MXFP4_BLOCK),
+            w2_bias=experts * hidden * 2,
+        )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.w13, self.w13_scales, self.w13_bias, self.w2, self.w2_scales, self.w2_bias)
+
+    @property
+    def checkpoint_share(self) -> int:
+        """The values and scales: the checkpoint's 4.25 bits per expert weight."""
+        return self.w13 + self.w13_scales + self.w2 + self.w2_scales
+
+
+@dataclass(frozen=True)
+class Mxfp4MoeLayers:
+    """`layers` MoE layers of one shape: their expert tensors in a GPU's layout and unpadded."""
+
+    layers: int
+    padded: Mxfp4ExpertTensors
+    unpadded: Mxfp4ExpertTensors
 
 
 def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
@@ -287,11 +316,9 @@ def mxfp4_pads(gpu: GpuSpec) -> tuple[int, int]:
     return MXFP4_PAD_FP4_OR_ROCM if gpu.rocm or gpu.fp4_native else MXFP4_PAD_MARLIN
 
 
-def mxfp4_expert_tensors(
-    model: ModelGeometry, tp: int, gpu: GpuSpec
-) -> tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]:
-    """Per MoE layer kind of an mxfp4 checkpoint: (layers, the per-rank expert tensors in
-    `gpu`'s largest layout, the same unpadded); () for other checkpoints."""
+def mxfp4_expert_tensors(model: ModelGeometry, tp: int, gpu: GpuSpec) -> tuple[Mxfp4MoeLayers, ...]:
+    """Per MoE layer shape of an mxfp4 checkpoint, its per-rank expert tensors in `gpu`'s
+    largest layout; () for other checkpoints."""
     if model.quantization != "mxfp4":
         return ()
     found = []
@@ -299,8 +326,10 @@ def mxfp4_expert_tensors(
         if w13.routed_experts and w13.split is TensorSplit.ROWS:
             inter, hidden = w13.rows // 2 // tp, w13.cols
             padded = padded_widths(inter, hidden, mxfp4_pads(gpu))
-            found.append((w13.count, _mxfp4_layer_tensors(w13.batch, *padded),
-                          _mxfp4_layer_tensors(w13.batch, inter, hidden)))  # fmt: skip
+            layout = Mxfp4ExpertTensors.of(w13.batch, *padded)
+            found.append(
+                Mxfp4MoeLayers(w13.count, layout, Mxfp4ExpertTensors.of(w13.batch, inter, hidden))
+            )
     return tuple(found)
 
 
@@ -308,11 +337,10 @@ def mxfp4_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: what the mxfp4 MoE kernel's layout on `gpu` adds to the checkpoint's share of
     the experts (4.25 bits per weight): the padded widths and the bf16 biases (0 for other
     checkpoints)."""
-    total = 0
-    for layers, padded, unpadded in mxfp4_expert_tensors(model, tp, gpu):
-        values_and_scales = unpadded[0] + unpadded[1] + unpadded[3] + unpadded[4]
-        total += layers * (sum(padded) - values_and_scales)
-    return total
+    return sum(
+        kind.layers * (sum(kind.padded.sizes) - kind.unpadded.checkpoint_share)
+        for kind in mxfp4_expert_tensors(model, tp, gpu)
+    )
 
 
 def estimate_weights_bytes(
