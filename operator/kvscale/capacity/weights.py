@@ -260,7 +260,8 @@ def estimate_mxfp4_moe_bytes(est: ParamEstimate, dtype_bytes: int) -> int:
 # it selects (`mxfp4_round_up_hidden_size_and_intermediate_size`, fused_moe/oracle/mxfp4.py,
 # 0.19.0): Marlin to 128 and 256 — the largest layout a GPU without FP4 tensor cores loads
 # (Ampere's only backend; Hopper's without triton_kernels, whose own layout logs smaller:
-# gpt-oss-120b 64.38 GiB at TP 1 and 32.98 at TP 2, against 65.97 and 34.3 with Marlin) —
+# gpt-oss-120b 64.38 GiB at TP 1 and 32.98 at TP 2, against 65.97 logged and 34.35 planned
+# with Marlin) —
 # and the TRT-LLM kernels of Blackwell and the ROCm path to 256 and 256. The backend depends
 # on what the image installs, so the plan takes the largest the GPU can run (the safe side).
 MXFP4_PAD_MARLIN = (128, 256)  # (intermediate per rank, hidden)
