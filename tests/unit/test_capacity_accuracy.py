@@ -2,11 +2,12 @@
 
 Mode (a) (layout, given the logged available KV memory) within 1 % on every gated V1 row;
 end to end with samplerPath auto, leave one source out: median |err| <= 3 % and p90 <= 8 %
-(the issue's targets, met); the worst over-prediction may not grow past what the bench
-measured on 74 gated rows from 17 sources (+21.4 %, a ROCm V0 TP 8 start): the issue's 2 % is
-printed by the bench as missed (docs/adr/0012 says which rows and why); and engines that
-failed to start are predicted to fail. LOSO pools non-torch measurements only within one GPU
-link class at TP > 1.
+(the issue's targets, met). The issue's worst over-prediction, 2 %, is held on the releases
+kvscale deploys (vLLM >= 0.9.0, where it is met); on all gated rows the worst over-prediction
+may not grow past a ratchet above what the bench measures (+9.3 %, a vLLM ~0.3 start: the bench
+prints the 2 % as missed there and docs/adr/0012 says which rows and why). Engines that failed
+to start are predicted to fail. LOSO pools non-torch measurements only within one GPU link
+class at TP > 1.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import pytest
 from kvscale.capacity import PlanRequest, find_gpu, find_model
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "capacity_accuracy.py"
-# The issue's p90 target, and a ratchet at the worst over-prediction measured on the 83-row
+# The issue's p90 target, and a ratchet at the worst over-prediction measured on the 84-row
 # bench (lower it as the model improves).
 LOSO_P90_TARGET = 0.08
 LOSO_MAX_OVER_RATCHET = 0.10
-# The same ratchet on the releases kvscale deploys (renders flags for: vLLM >= 0.9.0), where
-# the one row over +2 % is a gpt-oss-120b start at --max-num-seqs 6 (ADR 0012 §10).
-DEPLOYED_MAX_OVER_RATCHET = 0.04
+# On the releases kvscale deploys (renders flags for: vLLM >= 0.9.0) the issue's own target:
+# every row there is within it since the mxfp4 layout of ADR 0012 §10 (worst +1.92 %).
+DEPLOYED_MAX_OVER_TARGET = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_loso_on_the_releases_kvscale_deploys(bench: ModuleType, results: list) 
     loso = bench.sized_gated(bench.leave_one_source_out(results))
     deployed = [r for r in loso if r.renderable]
     assert 0 < len(deployed) < len(loso)  # V0 rows (< 0.9.0) are scored but not deployed
-    _assert_within(bench.summarise(deployed), DEPLOYED_MAX_OVER_RATCHET)
+    _assert_within(bench.summarise(deployed), DEPLOYED_MAX_OVER_TARGET)
 
 
 def test_loso_never_uses_the_held_out_sources_own_non_torch(
