@@ -71,6 +71,8 @@ def test_query_rows_split_and_kv_heads_replicate_past_their_count() -> None:
         ("meta-llama/Llama-3.1-8B-Instruct", 2, "0.19.0", 7.51),  # all multiples of 2 MiB
         # its safetensors store the tied lm_head twice; vLLM loads it once (loaded_params)
         ("Qwen/Qwen3-0.6B", 1, "0.11.0", 1.12),
+        # its Pixtral tower and projector too (0.82 GiB; a text-only config planned 43.94)
+        ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", 1, "0.11.0", 44.76),
     ],
 )
 def test_planned_load_matches_the_engines_logged_load(
