@@ -13,7 +13,8 @@ from kvscale.capacity import (
     list_gpus,
     list_models,
 )
-from kvscale.capacity.catalog import parse_number, peer_link
+from kvscale.capacity.catalog import catalog_config, parse_number, peer_link
+from kvscale.capacity.geometry import model_from_config
 
 
 @pytest.mark.parametrize(
@@ -91,3 +92,26 @@ def test_model_lookup_by_hf_id() -> None:
     assert "Qwen/Qwen3-8B" in list_models()
     with pytest.raises(CapacityInputError):
         find_model("bigcode/starcoder2-15b")  # in the catalog but without geometry
+
+
+@pytest.mark.parametrize(
+    ("hf_id", "base_id"),
+    [
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "Qwen/Qwen2.5-14B-Instruct"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "Qwen/Qwen2.5-32B-Instruct"),
+        ("Qwen/QwQ-32B", "Qwen/Qwen2.5-32B-Instruct"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "meta-llama/Llama-3.3-70B-Instruct"),
+    ],
+)
+def test_a_scraped_entry_lays_out_its_weights_with_the_width_of_its_base(
+    hf_id: str, base_id: str
+) -> None:
+    # Only the MLP width is taken from the base; the scraped geometry and the parameter count
+    # are the entry's own, and the geometry's parameter estimate with that width lands on the
+    # count (one multiple of 128 off in the width would miss it by >= 0.6 %).
+    model, base = find_model(hf_id), find_model(base_id)
+    assert model.intermediate_size == base.intermediate_size
+    assert model.weight_tensors and len(model.weight_tensors) == len(base.weight_tensors)
+    estimate = model_from_config(catalog_config(hf_id), name="estimate").params
+    assert model.params is not None and estimate is not None
+    assert abs(estimate - model.params) / model.params < 0.001

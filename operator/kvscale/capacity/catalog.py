@@ -231,7 +231,11 @@ def _config_of(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
         return config
     derived = entry.get("config_from_llmfit")
     if isinstance(derived, Mapping):  # scraped geometry: enough for the KV cache
+        # widths the entry derives from a base model (its sources say how), e.g. the MLP
+        # width a distill shares with its base: what lays out the weight tensors
+        widths = entry.get("config_derived")
         return {
+            **(widths if isinstance(widths, Mapping) else {}),
             "architectures": [derived.get("architecture") or "unknown"],
             "model_type": derived.get("architecture"),
             "num_hidden_layers": derived.get("num_hidden_layers"),
@@ -245,9 +249,7 @@ def _config_of(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-@functools.lru_cache(maxsize=128)
-def find_model(hf_id: str) -> ModelGeometry:
-    """Geometry of a catalog model by its Hugging Face id (case-insensitive)."""
+def _model_entry(hf_id: str) -> dict[str, Any]:
     files = _model_files()
     file_name = files.get(hf_id.strip().lower())
     if file_name is None:
@@ -256,12 +258,25 @@ def find_model(hf_id: str) -> ModelGeometry:
         raise CapacityInputError(
             "model", f"{hf_id!r} is not in the catalog{hint}", "pass its config.json instead"
         )
-    entry = _read_model_json(file_name)
-    config = _config_of(entry)
+    return _read_model_json(file_name)
+
+
+def catalog_config(hf_id: str) -> Mapping[str, Any]:
+    """The config a catalog model is planned from: its config.json as found, or the scraped
+    geometry with the widths the entry derives (`config_derived`, sources in the entry)."""
+    config = _config_of(_model_entry(hf_id))
     if config is None:
         raise CapacityInputError(
             "model", f"the catalog has no geometry for {hf_id!r}", "pass its config.json instead"
         )
+    return config
+
+
+@functools.lru_cache(maxsize=128)
+def find_model(hf_id: str) -> ModelGeometry:
+    """Geometry of a catalog model by its Hugging Face id (case-insensitive)."""
+    entry = _model_entry(hf_id)
+    config = catalog_config(hf_id)
     return model_from_config(
         config,
         name=str(entry.get("hf_id", hf_id)),
