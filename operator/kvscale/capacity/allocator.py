@@ -85,6 +85,21 @@ def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
     return total
 
 
+def replicated_bytes(model: ModelGeometry, tp: int) -> int:
+    """Per rank at TP `tp`: what the laid-out tensors hold beyond an even share of themselves
+    (the plan spreads the checkpoint evenly over the ranks): the KV heads each rank holds
+    whole when TP exceeds their number (`QKVParallelLinear`: one head per rank) and the MoE
+    routers every rank holds whole (`ReplicatedLinear`, gpt-oss's `torch.nn.Linear` router)."""
+    total = 0
+    for tensor in model.weight_tensors:
+        bits = _element_bits(model, tensor)
+        if bits is None or tp == 1:
+            continue
+        whole = tensor.elements_per_rank(1) * bits // 8
+        total += tensor.count * (tensor.elements_per_rank(tp) * bits // 8 - whole // tp)
+    return max(total, 0)
+
+
 def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: the block tails of an mxfp4 checkpoint's expert tensors in `gpu`'s largest
     layout (weights.mxfp4_expert_tensors; gpt-oss-120b's w13 scales at TP 1 are 69 MiB each,
@@ -96,10 +111,12 @@ def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
 
 
 def weights_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
-    """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's share — the
-    allocator's block tails and the mxfp4 MoE kernel's layout (weights.py)."""
+    """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's even share —
+    the allocator's block tails, the tensors every rank holds whole and the mxfp4 MoE
+    kernel's layout (weights.py)."""
     return (
         weights_rounding_bytes(model, tp)
+        + replicated_bytes(model, tp)
         + mxfp4_rounding_bytes(model, tp, gpu)
         + mxfp4_padding_bytes(model, tp, gpu)
     )

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.capacity import rules as v
-from kvscale.capacity.allocator import blas_workspace_bytes, weights_padding_bytes
+from kvscale.capacity.allocator import blas_workspace_bytes, replicated_bytes, weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.nonkv import (
     MoeShape,
@@ -72,11 +72,13 @@ def weights_per_rank_bytes(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
 
 
 def _weights_as_laid_out(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
-    """The checkpoint's share plus the mxfp4 kernel's padded experts: what an engine that does
-    not charge the padding apart (SGLang, TGI, TensorRT-LLM) holds per rank."""
+    """The checkpoint's share, the tensors every rank holds whole and the mxfp4 kernel's
+    padded experts: what an engine that does not charge them apart (SGLang, TGI,
+    TensorRT-LLM) holds per rank."""
     weights, notes = weights_per_rank_bytes(request)
     tp, gpu = request.tensor_parallel, request.gpu
-    return weights + mxfp4_padding_bytes(request.model, tp, gpu), notes
+    laid_out = replicated_bytes(request.model, tp) + mxfp4_padding_bytes(request.model, tp, gpu)
+    return weights + laid_out, notes
 
 
 def check_utilization(value: float, field: str) -> float:

@@ -84,6 +84,7 @@ class TensorSplit(StrEnum):
     COLS = "cols"  # row-parallel: input features split (o_proj, down, fused-MoE w2)
     QKV = "qkv"  # query heads split; KV heads split, or one per rank when TP > KV heads
     VOCAB = "vocab"  # vocab-parallel: rows padded to a multiple of 64, then split
+    REPLICATED = "replicated"  # whole on every rank (a fused-MoE router: ReplicatedLinear)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class WeightTensor:
             rows = -(-rows // VOCAB_PAD_ROWS) * VOCAB_PAD_ROWS // tp
         elif self.split is TensorSplit.ROWS:
             rows //= tp
-        else:
+        elif self.split is TensorSplit.COLS:
             cols //= tp
         return self.batch * rows * cols
 

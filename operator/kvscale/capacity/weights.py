@@ -158,9 +158,9 @@ def weight_tensors(
 ) -> tuple[WeightTensor, ...]:
     """The decoder's weight tensors as vLLM allocates them: embeddings (and an untied lm_head),
     the fused QKV and the output projection of each attention layer, the fused gate/up and
-    the down projection of each MLP (fused-MoE: all experts of a layer in one w13 and one w2).
-    MLA and Mamba mixers and vision towers are left out, and the whole layout when the config
-    does not give the MLP width."""
+    the down projection of each MLP (fused-MoE: all experts of a layer in one w13 and one w2,
+    and the layer's router). MLA and Mamba mixers, vision towers, norms and biases are left
+    out, and the whole layout when the config does not give the MLP width."""
     if optional_int(cfg, "intermediate_size", "ffn_hidden_size") is None:
         return ()
     d = _decoder_layout(cfg, kinds)
@@ -181,6 +181,9 @@ def weight_tensors(
                      d.moe_layers if d.shared else 0),
         WeightTensor(d.hidden, d.shared * d.moe_inter, TensorSplit.COLS,
                      d.moe_layers if d.shared else 0),
+        # each MoE layer's router, whole on every rank and never quantized
+        WeightTensor(d.experts, d.hidden, TensorSplit.REPLICATED, d.moe_layers,
+                     quantized=False),
     ]  # fmt: skip
     return tuple(t for t in found if t.count > 0)
 
