@@ -21,8 +21,10 @@ loaded weights exceed the parameter bytes by what this predicts (Qwen2.5-72B TP 
 logged, +0.078 predicted; Qwen2-7B +0.056 / +0.056; gemma-3-12b +0.047 / +0.047; Llama dims,
 all multiples of 2 MiB, +0.000 / 0). docs/adr/0012-physical-non-kv-model.md §9.
 
-`weights_padding_bytes` adds the mxfp4 MoE kernel's padded experts (weights.py, ADR 0012 §10):
-together, what loading holds beyond the checkpoint's share, which the vLLM budget charges.
+`weights_padding_bytes` adds the tensors every rank holds whole at TP > 1 (the KV heads when
+TP exceeds their number, the MoE routers) and the mxfp4 MoE kernel's layout (weights.py,
+ADR 0012 §9-§10): together, what loading holds beyond the checkpoint's even share, which the
+vLLM budget charges.
 
 `blas_workspace_bytes` is the cuBLAS (hipBLAS) workspace PyTorch takes from this allocator on
 the first matrix multiply and keeps: the profile run's first GEMM allocates it, so the
@@ -90,14 +92,15 @@ def replicated_bytes(model: ModelGeometry, tp: int) -> int:
     (the plan spreads the checkpoint evenly over the ranks): the KV heads each rank holds
     whole when TP exceeds their number (`QKVParallelLinear`: one head per rank) and the MoE
     routers every rank holds whole (`ReplicatedLinear`, gpt-oss's `torch.nn.Linear` router)."""
+    if tp == 1:
+        return 0
     total = 0
     for tensor in model.weight_tensors:
         bits = _element_bits(model, tensor)
-        if bits is None or tp == 1:
-            continue
-        whole = tensor.elements_per_rank(1) * bits // 8
-        total += tensor.count * (tensor.elements_per_rank(tp) * bits // 8 - whole // tp)
-    return max(total, 0)
+        if bits is not None:
+            whole = tensor.elements_per_rank(1) * bits // 8
+            total += tensor.count * (tensor.elements_per_rank(tp) * bits // 8 - whole // tp)
+    return max(total, 0)  # a width TP does not divide rounds each rank's share down
 
 
 def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:

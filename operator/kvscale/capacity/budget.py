@@ -57,7 +57,8 @@ def total_memory_bytes(request: PlanRequest) -> int:
 
 
 def weights_per_rank_bytes(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
-    """Explicit weights win, then the model's checkpoint size; spread evenly over TP ranks."""
+    """Explicit weights win, then the model's checkpoint size; spread evenly over TP ranks
+    (what a rank holds beyond that even share is `allocator.replicated_bytes`)."""
     weights = request.weights_bytes or request.model.weights_bytes
     if weights is None:
         raise CapacityInputError(
