@@ -74,6 +74,7 @@ def test_query_rows_split_and_kv_heads_replicate_past_their_count() -> None:
         ("Qwen/Qwen3-0.6B", 1, "0.11.0", 1.12),
         # its Pixtral tower and projector too (0.82 GiB; a text-only config planned 43.94)
         ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", 1, "0.11.0", 44.76),
+        ("ibm-granite/granite-3.3-8b-instruct", 1, "0.19.0", 15.25),  # tied, 49159 rows
     ],
 )
 def test_planned_load_matches_the_engines_logged_load(
