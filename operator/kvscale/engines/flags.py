@@ -142,6 +142,11 @@ class ChoiceRow:
     available: VersionRange = ALL_VERSIONS
 
 
+def accepted_values(choices: tuple[ChoiceRow, ...], version: EngineVersion) -> list[str]:
+    """The values of `choices` that `version` accepts, in table order."""
+    return [row.value for row in choices if row.available.contains(version)]
+
+
 def choose_kv_cache_dtype(
     ctx: RenderContext,
     choices: tuple[ChoiceRow, ...],
@@ -159,7 +164,7 @@ def choose_kv_cache_dtype(
     if requested == "auto":
         return None
     spelled = aliases.get(requested, requested)
-    accepted = [row.value for row in choices if row.available.contains(ctx.version)]
+    accepted = accepted_values(choices, ctx.version)
     if spelled in accepted:
         return spelled
     if kv_cache_dtype_is_model_width(ctx.plan):
@@ -190,7 +195,7 @@ def online_fp8_flag(
     def value(ctx: RenderContext) -> FlagValue:
         if ctx.plan.request.online_quantization is None:
             return None
-        return next((row.value for row in names if row.available.contains(ctx.version)), None)
+        return next(iter(accepted_values(names, ctx.version)), None)
 
     return FlagSpec(
         name,

@@ -18,6 +18,7 @@ from kvscale.engines.flags import (
     ONLINE_QUANTIZATION_FIELD,
     FlagSpec,
     RenderContext,
+    accepted_values,
     available_flag_names,
     render_flag_table,
 )
@@ -110,11 +111,9 @@ def online_quantization_method(engine: str, version: str | EngineVersion, value:
     """The plan's method ("fp8") for an online-quantization flag value an engine was started
     with (the flag row's `choices`), or None: not a value that quantizes at load there."""
     flag = _online_quantization_flag(engine, version)
-    parsed = EngineVersion.parse(version)
-    known = flag is not None and any(
-        row.value == value and row.available.contains(parsed) for row in flag.choices
-    )
-    return FP8 if known else None
+    if flag is None:
+        return None
+    return FP8 if value in accepted_values(flag.choices, EngineVersion.parse(version)) else None
 
 
 def _flag_names(argv: Sequence[str]) -> set[str]:
