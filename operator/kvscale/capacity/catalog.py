@@ -261,10 +261,8 @@ def _model_entry(hf_id: str) -> dict[str, Any]:
     return _read_model_json(file_name)
 
 
-def catalog_config(hf_id: str) -> Mapping[str, Any]:
-    """The config a catalog model is planned from: its config.json as found, or the scraped
-    geometry with the widths the entry derives (`config_derived`, sources in the entry)."""
-    config = _config_of(_model_entry(hf_id))
+def _planned_config(entry: Mapping[str, Any], hf_id: str) -> Mapping[str, Any]:
+    config = _config_of(entry)
     if config is None:
         raise CapacityInputError(
             "model", f"the catalog has no geometry for {hf_id!r}", "pass its config.json instead"
@@ -272,11 +270,17 @@ def catalog_config(hf_id: str) -> Mapping[str, Any]:
     return config
 
 
+def catalog_config(hf_id: str) -> Mapping[str, Any]:
+    """The config a catalog model is planned from: its config.json as found, or the scraped
+    geometry with the widths the entry derives (`config_derived`, sources in the entry)."""
+    return _planned_config(_model_entry(hf_id), hf_id)
+
+
 @functools.lru_cache(maxsize=128)
 def find_model(hf_id: str) -> ModelGeometry:
     """Geometry of a catalog model by its Hugging Face id (case-insensitive)."""
     entry = _model_entry(hf_id)
-    config = catalog_config(hf_id)
+    config = _planned_config(entry, hf_id)
     return model_from_config(
         config,
         name=str(entry.get("hf_id", hf_id)),
