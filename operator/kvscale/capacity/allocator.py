@@ -113,16 +113,18 @@ def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     )
 
 
+def layout_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
+    """Per rank: what any engine holds beyond the checkpoint's even share, block tails aside —
+    the tensors every rank holds whole and the mxfp4 MoE kernel's layout."""
+    return replicated_bytes(model, tp) + mxfp4_padding_bytes(model, tp, gpu)
+
+
 def weights_padding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     """Per rank: what vLLM's "Model loading took" holds beyond the checkpoint's even share —
     the allocator's block tails, the tensors every rank holds whole and the mxfp4 MoE
     kernel's layout (weights.py)."""
-    return (
-        weights_rounding_bytes(model, tp)
-        + replicated_bytes(model, tp)
-        + mxfp4_rounding_bytes(model, tp, gpu)
-        + mxfp4_padding_bytes(model, tp, gpu)
-    )
+    tails = weights_rounding_bytes(model, tp) + mxfp4_rounding_bytes(model, tp, gpu)
+    return tails + layout_bytes(model, tp, gpu)
 
 
 def blas_workspace_bytes(gpu: GpuSpec) -> int:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from kvscale.capacity import rules as v
-from kvscale.capacity.allocator import blas_workspace_bytes, replicated_bytes, weights_padding_bytes
+from kvscale.capacity.allocator import blas_workspace_bytes, layout_bytes, weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
 from kvscale.capacity.nonkv import (
     MoeShape,
@@ -24,7 +24,7 @@ from kvscale.capacity.nonkv import (
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
 from kvscale.capacity.types import GIB, GpuSpec, ModelGeometry, PlanRequest, estimated_non_kv_bytes
-from kvscale.capacity.weights import mxfp4_padding_bytes, mxfp4_pads
+from kvscale.capacity.weights import mxfp4_pads
 
 DEFAULT_VOCAB = 32000
 DEFAULT_HIDDEN = 4096
@@ -77,9 +77,7 @@ def _weights_as_laid_out(request: PlanRequest) -> tuple[int, tuple[str, ...]]:
     padded experts: what an engine that does not charge them apart (SGLang, TGI,
     TensorRT-LLM) holds per rank."""
     weights, notes = weights_per_rank_bytes(request)
-    tp, gpu = request.tensor_parallel, request.gpu
-    laid_out = replicated_bytes(request.model, tp) + mxfp4_padding_bytes(request.model, tp, gpu)
-    return weights + laid_out, notes
+    return weights + layout_bytes(request.model, request.tensor_parallel, request.gpu), notes
 
 
 def check_utilization(value: float, field: str) -> float:
