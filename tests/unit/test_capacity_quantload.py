@@ -17,7 +17,9 @@ from kvscale.api.convert import plan_deployment
 from kvscale.api.docs import MINIMAL_SPEC
 from kvscale.api.models import LLMDeploymentSpec
 from kvscale.capacity import PlanRequest, find_gpu, find_model, plan_capacity
-from kvscale.capacity.quantload import CUDA_CONTEXT_BYTES, load_peak_bytes, weights_refusal
+from kvscale.capacity.planner import ENGINE_BUDGETS
+from kvscale.capacity.quantload import load_peak_bytes, weights_refusal
+from kvscale.capacity.rules import CUDA_CONTEXT_BYTES
 from kvscale.capacity.types import OnlineQuantization
 from kvscale.capacity.weights import with_quantization
 from kvscale.cli import main as cli_main
@@ -59,10 +61,11 @@ def test_the_load_check_counts_the_cuda_context_the_non_torch_charge_leaves_out(
     request = _online(LLAMA_8B, engine, version, "H100")
     peak = load_peak_bytes(request)
     assert peak is not None
-    non_torch = 256 * 1024 * 1024
-    device = peak + non_torch  # the 16-bit weights and the charge fill it to the byte
-    assert bool(weights_refusal(request, non_torch, device)) is context_apart
-    assert weights_refusal(request, non_torch, device + CUDA_CONTEXT_BYTES) == ""
+    budget = ENGINE_BUDGETS[engine](request)  # the engine's own non-torch charge
+    runtime = budget.load_runtime_bytes
+    device = peak + budget.non_torch_bytes  # the 16-bit weights and the charge fill it
+    assert bool(weights_refusal(request, runtime, device)) is context_apart
+    assert weights_refusal(request, runtime, device + CUDA_CONTEXT_BYTES) == ""
 
 
 @pytest.mark.parametrize(

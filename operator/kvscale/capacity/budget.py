@@ -50,6 +50,15 @@ class Budget:
     # block tails, the mxfp4 kernel's padded experts); like the rope tables, part of "Model
     # loading took", not of the checkpoint
     weights_padding_bytes: int = 0
+    # The non-torch charge already holds the CUDA context (vLLM 0.8.0-0.9.0's accounting,
+    # SGLang's start-up probe, the ROCm figures)
+    non_torch_holds_context: bool = False
+
+    @property
+    def load_runtime_bytes(self) -> int:
+        """What holds device memory besides the weights while the engine loads them."""
+        context = 0 if self.non_torch_holds_context else v.CUDA_CONTEXT_BYTES
+        return self.non_torch_bytes + context
 
 
 def total_memory_bytes(request: PlanRequest) -> int:
@@ -192,6 +201,7 @@ def vllm_budget(request: PlanRequest) -> Budget:
         weights_bytes=weights,
         activation_bytes=activation,
         non_torch_bytes=non_torch,
+        non_torch_holds_context=rules.non_torch_has_context or request.gpu.rocm,
         cudagraph_bytes=cudagraph,
         available_kv_bytes=0,
         max_num_batched_tokens=mnbt,
@@ -235,6 +245,7 @@ def sglang_budget(request: PlanRequest) -> Budget:
         weights_bytes=weights,
         activation_bytes=0,
         non_torch_bytes=init,
+        non_torch_holds_context=True,
         cudagraph_bytes=0,
         available_kv_bytes=available,
         max_num_batched_tokens=chunk,
@@ -270,6 +281,7 @@ def free_fraction_budget(request: PlanRequest) -> Budget:
         weights_bytes=weights,
         activation_bytes=activation,
         non_torch_bytes=non_torch,
+        non_torch_holds_context=request.gpu.rocm,
         cudagraph_bytes=0,
         available_kv_bytes=available,
         max_num_batched_tokens=mnbt,

@@ -195,7 +195,7 @@ def plan_capacity(request: PlanRequest) -> CapacityPlan:
     per_request = blocks_for_request(layout.groups, length, mnbt)
     concurrency = num_blocks / per_request if per_request else 0.0
     admissible = max(num_blocks - _fit_check_reserved_blocks(request), 0)
-    refusal = weights_refusal(request, budget.non_torch_bytes, budget.total_bytes)
+    refusal = weights_refusal(request, budget.load_runtime_bytes, budget.total_bytes)
     fits = not refusal and available > 0 and per_request <= admissible
     # The fix "lower --max-model-len to N" must name a length the model supports.
     fitting = largest_fitting_context(

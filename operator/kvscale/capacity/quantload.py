@@ -23,13 +23,12 @@ Both are checked before any KV arithmetic, from the engines' sources:
   0.5.21). TGI quantizes each tensor as it loads it (`Fp8Weight.get_linear`, `fp8_quantize`).
   The load may use all the device's memory, not only the utilisation budget; what else holds
   memory then is the plan's non-torch charge (NCCL and runtime buffers) and the CUDA context,
-  where that charge does not hold it already (`CUDA_CONTEXT_BYTES`).
+  where that charge does not hold it already (`Budget.load_runtime_bytes`).
 """
 
 from __future__ import annotations
 
 from kvscale.capacity.release import EngineVersion
-from kvscale.capacity.rules import vllm_rules
 from kvscale.capacity.types import GIB, PlanRequest
 
 FP8 = "fp8"
@@ -44,11 +43,6 @@ TGI_FP8_MIN_CAPABILITY = 89  # torch._scaled_mm
 TGI_FP8_MIN_CAPABILITY_MARLIN = 80  # Marlin fp8 on 8.x
 TGI_FP8_MARLIN_SINCE = EngineVersion.parse("2.2.0")
 VLLM_LAYERWISE_ONLINE_QUANT_SINCE = EngineVersion.parse("0.16.0")
-# A CUDA process's context (driver state, the kernels loaded so far) with lazy module loading,
-# CUDA >= 11.7: about 300 MB (a PyTorch maintainer's measurement, pytorch/pytorch#107667). The
-# engines' non-torch charges that count from a snapshot taken after it leave it out; SGLang's
-# start-up charge and ROCm's measured figures hold their runtime's.
-CUDA_CONTEXT_BYTES = 300 * 1024 * 1024
 
 
 def _gib(n_bytes: float) -> str:
@@ -114,24 +108,15 @@ def _capability_refusal(request: PlanRequest) -> str:
     )
 
 
-def context_bytes(request: PlanRequest) -> int:
-    """The CUDA context, where the engine's non-torch charge does not already hold it."""
-    if request.engine == "sglang" or request.gpu.rocm:
-        return 0
-    if request.engine == "vllm" and vllm_rules(request.engine_version).non_torch_has_context:
-        return 0
-    return CUDA_CONTEXT_BYTES
-
-
-def weights_refusal(request: PlanRequest, non_torch_bytes: int, total_bytes: int) -> str:
-    """Why the engine cannot start with these weights on this GPU ("" when it can)."""
+def weights_refusal(request: PlanRequest, runtime_bytes: int, total_bytes: int) -> str:
+    """Why the engine cannot start with these weights on this GPU ("" when it can);
+    `runtime_bytes`: what else holds device memory while it loads (Budget.load_runtime_bytes)."""
     refusal = _capability_refusal(request)
     peak = load_peak_bytes(request)
     online = request.online_quantization
-    runtime = non_torch_bytes + context_bytes(request)
-    if refusal or peak is None or online is None or peak + runtime <= total_bytes:
+    if refusal or peak is None or online is None or peak + runtime_bytes <= total_bytes:
         return refusal
-    ranks = -(-online.checkpoint_weights_bytes // max(1, total_bytes - runtime))
+    ranks = -(-online.checkpoint_weights_bytes // max(1, total_bytes - runtime_bytes))
     later = (
         f"vLLM >= {VLLM_LAYERWISE_ONLINE_QUANT_SINCE} (quantizes layer by layer), "
         if request.engine == "vllm"
@@ -140,7 +125,7 @@ def weights_refusal(request: PlanRequest, non_torch_bytes: int, total_bytes: int
     return (
         f"{request.engine} {request.engine_version} quantizes to {online.method} after loading "
         f"the whole 16-bit checkpoint: {_gib(peak)} per GPU at TP {request.tensor_parallel} "
-        f"plus {_gib(runtime)} of runtime memory exceeds the GPU's {_gib(total_bytes)}; "
+        f"plus {_gib(runtime_bytes)} of runtime memory exceeds the GPU's {_gib(total_bytes)}; "
         f"fix: --tensor-parallel-size {ranks} or more, {later}or a pre-quantized "
         f"{online.method} checkpoint"
     )

@@ -185,6 +185,12 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 #   1.4 GiB at TP 2 and 0.98-1.02 GiB per peer at TP 8 (AUGMXNT), 1.37 per peer at TP 8 (Hot
 #   Aisle); ROCM_NON_TORCH_PER_PEER_GIB, the median of the two sources. No V1 ROCm log is
 #   measured: they are charged the same (the larger figure, the safe side).
+# A CUDA process's context (driver state, the kernels loaded so far) with lazy module loading,
+# CUDA >= 11.7: about 300 MB (a PyTorch maintainer's measurement, pytorch/pytorch#107667). It
+# holds device memory while the weights load; the non-torch charges that count from a snapshot
+# taken after it (VllmRules.non_torch_has_context False) leave it out, SGLang's start-up charge
+# and ROCm's measured figures hold their runtime's (Budget.non_torch_holds_context).
+CUDA_CONTEXT_BYTES = 300 * 1024 * 1024
 NON_TORCH_TP1_BYTES = int(NON_TORCH_TP1_GIB * GIB)
 NON_TORCH_TP_EXTRA_BYTES = int(NON_TORCH_TP_EXTRA_GIB * GIB)
 NON_TORCH_TP_BYTES = NON_TORCH_TP1_BYTES + NON_TORCH_TP_EXTRA_BYTES
