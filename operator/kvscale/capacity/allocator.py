@@ -75,16 +75,24 @@ def _element_bits(model: ModelGeometry, tensor: WeightTensor) -> int | None:
     return int(bits) if bits is not None and bits % 8 == 0 else None
 
 
-def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
-    """Per rank: what the allocator counts for the model's weight tensors beyond their bytes."""
-    total = 0
+def _tensor_bytes(model: ModelGeometry, tp: int) -> list[tuple[int, int]]:
+    """(count, bytes per rank at TP `tp`) of each laid-out weight tensor whose elements have a
+    whole-byte width (packed formats are not laid out)."""
+    found = []
     for tensor in model.weight_tensors:
         bits = _element_bits(model, tensor)
-        if bits is None:
-            continue
-        size = tensor.elements_per_rank(tp) * bits // 8
-        total += tensor.count * (allocated_block_bytes(size) - size)
-    return total
+        if bits is not None:
+            found.append((tensor.count, tensor.elements_per_rank(tp) * bits // 8))
+    return found
+
+
+def _tail_bytes(size_bytes: int) -> int:
+    return allocated_block_bytes(size_bytes) - size_bytes
+
+
+def weights_rounding_bytes(model: ModelGeometry, tp: int) -> int:
+    """Per rank: what the allocator counts for the model's weight tensors beyond their bytes."""
+    return sum(count * _tail_bytes(size) for count, size in _tensor_bytes(model, tp))
 
 
 def replicated_bytes(model: ModelGeometry, tp: int) -> int:
@@ -94,12 +102,8 @@ def replicated_bytes(model: ModelGeometry, tp: int) -> int:
     routers every rank holds whole (`ReplicatedLinear`, gpt-oss's `torch.nn.Linear` router)."""
     if tp == 1:
         return 0
-    total = 0
-    for tensor in model.weight_tensors:
-        bits = _element_bits(model, tensor)
-        if bits is not None:
-            whole = tensor.elements_per_rank(1) * bits // 8
-            total += tensor.count * (tensor.elements_per_rank(tp) * bits // 8 - whole // tp)
+    pairs = zip(_tensor_bytes(model, tp), _tensor_bytes(model, 1), strict=True)
+    total = sum(count * (per_rank - whole // tp) for (count, per_rank), (_, whole) in pairs)
     return max(total, 0)  # a width TP does not divide rounds each rank's share down
 
 
@@ -108,7 +112,7 @@ def mxfp4_rounding_bytes(model: ModelGeometry, tp: int, gpu: GpuSpec) -> int:
     layout (weights.mxfp4_expert_tensors; gpt-oss-120b's w13 scales at TP 1 are 69 MiB each,
     counted 70)."""
     return sum(
-        kind.layers * sum(allocated_block_bytes(size) - size for size in kind.padded.sizes)
+        kind.layers * sum(_tail_bytes(size) for size in kind.padded.sizes)
         for kind in mxfp4_expert_tensors(model, tp, gpu)
     )
 
