@@ -148,7 +148,9 @@ def first_int(cell: str) -> int | None:
 
 
 def _version(cell: str) -> str | None:
-    match = re.search(r"\d+\.\d+(?:\.\d+)*", cell.replace("~", ""))
+    """The release a row names, with its dev or post phase: a development build of 0.6.4
+    ("0.6.4.dev9") precedes the 0.6.4 release and plans with the rules before it (PEP 440)."""
+    match = re.search(r"\d+\.\d+(?:\.\d+)*(?:\.(?:dev|post)\d+)?", cell.replace("~", ""))
     return match.group() if match else None
 
 

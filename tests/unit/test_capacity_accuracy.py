@@ -25,9 +25,10 @@ from kvscale.capacity import PlanRequest, find_gpu, find_model
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "capacity_accuracy.py"
 # The issue's p90 target, and a ratchet at the worst over-prediction measured on the 84-row
-# bench (lower it as the model improves).
+# bench (+4.58 % since the legacy releases' reserved slack, ADR 0012 §12; lower it as the
+# model improves).
 LOSO_P90_TARGET = 0.08
-LOSO_MAX_OVER_RATCHET = 0.10
+LOSO_MAX_OVER_RATCHET = 0.05
 # On the releases kvscale deploys (renders flags for: vLLM >= 0.9.0) the issue's own target:
 # every row there is within it since the mxfp4 layout of ADR 0012 §10 (worst +1.92 %).
 DEPLOYED_MAX_OVER_TARGET = 0.02

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from kvscale.capacity import rules as v
 from kvscale.capacity.allocator import blas_workspace_bytes, layout_bytes, weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.legacy import LayerShape, reserved_slack_bytes
 from kvscale.capacity.nonkv import (
     MoeShape,
     SamplerPath,
@@ -118,7 +119,34 @@ def _activation_vllm(
         multimodal=rules.v1 and model.is_multimodal,
         blas_workspace_bytes=blas_workspace_bytes(request.gpu),
     )
-    return peak.peak_bytes, path
+    charge = peak.peak_bytes
+    if rules.legacy_profile:  # charged from free-memory deltas: what the allocator reserved
+        charge += reserved_slack_bytes(
+            _layer_shape(request),
+            tokens=mnbt,
+            rows=min(seqs, mnbt),
+            vocab=model.vocab_size or DEFAULT_VOCAB,
+            tp=request.tensor_parallel,
+            dtype_bytes=model.dtype_bytes,
+        )
+    return charge, path
+
+
+def _layer_shape(request: PlanRequest) -> LayerShape:
+    """One decoder layer's widths on a rank (a KV head is whole on every rank that holds
+    one: TP beyond the KV heads replicates them)."""
+    model, tp = request.model, request.tensor_parallel
+    hidden = model.hidden_size or DEFAULT_HIDDEN
+    kv_heads = max(1, model.num_kv_heads // tp)
+    return LayerShape(
+        hidden=hidden,
+        q_width=max(1, model.num_attention_heads // tp) * model.head_dim_k,
+        kv_width=kv_heads * (model.head_dim_k + model.head_dim_v),
+        intermediate=(model.intermediate_size or 4 * hidden) // tp,
+        num_layers=model.num_layers,
+        moe=_moe_shape(model, request.gpu),
+        num_experts=model.num_experts or 0,
+    )
 
 
 def _moe_shape(model: ModelGeometry, gpu: GpuSpec) -> MoeShape | None:

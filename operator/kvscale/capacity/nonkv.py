@@ -51,8 +51,11 @@ class SamplerPath(StrEnum):
 #   `random_sample`)                                                           = 14
 # v2: the dummy batch keeps top_k = vocab, top_p = 1, so top-k/top-p is skipped; the Gumbel
 #   sampler reduces per block                                                  = 6
+# The sort path's tensors: the logits, their fp32 copy, then what the sort holds (legacy.py
+# replays them in this order).
+SORT_TENSOR_BYTES_PER_ELEMENT = (2, 4, 4, 8, 8, 4, 8)
 SAMPLER_BYTES_PER_ELEMENT: dict[SamplerPath, int] = {
-    SamplerPath.SORT: 2 + 4 + 4 + 8 + 8 + 4 + 8,
+    SamplerPath.SORT: sum(SORT_TENSOR_BYTES_PER_ELEMENT),
     SamplerPath.FLASHINFER: 2 + 4 + 4 + 4,
     SamplerPath.TRITON: 2 + 4 + 4 + 4,
     SamplerPath.V2: 2 + 4,

@@ -23,9 +23,11 @@ NON_TORCH_TP1_GIB = 0.13
 NON_TORCH_TP_EXTRA_GIB = 0.42
 NON_TORCH_TP1_GIB_V017 = 0.25
 NON_TORCH_TP_EXTRA_GIB_V017 = 1.85
+# V0 before 0.6.4 (the profile charged from free-memory deltas), TP 1.
+NON_TORCH_LEGACY_TP1_GIB = 0.23
 # ROCm (AMD GPUs), every release: at TP 1, and what each further rank adds (notes below).
-ROCM_NON_TORCH_TP1_GIB = 2.2
-ROCM_NON_TORCH_PER_PEER_GIB = 1.2
+ROCM_NON_TORCH_TP1_GIB = 1.95
+ROCM_NON_TORCH_PER_PEER_GIB = 1.06
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,10 @@ def _row(since: str, *cells: object, **named: object) -> VllmRules:
 # 0.9.1 only the increase since start-up counts. 0.8.x picks the big-GPU batch defaults by
 # device name (H100/H200); later releases by memory (>= 70 GiB and not an A100).
 _NT1, _NT17, _NTX17 = NON_TORCH_TP1_GIB, NON_TORCH_TP1_GIB_V017, NON_TORCH_TP_EXTRA_GIB_V017
+_NT_LEGACY = NON_TORCH_LEGACY_TP1_GIB
 VLLM_RULES: tuple[VllmRules, ...] = (
-    _row("0", False, 0.9, False, False, False, "", "blocks", True, None, 0.8, (_S,)),
-    _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, 0.8, (_S,)),
+    _row("0", False, 0.9, False, False, False, "", "blocks", True, None, _NT_LEGACY, (_S,)),
+    _row("0.6.0", False, 0.9, False, False, False, "", "blocks", True, 32768, _NT_LEGACY, (_S,)),
     _row("0.6.4", False, 0.9, False, False, False, "", "blocks", False, 32768, 0.4, (_S,)),
     _row("0.8.0", True, 0.9, False, False, False, "name", "blocks", False, None, 0.5, (_S, _F),
          non_torch_has_context=True),
@@ -161,8 +164,10 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 # - TP 1 (VllmRules.non_torch_tp1_gib): V1 0.9.1-0.16 0.13 from llm-d-benchmark's 0.11.0 logs;
 #   V1 >= 0.17 0.25 from llm-d-planner's 0.19.0 logs (0.24-0.27 on 20 H100 starts; myoceane's
 #   0.19.0 A100 log implies 0.48); V0 >= 0.6.4 0.4 from vllm#10517/#10360, which count cuBLAS
-#   workspaces too; legacy V0 0.8 from PR#4454, PR#2031 and bonito#7, because it measured the
-#   peak from free-memory deltas.
+#   workspaces too; legacy V0 (before 0.6.4) 0.23, the median over the seven sources that
+#   measure it (PR#4454 0.35, PR#2031 0.86, bonito#7 0.23, Qwen3#16 0.89, zhjunqin 0.20,
+#   llm-tracker 0.21, snap-cluster-setup 0.16; each source's median row), once the allocator's
+#   reserved slack these releases charge is in the activation (legacy.py).
 # - TP >= 2 adds NCCL and all-reduce buffers (VllmRules.non_torch_tp_extra_gib): 0.42 from
 #   llm-d-benchmark's 0.11.0 H100 TP-2 logs; 1.85 from 0.17 on, from llm-d-planner's 0.19.0
 #   H100 TP-2/TP-4 logs (2.06-2.21 GiB per rank in all, every rank equal) — the same step
@@ -177,13 +182,15 @@ HYBRID_MAMBA_BLOCK_ALIGN = 16  # attention block size for Mamba hybrids is a mul
 #   sources measure a link's own (VllmRules.non_torch_tp_extra_by_link). One source each so
 #   far, both PCIe: a two-L4 0.28.0 start implies ~0 GiB extra, an eight-L40S 0.10.2 start
 #   logs 0.21 GiB non-torch in all (~0.08 extra); ADR 0012.
-# - ROCm builds charge far more, on every era measured (V0 0.6.3-0.6.4 on MI300X; the HIP
-#   runtime, rocBLAS/hipBLASLt workspaces and RCCL are not the CUDA stack's): 2.05, 2.18 and
-#   2.45-2.50 GiB at TP 1 on three sources (rocm-blogs, the Hot Aisle notes, AUGMXNT's
-#   notebooks; ROCM_NON_TORCH_TP1_GIB, the median of the three), and what TP >= 2 adds grows
-#   with the number of peers, as RCCL's per-peer buffers over the all-to-all xGMI links would:
-#   1.4 GiB at TP 2 and 0.98-1.02 GiB per peer at TP 8 (AUGMXNT), 1.37 per peer at TP 8 (Hot
-#   Aisle); ROCM_NON_TORCH_PER_PEER_GIB, the median of the two sources. No V1 ROCm log is
+# - ROCm builds charge far more, on every era measured (V0 0.6.3-0.6.5 dev builds on MI300X;
+#   the HIP runtime, rocBLAS/hipBLASLt workspaces and RCCL are not the CUDA stack's): 1.60,
+#   2.02 and 1.50-2.00 GiB at TP 1 on three sources (rocm-blogs, the Hot Aisle notes, AUGMXNT's
+#   notebooks, median 1.95; ROCM_NON_TORCH_TP1_GIB, the median of the three), and what TP >= 2
+#   adds grows with the number of peers, as RCCL's per-peer buffers over the all-to-all xGMI
+#   links would: 0.84 GiB at TP 2 and 0.91-1.03 per peer at TP 8 (AUGMXNT, median 0.91), 1.06
+#   per peer at TP 8 (Hot Aisle), 1.07 (seungrokj's 0.6.5 dev build);
+#   ROCM_NON_TORCH_PER_PEER_GIB, the median of the three. All measured with the allocator's
+#   reserved slack of the legacy releases in the activation (legacy.py). No V1 ROCm log is
 #   measured: they are charged the same (the larger figure, the safe side).
 # A CUDA process's context (driver state, the kernels loaded so far) with lazy module loading,
 # CUDA >= 11.7: about 300 MB (a PyTorch maintainer's measurement, pytorch/pytorch#107667). It
