@@ -89,16 +89,28 @@ def test_the_attention_temporaries_stay_reserved_beside_the_mlp_peak() -> None:
     stays reserved beyond it: the QKV output's and the backend output's segments, as later
     layers reuse every block. 640 MiB = (6,144 + 4,096) x 32,768 x 2 bytes. The sampler's
     [256 x 32,768] tensors (7.6 MiB-64 MiB) all fit the cached gate/up segment."""
-    slack = reserved_slack_bytes(MISTRAL, tokens=TOKENS, rows=256, vocab=32768, tp=1, dtype_bytes=2)
+    slack = reserved_slack_bytes(MISTRAL, tokens=TOKENS, rows=256, vocab=32768, dtype_bytes=2)
     assert slack == (6144 + 4096) * TOKENS * 2
 
 
 def test_the_slack_scales_with_the_prompt_tokens() -> None:
     # Every tensor is a multiple of 2 MiB from 8,192 tokens on, so the layout scales exactly.
-    shape = {"rows": 256, "vocab": 32768, "tp": 1, "dtype_bytes": 2}
+    shape = {"rows": 256, "vocab": 32768, "dtype_bytes": 2}
     small = reserved_slack_bytes(MISTRAL, tokens=TOKENS // 4, **shape)  # type: ignore[arg-type]
     large = reserved_slack_bytes(MISTRAL, tokens=TOKENS, **shape)  # type: ignore[arg-type]
     assert small > 0 and large == 4 * small
+
+
+def test_a_moe_layer_writes_in_place_and_its_router_keeps_a_small_segment() -> None:
+    """Mixtral-8x7B: the router logits ([T, 8] bf16, 512 KiB) take a 2 MiB small-pool
+    segment; `fused_experts` caches 1-3 ([T, 2, 28,672], [2T, 14,336], [T, 2, 4,096]) get
+    segments of their own, reused by every later layer, and its output overwrites the
+    attention output, so no down projection lands in a freed 256 MiB block. Left beyond the
+    peak (residual, attention output, router, caches): layer 0's normed input, the QKV output,
+    the backend output's segment and the router segment's unused 1.5 MiB."""
+    mixtral = replace(MISTRAL, num_experts=8, experts_per_token=2, expert_width=14336)
+    slack = reserved_slack_bytes(mixtral, tokens=TOKENS, rows=256, vocab=32000, dtype_bytes=2)
+    assert slack == (4096 + 6144 + 4096) * TOKENS * 2 + 2 * MIB - 512 * 1024
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,6 @@ def _activation_vllm(
             tokens=mnbt,
             rows=min(seqs, mnbt),
             vocab=model.vocab_size or DEFAULT_VOCAB,
-            tp=request.tensor_parallel,
             dtype_bytes=model.dtype_bytes,
         )
     return charge, path
@@ -144,8 +143,9 @@ def _layer_shape(request: PlanRequest) -> LayerShape:
         kv_width=kv_heads * (model.head_dim_k + model.head_dim_v),
         intermediate=(model.intermediate_size or 4 * hidden) // tp,
         num_layers=model.num_layers,
-        moe=_moe_shape(model, request.gpu),
         num_experts=model.num_experts or 0,
+        experts_per_token=model.experts_per_token or 0,
+        expert_width=max(1, (model.expert_intermediate_size or 0) // tp),
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvscale.capacity.caching import Block, CachingAllocator
-from kvscale.capacity.nonkv import FUSED_MOE_CHUNK_TOKENS, SORT_TENSOR_BYTES_PER_ELEMENT, MoeShape
+from kvscale.capacity.nonkv import FUSED_MOE_CHUNK_TOKENS, SORT_TENSOR_BYTES_PER_ELEMENT
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,13 @@ class LayerShape:
     kv_width: int  # key + value heads x head dims on this rank
     intermediate: int  # dense MLP width on this rank
     num_layers: int
-    moe: MoeShape | None = None
-    num_experts: int = 0
+    num_experts: int = 0  # MoE: routed experts (0: a dense MLP)
+    experts_per_token: int = 0
+    expert_width: int = 0  # one expert's FFN width on this rank
 
 
 def reserved_slack_bytes(
-    layer: LayerShape, *, tokens: int, rows: int, vocab: int, tp: int, dtype_bytes: int
+    layer: LayerShape, *, tokens: int, rows: int, vocab: int, dtype_bytes: int
 ) -> int:
     """Bytes the allocator holds beyond the allocated peak after the profile run of `tokens`
     prompt tokens and a sampler over `rows` requests (per rank)."""
@@ -71,7 +72,7 @@ def reserved_slack_bytes(
         attn = heap.malloc(width * layer.hidden)
         for done in (out, qkv, hidden):
             heap.free(done)
-        hidden = _mlp(heap, layer, attn, tokens=tokens, tp=tp, dtype_bytes=dtype_bytes)
+        hidden = _mlp(heap, layer, attn, tokens=tokens, dtype_bytes=dtype_bytes)
         settled = settled + 1 if heap.reserved_bytes == before else 0
         if settled == 2:
             break
@@ -87,22 +88,20 @@ def _mlp(
     attn: Block,
     *,
     tokens: int,
-    tp: int,
     dtype_bytes: int,
 ) -> Block:
     """Replay one MLP (or MoE) block on the attention output `attn`; returns the layer's
     output (the next layer's input)."""
     width = tokens * dtype_bytes
-    if layer.moe is None:
+    if not layer.num_experts:
         gate_up = heap.malloc(width * 2 * layer.intermediate)
         act = heap.malloc(width * layer.intermediate)
         down = heap.malloc(width * layer.hidden)
         for done in (gate_up, act, attn):
             heap.free(done)
         return down
-    moe, chunk = layer.moe, min(tokens, FUSED_MOE_CHUNK_TOKENS) * dtype_bytes
-    per_rank = max(1, moe.expert_intermediate // tp)
-    routed = chunk * moe.experts_per_token
+    routed = min(tokens, FUSED_MOE_CHUNK_TOKENS) * dtype_bytes * layer.experts_per_token
+    per_rank = layer.expert_width
     scratch = [
         heap.malloc(width * layer.num_experts),  # router logits
         heap.malloc(routed * 2 * per_rank),  # intermediate_cache1
