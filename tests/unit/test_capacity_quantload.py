@@ -125,6 +125,67 @@ def test_fp8_weights_need_the_engines_compute_capability(
     assert ("compute capability" in weights_refusal(ahead, 0, 2**40)) is refused
 
 
+def _ahead(method: str, version: str, gpu: str) -> PlanRequest:
+    """Llama-3.1-8B from a checkpoint quantized ahead of time with `method`."""
+    return PlanRequest(
+        model=with_quantization(LLAMA_8B, method),
+        gpu=find_gpu(gpu),
+        engine="vllm",
+        engine_version=version,
+        max_model_len_tokens=4096,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "gpu", "refused"),
+    [
+        ("awq", "0.11.0", "V100-SXM2-32GB", True),  # AWQConfig asks 75 (awq_marlin 80)
+        ("awq", "0.11.0", "T4", False),
+        ("gptq", "0.33.0", "V100-SXM2-32GB", False),  # GPTQConfig (auto_gptq.py) asks 60
+        ("mxfp4", "0.19.0", "T4", True),  # Mxfp4Config asks 80
+        ("mxfp4", "0.19.0", "A100-80GB", False),
+        ("nvfp4", "0.13.0", "T4", True),  # ModelOptNvFp4Config: 80 up to 0.13, 75 from 0.14
+        ("nvfp4", "0.14.0", "T4", False),
+        ("bnb-4bit", "0.27.0", "V100-SXM2-32GB", False),  # BitsAndBytesConfig asks 70
+        ("compressed-tensors", "0.19.0", "V100-SXM2-32GB", False),  # per scheme: not checked
+    ],
+)
+def test_a_quantized_checkpoint_needs_its_methods_compute_capability(
+    method: str, version: str, gpu: str, refused: bool
+) -> None:
+    reason = _refusal(_ahead(method, version, gpu))
+    assert (f"runs {method} weights from compute capability" in reason) is refused
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "fix", "accepted"),
+    [
+        # Mxfp4Config: in the 0.10.1 wheel's QuantizationMethods, not in 0.10.0's
+        ("mxfp4", "0.10.0", "vllm >= 0.10.1", "0.10.1"),
+        # "bitsandbytes": in 0.27.0's QuantizationMethods, gone from 0.28.0's
+        ("bnb-4bit", "0.28.0", "vllm < 0.28.0", "0.27.0"),
+    ],
+)
+def test_a_release_without_the_method_is_refused_and_names_one_with_it(
+    method: str, version: str, fix: str, accepted: str
+) -> None:
+    reason = _refusal(_ahead(method, version, "H100"))
+    assert f"vllm {version} cannot load {method} checkpoints" in reason
+    assert fix in reason.split("; fix: ")[1].split("; or ")
+    assert _refusal(_ahead(method, accepted, "H100")) == ""
+
+
+def test_each_capability_fix_is_one_the_planner_accepts() -> None:
+    reason = _refusal(_ahead("nvfp4", "0.13.0", "T4"))
+    fixes = reason.split("; fix: ")[1].split("; or ")
+    assert fixes[0] == "a GPU type of capability 8.0 or more"
+    assert _refusal(_ahead("nvfp4", "0.13.0", "A100-80GB")) == ""
+    assert fixes[1] == "vllm >= 0.14.0" and _refusal(_ahead("nvfp4", "0.14.0", "T4")) == ""
+    offered = fixes[2].removeprefix("a ").removesuffix(" checkpoint").replace(" or ", ", ")
+    for method in offered.split(", ")[1:]:  # after "16-bit"
+        assert _refusal(_ahead(method, "0.13.0", "T4")) == "", method
+
+
 def _spec(**overrides: Any) -> LLMDeploymentSpec:
     model = {"name": LLAMA_70B.name, "quantization": "fp8", **overrides.pop("model", {})}
     spec = {**MINIMAL_SPEC, "model": model, "placement": {"gpuTypes": ["h200_141gb"]}}

@@ -1,18 +1,24 @@
-"""fp8 weights the engine cannot start with: the GPU's compute capability, and the peak of a
-quantization the engine applies as it loads a 16-bit checkpoint.
+"""Quantized weights the engine cannot start with: the method missing from the release, the
+GPU's compute capability, and the peak of a quantization the engine applies as it loads a
+16-bit checkpoint.
 
-Both are checked before any KV arithmetic, from the engines' sources:
+All are checked before any KV arithmetic, from the engines' sources:
 
-- **Compute capability.** vLLM (`config/vllm.py`, 0.11.2) and SGLang (`model_loader/loader.py`,
-  0.5.21) refuse a quantization whose `get_min_capability()` is above the device's. vLLM's
-  `Fp8Config` asks 80 up to 0.13 and 75 from 0.14.0 (`layers/quantization/fp8.py` in the
-  0.12.0 to 0.19.0 wheels); SGLang's asks 80 (0.4.10.post2, 0.5.9, 0.5.21). TGI checks nothing
-  at start-up but its fp8 matmul needs the device: v2.0.0-v2.1.x run `torch._scaled_mm`
-  (`Fp8Linear.forward`, utils/layers.py), which takes capability 8.9; from v2.2.0
-  `get_fp8_linear` (layers/fp8.py) runs the Marlin fp8 kernel on capability 8.x and
-  `_scaled_mm` from 9.0, so 8.0. A ROCm device reports its gfx target as the capability
-  (gfx942: 94), so the check passes there; the plan checks NVIDIA devices whose capability
-  the catalog states.
+- **The method and the compute capability** (`METHOD_SUPPORT`). vLLM (`config/vllm.py`,
+  0.11.2) and SGLang (`model_loader/loader.py`, 0.5.21) refuse a quantization whose
+  `get_min_capability()` is above the device's, and vLLM a method its release does not list
+  (`QuantizationMethods`). For a checkpoint vLLM picks the Marlin kernel when the device runs
+  it and falls back to the method's own otherwise (`override_quantization_method`), so the
+  device needs the smaller of the two: read in the 0.9.2, 0.10.0, 0.10.1, 0.10.1.1, 0.11.2,
+  0.13.0, 0.14.0, 0.16.0, 0.19.0, 0.24.0, 0.27.0, 0.28.0 and 0.33.0 wheels
+  (`layers/quantization/*.py`; `auto_awq.py` and `auto_gptq.py` from 0.24.0). SGLang's
+  `Fp8Config` asks 80 (0.4.10.post2, 0.5.9, 0.5.21; its other methods moved between those
+  releases and are not checked). TGI checks nothing at start-up but its fp8 matmul needs the
+  device: v2.0.0-v2.1.x run `torch._scaled_mm` (`Fp8Linear.forward`, utils/layers.py), which
+  takes capability 8.9; from v2.2.0 `get_fp8_linear` (layers/fp8.py) runs the Marlin fp8
+  kernel on capability 8.x and `_scaled_mm` from 9.0, so 8.0. A ROCm device reports its gfx
+  target as the capability (gfx942: 94), so the check passes there; the plan checks NVIDIA
+  devices whose capability the catalog states.
 - **Where an online quantization holds the 16-bit weights.** vLLM before 0.16.0 creates every
   linear layer's weight in the checkpoint's dtype when it builds the model and quantizes it
   once loaded (`Fp8LinearMethod.create_weights`, 0.11.2; `Fp8OnlineLinearMethod`, 0.15.0:
@@ -28,6 +34,8 @@ Both are checked before any KV arithmetic, from the engines' sources:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.types import GIB, PlanRequest
 
@@ -35,34 +43,57 @@ FP8 = "fp8"
 # What an engine applies to any 16-bit checkpoint as it loads it (the others need a checkpoint
 # quantized ahead of time: AWQ, GPTQ, mxfp4 ...).
 ONLINE_QUANTIZATION_METHODS = frozenset({FP8})
-VLLM_FP8_MIN_CAPABILITY = 80
-VLLM_FP8_MIN_CAPABILITY_V014 = 75
-VLLM_FP8_LOWER_CAPABILITY_SINCE = EngineVersion.parse("0.14.0")
-SGLANG_FP8_MIN_CAPABILITY = 80
-TGI_FP8_MIN_CAPABILITY = 89  # torch._scaled_mm
-TGI_FP8_MIN_CAPABILITY_MARLIN = 80  # Marlin fp8 on 8.x
-TGI_FP8_MARLIN_SINCE = EngineVersion.parse("2.2.0")
 VLLM_LAYERWISE_ONLINE_QUANT_SINCE = EngineVersion.parse("0.16.0")
+
+
+@dataclass(frozen=True)
+class MethodSupport:
+    """From release `since` on (until the next row), the compute capability (major x 10 +
+    minor) a quantization method needs; None: the release cannot load it."""
+
+    since: EngineVersion
+    min_capability: int | None
+
+
+def _rows(*rows: tuple[str, int | None]) -> tuple[MethodSupport, ...]:
+    return tuple(MethodSupport(EngineVersion.parse(since), cap) for since, cap in rows)
+
+
+# engine -> method -> rows ascending by `since` (module docstring for the sources). vLLM:
+# fp8 80, 75 from 0.14.0 (Fp8Config); awq 75 (AWQConfig; awq_marlin 80, 75 from 0.14.0); gptq
+# 60 (GPTQConfig); mxfp4 from 0.10.1, 80 (Mxfp4Config, absent in 0.10.0); nvfp4 80, 75 from
+# 0.14.0 (ModelOptNvFp4Config); bitsandbytes 70, gone from `QuantizationMethods` in 0.28.0.
+# A method or engine not listed is not checked (compressed-tensors: each scheme its own).
+METHOD_SUPPORT: dict[str, dict[str, tuple[MethodSupport, ...]]] = {
+    "vllm": {
+        FP8: _rows(("0", 80), ("0.14.0", 75)),
+        "awq": _rows(("0", 75)),
+        "gptq": _rows(("0", 60)),
+        "mxfp4": _rows(("0", None), ("0.10.1", 80)),
+        "nvfp4": _rows(("0", 80), ("0.14.0", 75)),
+        "bnb-4bit": _rows(("0", 70), ("0.28.0", None)),
+    },
+    "sglang": {FP8: _rows(("0", 80))},
+    "tgi": {FP8: _rows(("0", 89), ("2.2.0", 80))},  # torch._scaled_mm; Marlin fp8 on 8.x
+}
 
 
 def _gib(n_bytes: float) -> str:
     return f"{n_bytes / GIB:.1f} GiB"
 
 
-def fp8_min_capability(engine: str, version: EngineVersion) -> int | None:
-    """The compute capability (major x 10 + minor) the engine's fp8 method needs; None: the
-    plan knows no such check for this engine."""
-    if engine == "vllm":
-        if version >= VLLM_FP8_LOWER_CAPABILITY_SINCE:
-            return VLLM_FP8_MIN_CAPABILITY_V014
-        return VLLM_FP8_MIN_CAPABILITY
-    if engine == "sglang":
-        return SGLANG_FP8_MIN_CAPABILITY
-    if engine == "tgi":
-        if version >= TGI_FP8_MARLIN_SINCE:
-            return TGI_FP8_MIN_CAPABILITY_MARLIN
-        return TGI_FP8_MIN_CAPABILITY
-    return None
+# A device whose capability the plan does not check (ROCm, or not in the catalog) runs every
+# method its release lists.
+UNKNOWN_DEVICE_CAPABILITY = 1000
+
+
+def method_support(engine: str, version: EngineVersion, method: str) -> MethodSupport | None:
+    """The row of `METHOD_SUPPORT` for `method` on `engine` `version`; None: not checked."""
+    found = None
+    for row in METHOD_SUPPORT.get(engine, {}).get(method, ()):
+        if row.since <= version:
+            found = row
+    return found
 
 
 def device_capability(arch: str) -> int | None:
@@ -91,21 +122,59 @@ def load_peak_bytes(request: PlanRequest) -> int | None:
     return online.checkpoint_weights_bytes // request.tensor_parallel
 
 
+def _version_fix(engine: str, version: EngineVersion, method: str, capability: int) -> str:
+    """The nearest other release of `engine` that loads `method` on a device of `capability`
+    ("" when none does)."""
+    runs = [
+        row
+        for row in METHOD_SUPPORT[engine][method]
+        if row.min_capability is not None and row.min_capability <= capability
+    ]
+    later = [row for row in runs if row.since > version]
+    if later:
+        return f"{engine} >= {later[0].since}"
+    if runs:  # only earlier releases do: the method was dropped after them
+        rows = METHOD_SUPPORT[engine][method]
+        dropped = next(r.since for r in rows if r.since > runs[-1].since)
+        return f"{engine} < {dropped}"
+    return ""
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def _capability_refusal(request: PlanRequest) -> str:
     engine, version, gpu = request.engine, request.engine_version, request.gpu
-    needed = fp8_min_capability(engine, version) if request.model.quantization == FP8 else None
-    capability = None if gpu.rocm else device_capability(gpu.arch)
-    if needed is None or capability is None or capability >= needed:
+    method = request.model.quantization
+    row = method_support(engine, version, method) if method else None
+    if row is None or method is None:
         return ""
-    fixes = [f"a GPU type of capability {needed / 10:.1f} or more", "a 16-bit or int4 checkpoint"]
-    if engine == "vllm" and capability >= VLLM_FP8_MIN_CAPABILITY_V014:
-        fixes.append(f"vLLM >= {VLLM_FP8_LOWER_CAPABILITY_SINCE}")
-    if engine == "tgi" and capability >= TGI_FP8_MIN_CAPABILITY_MARLIN:
-        fixes.append(f"TGI >= {TGI_FP8_MARLIN_SINCE}")
-    return (
-        f"{engine} {version} runs fp8 weights from compute capability {needed / 10:.1f}; "
-        f"{gpu.name} has {capability / 10:.1f}; fix: {', '.join(fixes)}"
-    )
+    capability = None if gpu.rocm else device_capability(gpu.arch)
+    if row.min_capability is None:
+        problem, fixes = f"{engine} {version} cannot load {method} checkpoints", []
+    elif capability is None or capability >= row.min_capability:
+        return ""
+    else:
+        needed = f"{row.min_capability / 10:.1f}"
+        problem = (
+            f"{engine} {version} runs {method} weights from compute capability {needed}; "
+            f"{gpu.name} has {capability / 10:.1f}"
+        )
+        fixes = [f"a GPU type of capability {needed} or more"]
+    device = capability if capability is not None else UNKNOWN_DEVICE_CAPABILITY
+    if release := _version_fix(engine, version, method, device):
+        fixes.append(release)
+    runnable = [
+        other
+        for other in METHOD_SUPPORT[engine]
+        if other != method
+        and (alt := method_support(engine, version, other)) is not None
+        and alt.min_capability is not None
+        and alt.min_capability <= device
+    ]
+    fixes.append(f"a {_either(['16-bit', *runnable])} checkpoint")
+    return f"{problem}; fix: {'; or '.join(fixes)}"
 
 
 def weights_refusal(request: PlanRequest, runtime_bytes: int, total_bytes: int) -> str:
