@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from kvscale.capacity import rules as v
 from kvscale.capacity.allocator import blas_workspace_bytes, layout_bytes, weights_padding_bytes
 from kvscale.capacity.errors import CapacityInputError
+from kvscale.capacity.kvlayout import kv_heads_per_rank
 from kvscale.capacity.legacy import LayerShape, reserved_slack_bytes
 from kvscale.capacity.nonkv import (
     MoeShape,
@@ -21,6 +22,7 @@ from kvscale.capacity.nonkv import (
     activation_peak,
     forward_peak_bytes,
     resolve_sampler_path,
+    sampler_rows,
 )
 from kvscale.capacity.release import EngineVersion
 from kvscale.capacity.rope import rope_cache_bytes
@@ -102,15 +104,16 @@ def _activation_vllm(
     request: PlanRequest, rules: v.VllmRules, mnbt: int, seqs: int
 ) -> tuple[int, SamplerPath]:
     model = request.model
-    hidden = model.hidden_size or DEFAULT_HIDDEN
+    hidden, intermediate = _mlp_widths(model)
+    vocab = model.vocab_size or DEFAULT_VOCAB
     path = resolve_sampler_path(request.sampler_path, rules.sampler_paths)
     peak = activation_peak(
         path,
         max_num_seqs=seqs,
         mnbt=mnbt,
-        vocab=model.vocab_size or DEFAULT_VOCAB,
+        vocab=vocab,
         hidden=hidden,
-        intermediate=model.intermediate_size or 4 * hidden,
+        intermediate=intermediate,
         tp=request.tensor_parallel,
         dtype_bytes=model.dtype_bytes,
         moe=_moe_shape(model, request.gpu),
@@ -124,24 +127,28 @@ def _activation_vllm(
         charge += reserved_slack_bytes(
             _layer_shape(request),
             tokens=mnbt,
-            rows=min(seqs, mnbt),
-            vocab=model.vocab_size or DEFAULT_VOCAB,
+            rows=sampler_rows(seqs, mnbt),
+            vocab=vocab,
             dtype_bytes=model.dtype_bytes,
         )
     return charge, path
 
 
-def _layer_shape(request: PlanRequest) -> LayerShape:
-    """One decoder layer's widths on a rank (a KV head is whole on every rank that holds
-    one: TP beyond the KV heads replicates them)."""
-    model, tp = request.model, request.tensor_parallel
+def _mlp_widths(model: ModelGeometry) -> tuple[int, int]:
+    """(hidden, dense MLP width) before TP; a config without them: 4,096 and 4 x hidden."""
     hidden = model.hidden_size or DEFAULT_HIDDEN
-    kv_heads = max(1, model.num_kv_heads // tp)
+    return hidden, model.intermediate_size or 4 * hidden
+
+
+def _layer_shape(request: PlanRequest) -> LayerShape:
+    """One decoder layer's widths on a rank."""
+    model, tp = request.model, request.tensor_parallel
+    hidden, intermediate = _mlp_widths(model)
     return LayerShape(
         hidden=hidden,
         q_width=max(1, model.num_attention_heads // tp) * model.head_dim_k,
-        kv_width=kv_heads * (model.head_dim_k + model.head_dim_v),
-        intermediate=(model.intermediate_size or 4 * hidden) // tp,
+        kv_width=kv_heads_per_rank(model, tp) * (model.head_dim_k + model.head_dim_v),
+        intermediate=intermediate // tp,
         num_layers=model.num_layers,
         num_experts=model.num_experts or 0,
         experts_per_token=model.experts_per_token or 0,
@@ -158,9 +165,8 @@ def _moe_shape(model: ModelGeometry, gpu: GpuSpec) -> MoeShape | None:
 
 def _activation_forward_bytes(model: ModelGeometry, mnbt: int, tp: int) -> int:
     """Engines (and vLLM V0) whose profile is one forward pass over `mnbt` prompt tokens."""
-    hidden = model.hidden_size or DEFAULT_HIDDEN
-    inter = model.intermediate_size or 4 * hidden
-    return forward_peak_bytes(mnbt, hidden, inter, tp, model.dtype_bytes)
+    hidden, intermediate = _mlp_widths(model)
+    return forward_peak_bytes(mnbt, hidden, intermediate, tp, model.dtype_bytes)
 
 
 def _vllm_batch(request: PlanRequest, rules: v.VllmRules, total: int) -> tuple[int, int]:

@@ -259,6 +259,11 @@ def forward_peak_bytes(mnbt: int, hidden: int, intermediate: int, tp: int, dtype
     return int(dtype_bytes * mnbt * width)
 
 
+def sampler_rows(max_num_seqs: int, mnbt: int) -> int:
+    """Requests in the profile run's dummy sampler batch: min(max_num_seqs, MNBT)."""
+    return min(max_num_seqs, mnbt)
+
+
 def activation_peak(
     path: SamplerPath,
     *,
@@ -282,7 +287,7 @@ def activation_peak(
     `moe_workspace` (releases that keep the fused-MoE scratch in a persistent workspace) the
     scratch is live under both peaks; without, it is freed after each layer and widens the
     forward peak only."""
-    rows = min(max_num_seqs, mnbt)
+    rows = sampler_rows(max_num_seqs, mnbt)
     shape = {"mnbt": mnbt, "hidden": hidden, "tp": tp, "dtype_bytes": dtype_bytes}
     workspace = moe_workspace_bytes(moe, **shape) if moe is not None and moe_workspace else 0
     forward = forward_peak_bytes(mnbt, hidden, intermediate, tp, dtype_bytes)
