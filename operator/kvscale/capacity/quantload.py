@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvscale.capacity.release import EngineVersion
+from kvscale.capacity.release import EngineVersion, latest_since
 from kvscale.capacity.types import GIB, PlanRequest
 
 FP8 = "fp8"
@@ -89,11 +89,7 @@ UNKNOWN_DEVICE_CAPABILITY = 1000
 
 def method_support(engine: str, version: EngineVersion, method: str) -> MethodSupport | None:
     """The row of `METHOD_SUPPORT` for `method` on `engine` `version`; None: not checked."""
-    found = None
-    for row in METHOD_SUPPORT.get(engine, {}).get(method, ()):
-        if row.since <= version:
-            found = row
-    return found
+    return latest_since(METHOD_SUPPORT.get(engine, {}).get(method, ()), version)
 
 
 def device_capability(arch: str) -> int | None:

@@ -10,7 +10,9 @@ plans and renders the same.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from kvscale.capacity.errors import CapacityInputError
 
@@ -151,3 +153,21 @@ class SupportedVersions:
 
 # Immutable "no bound" range, shared as the dataclass default of every table row.
 ALL_VERSIONS = VersionRange()
+
+
+class _FromRelease(Protocol):
+    @property
+    def since(self) -> EngineVersion: ...
+
+
+_Row = TypeVar("_Row", bound=_FromRelease)
+
+
+def latest_since(rows: Iterable[_Row], version: EngineVersion) -> _Row | None:
+    """The last of `rows` (ascending by `since`) that `version` has reached; None: none has
+    started yet. Every "one row per release range" table is read with it."""
+    found = None
+    for row in rows:
+        if row.since <= version:
+            found = row
+    return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvscale.capacity.nonkv import SamplerPath
-from kvscale.capacity.release import EngineVersion
+from kvscale.capacity.release import EngineVersion, latest_since
 from kvscale.capacity.types import GIB, GpuSpec, PeerLink
 
 _S, _F, _T, _V2 = SamplerPath.SORT, SamplerPath.FLASHINFER, SamplerPath.TRITON, SamplerPath.V2
@@ -135,12 +135,8 @@ ROPE_V08_LAYOUT_SINCE = EngineVersion.parse("0.8.0")
 def vllm_rules(version: EngineVersion | str, force_v0: bool | None = None) -> VllmRules:
     """The row for `version`; `force_v0` selects the last V0 row for V1-era releases that
     still shipped V0 (VLLM_USE_V1=0, up to 0.10.x)."""
-    parsed = EngineVersion.parse(version)
-    chosen = VLLM_RULES[0]
-    for rules in VLLM_RULES:
-        if rules.since <= parsed and (not force_v0 or not rules.v1):
-            chosen = rules
-    return chosen
+    rows = (rules for rules in VLLM_RULES if not force_v0 or not rules.v1)
+    return latest_since(rows, EngineVersion.parse(version)) or VLLM_RULES[0]
 
 
 # --- vLLM batch defaults (EngineArgs.get_batch_defaults, OpenAI API server) ----------------
