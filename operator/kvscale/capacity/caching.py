@@ -43,6 +43,7 @@ class Block:
     segment: int
     size: int
     free: bool
+    small: bool  # the pool of its segment
 
 
 class CachingAllocator:
@@ -50,7 +51,6 @@ class CachingAllocator:
 
     def __init__(self) -> None:
         self._segments: list[list[Block]] = []
-        self._small: list[bool] = []  # the pool each segment belongs to
         self.allocated_bytes = 0
         self.peak_allocated_bytes = 0
 
@@ -65,7 +65,7 @@ class CachingAllocator:
         rest = block.size - size
         if (rest >= MIN_BLOCK_BYTES) if small else (rest > SMALL_SIZE_BYTES):
             segment = self._segments[block.segment]
-            segment.insert(segment.index(block) + 1, Block(block.segment, rest, True))
+            segment.insert(segment.index(block) + 1, Block(block.segment, rest, True, small))
             block.size = size
         block.free = False
         self.allocated_bytes += block.size
@@ -84,11 +84,10 @@ class CachingAllocator:
 
     def _best_fit(self, size: int, small: bool) -> Block | None:
         best: Block | None = None
-        for index, segment in enumerate(self._segments):
-            if self._small[index] != small:
-                continue
+        for segment in self._segments:
             for block in segment:
-                if block.free and block.size >= size and (best is None or block.size < best.size):
+                fits = block.free and block.small == small and block.size >= size
+                if fits and (best is None or block.size < best.size):
                     best = block
         return best
 
@@ -99,7 +98,6 @@ class CachingAllocator:
             segment_bytes = LARGE_BUFFER_BYTES
         else:
             segment_bytes = -(-size // ROUND_LARGE_BYTES) * ROUND_LARGE_BYTES
-        block = Block(len(self._segments), segment_bytes, True)
+        block = Block(len(self._segments), segment_bytes, True, small)
         self._segments.append([block])
-        self._small.append(small)
         return block

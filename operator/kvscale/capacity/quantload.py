@@ -54,6 +54,10 @@ class MethodSupport:
     since: EngineVersion
     min_capability: int | None
 
+    def runs_on(self, capability: int) -> bool:
+        """The release loads the method on a device of `capability`."""
+        return self.min_capability is not None and self.min_capability <= capability
+
 
 def _rows(*rows: tuple[str, int | None]) -> tuple[MethodSupport, ...]:
     return tuple(MethodSupport(EngineVersion.parse(since), cap) for since, cap in rows)
@@ -121,11 +125,7 @@ def load_peak_bytes(request: PlanRequest) -> int | None:
 def _version_fix(engine: str, version: EngineVersion, method: str, capability: int) -> str:
     """The nearest other release of `engine` that loads `method` on a device of `capability`
     ("" when none does)."""
-    runs = [
-        row
-        for row in METHOD_SUPPORT[engine][method]
-        if row.min_capability is not None and row.min_capability <= capability
-    ]
+    runs = [row for row in METHOD_SUPPORT[engine][method] if row.runs_on(capability)]
     later = [row for row in runs if row.since > version]
     if later:
         return f"{engine} >= {later[0].since}"
@@ -143,8 +143,8 @@ def _either(words: list[str]) -> str:
 def _capability_refusal(request: PlanRequest) -> str:
     engine, version, gpu = request.engine, request.engine_version, request.gpu
     method = request.model.quantization
-    row = method_support(engine, version, method) if method else None
-    if row is None or method is None:
+    row = method_support(engine, version, method) if method is not None else None
+    if row is None or method is None:  # not quantized, or a method the table does not check
         return ""
     capability = None if gpu.rocm else device_capability(gpu.arch)
     if row.min_capability is None:
@@ -166,8 +166,7 @@ def _capability_refusal(request: PlanRequest) -> str:
         for other in METHOD_SUPPORT[engine]
         if other != method
         and (alt := method_support(engine, version, other)) is not None
-        and alt.min_capability is not None
-        and alt.min_capability <= device
+        and alt.runs_on(device)
     ]
     fixes.append(f"a {_either(['16-bit', *runnable])} checkpoint")
     return f"{problem}; fix: {'; or '.join(fixes)}"
